@@ -1,0 +1,37 @@
+//! The shared vocabulary of Omen.
+//!
+//! * [`Metric`] and the distance convention every index uses;
+//! * [`Neighbor`], [`TopK`] (a bounded heap) and [`SlotId`], the internal `u32`
+//!   slot number that is distinct from a collection's external string id;
+//! * [`SearchParams`] and [`SearchRequest`];
+//! * one error type, [`Error`];
+//! * the two traits every backend plugs into: [`VectorStorage`] (where vector bytes
+//!   live) and [`VectorIndex`] (how neighbours are found).
+
+mod error;
+mod index;
+mod metric;
+mod neighbor;
+mod params;
+mod scratch;
+mod storage;
+pub mod sync;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use index::{IndexStats, SearchStats, VectorIndex};
+pub use metric::Metric;
+pub use neighbor::{Neighbor, TopK};
+pub use params::{SearchParams, SearchRequest, SlotFilter};
+pub use scratch::{SearchScratch, VisitedSet};
+pub use storage::{StorageBlocks, VectorStorage};
+
+/// The kernel crate, re-exported so that downstream crates name one version.
+pub use omen_simd as simd;
+
+/// Internal slot number of a stored vector: dense, assigned in append order,
+/// never reused. Distinct from the external string id a collection exposes.
+pub type SlotId = u32;
+
+/// The largest number of slots one storage can hold.
+pub const MAX_SLOTS: usize = u32::MAX as usize;

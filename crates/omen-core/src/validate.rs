@@ -1,0 +1,101 @@
+//! Input checks shared by the engine and the indexes.
+
+use crate::error::{Error, Result};
+
+/// Checks that `v` has `dim` components, all finite. `row` names it in the error.
+pub fn check_vector(v: &[f32], dim: usize, row: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: v.len(),
+        });
+    }
+    check_finite(v, row)
+}
+
+/// Checks that every component is finite.
+pub fn check_finite(v: &[f32], row: usize) -> Result<()> {
+    // Fast path: one pass that the compiler vectorises; locate the culprit only on failure.
+    if v.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(component) => Err(Error::NonFinite {
+            row,
+            component,
+            value: v[component],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a row-major batch: a whole number of `dim`-wide rows, all finite.
+pub fn check_rows(rows: &[f32], dim: usize) -> Result<usize> {
+    if dim == 0 || rows.len() % dim != 0 {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: if dim == 0 {
+                rows.len()
+            } else {
+                rows.len() % dim
+            },
+        });
+    }
+    for (i, r) in rows.chunks_exact(dim).enumerate() {
+        check_finite(r, i)?;
+    }
+    Ok(rows.len() / dim)
+}
+
+/// Writes `v / |v|` into `out` (resized). Errors with `ZeroVector` for a zero vector
+/// and `NonFinite` if the norm overflows.
+pub fn normalize_into(v: &[f32], out: &mut Vec<f32>, row: usize) -> Result<()> {
+    let sq: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    if sq == 0.0 {
+        return Err(Error::ZeroVector { row });
+    }
+    let inv = 1.0 / sq.sqrt();
+    out.clear();
+    out.extend(v.iter().map(|&x| (x as f64 * inv) as f32));
+    check_finite(out, row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_nan_inf_and_wrong_dim() {
+        assert!(matches!(
+            check_vector(&[1.0, f32::NAN], 2, 3),
+            Err(Error::NonFinite {
+                row: 3,
+                component: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_vector(&[f32::INFINITY], 1, 0),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            check_vector(&[1.0], 2, 0),
+            Err(Error::DimensionMismatch {
+                expected: 2,
+                got: 1
+            })
+        ));
+        assert!(check_vector(&[1.0, -2.0], 2, 0).is_ok());
+    }
+
+    #[test]
+    fn normalises_and_refuses_zero() {
+        let mut out = Vec::new();
+        normalize_into(&[3.0, 4.0], &mut out, 0).unwrap();
+        assert!((out[0] - 0.6).abs() < 1e-6 && (out[1] - 0.8).abs() < 1e-6);
+        assert!(matches!(
+            normalize_into(&[0.0, 0.0], &mut out, 1),
+            Err(Error::ZeroVector { row: 1 })
+        ));
+    }
+}
