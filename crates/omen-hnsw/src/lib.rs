@@ -1,0 +1,1 @@
+//! HNSW graph index for Omen (Malkov & Yashunin 2018).
