@@ -1,1 +1,9 @@
-//! Benchmark harness.
+//! The Omen benchmark harness: runs index × parameter × storage × dataset × thread
+//! matrices, measures build (storage-only append and index build, reported
+//! separately), search QPS and latency, recall by id and by distance computed by the
+//! harness itself, memory, and the environment; writes JSON, CSV, Markdown and plots.
+
+pub mod env;
+pub mod frontier;
+pub mod latency;
+pub mod recall;
