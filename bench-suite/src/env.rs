@@ -3,7 +3,7 @@
 use std::process::Command;
 
 /// Where and how a run was made.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Environment {
     /// CPU model name.
     pub cpu_model: String,

@@ -6,4 +6,7 @@
 pub mod env;
 pub mod frontier;
 pub mod latency;
+pub mod model;
+pub mod plot;
 pub mod recall;
+pub mod report;

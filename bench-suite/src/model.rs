@@ -1,0 +1,174 @@
+//! The figures a benchmark run produces, serialised verbatim into `results.json`.
+
+use crate::env::Environment;
+use crate::frontier::{qps_at_recall, Point};
+use crate::latency::Latency;
+use crate::recall::{RecallKind, RecallSummary};
+use serde::{Deserialize, Serialize};
+
+/// The recall targets at which QPS is interpolated and compared.
+pub const RECALL_TARGETS: [f64; 3] = [0.90, 0.95, 0.99];
+
+/// One timed phase of building. Phases are never summed into one unlabelled figure.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phase {
+    /// What was measured, in words (e.g. "storage-only append: vectors copied into
+    /// the memory arena, no index").
+    pub what: String,
+    /// Vectors processed.
+    pub vectors: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// `vectors / seconds`.
+    pub vectors_per_sec: f64,
+    /// Threads used.
+    pub threads: usize,
+}
+
+impl Phase {
+    /// A phase from a count and a duration.
+    pub fn new(what: impl Into<String>, vectors: u64, seconds: f64, threads: usize) -> Phase {
+        Phase {
+            what: what.into(),
+            vectors,
+            seconds,
+            vectors_per_sec: if seconds > 0.0 {
+                vectors as f64 / seconds
+            } else {
+                f64::INFINITY
+            },
+            threads,
+        }
+    }
+}
+
+/// Build figures, each phase separate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BuildFigures {
+    /// Copying vectors into the storage backend only (no index, no durability).
+    pub storage_append: Option<Phase>,
+    /// Durable ingest through the write-ahead log (absent until durability exists).
+    pub durable_ingest: Option<Phase>,
+    /// Index training (k-means, codebooks), when the index has one.
+    pub index_train: Option<Phase>,
+    /// Adding every vector to the index (after training).
+    pub index_build: Option<Phase>,
+}
+
+/// Memory and disk figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryFigures {
+    /// Bytes held by the index's own structures (graph, codes, lists), excluding the
+    /// full vectors held by storage.
+    pub index_bytes: Option<u64>,
+    /// `index_bytes / n`.
+    pub index_bytes_per_vector: Option<f64>,
+    /// Bytes held by the storage for full vectors.
+    pub storage_bytes: Option<u64>,
+    /// Peak resident set size of the measuring process after the build.
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes on disk, when the system persisted anything.
+    pub on_disk_bytes: Option<u64>,
+}
+
+/// One operating point of a parameter sweep.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SearchPoint {
+    /// The search parameters (e.g. `{"ef": 64}`), as given to the system.
+    pub params: serde_json::Value,
+    /// A short label for tables ("ef=64").
+    pub label: String,
+    /// Queries per second, one query at a time on one thread (ann-benchmarks).
+    pub qps_single: f64,
+    /// Queries per second for all queries in one batch call.
+    pub qps_batch: Option<f64>,
+    /// Threads used by the batch call.
+    pub batch_threads: usize,
+    /// Per-query latency of the one-at-a-time loop.
+    pub latency: Latency,
+    /// Recall by id and by distance, computed by the harness.
+    pub recall: RecallSummary,
+    /// Mean distance computations per query, when the system counts them.
+    pub distance_computations_per_query: Option<f64>,
+}
+
+/// Everything measured for one system configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    /// Display name, e.g. "omen-hnsw(M=16,efc=200)/memory" or "hnswlib(M=16,efc=200)".
+    pub name: String,
+    /// `omen` or `peer`.
+    pub family: String,
+    /// The index kind (`flat`, `hnsw`, `ivfpq`, ...).
+    pub index: String,
+    /// The storage backend, for omen systems.
+    pub storage: Option<String>,
+    /// Library version, for peers.
+    pub version: Option<String>,
+    /// Build parameters.
+    pub build_params: serde_json::Value,
+    /// Threads used for building.
+    pub build_threads: usize,
+    /// Build phases.
+    pub build: BuildFigures,
+    /// Memory.
+    pub memory: MemoryFigures,
+    /// Sweep.
+    pub points: Vec<SearchPoint>,
+    /// Notes (e.g. "peer's single-query loop includes Python call overhead").
+    pub notes: Vec<String>,
+}
+
+impl RunResult {
+    /// (recall@k by `kind`, single-thread QPS) for every point.
+    pub fn curve(&self, kind: RecallKind, k: usize) -> Vec<Point> {
+        self.points
+            .iter()
+            .filter_map(|p| {
+                Some(Point {
+                    recall: p.recall.at(kind, k)?,
+                    qps: p.qps_single,
+                })
+            })
+            .collect()
+    }
+
+    /// Single-thread QPS interpolated at `target` recall@k on this run's frontier.
+    pub fn qps_at(&self, kind: RecallKind, k: usize, target: f64) -> Option<f64> {
+        qps_at_recall(&self.curve(kind, k), target)
+    }
+}
+
+/// The dataset a run used.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatasetInfo {
+    /// Name (e.g. "glove-50-angular").
+    pub name: String,
+    /// Base vectors.
+    pub n: usize,
+    /// Queries.
+    pub nq: usize,
+    /// Dimension.
+    pub dim: usize,
+    /// Metric name (`l2`, `ip`, `cosine`).
+    pub metric: String,
+    /// Checksum of the base and query bytes.
+    pub checksum: String,
+}
+
+/// A whole report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// Run name (the directory under `reports/`).
+    pub run: String,
+    /// The command that reproduces it.
+    pub reproduce: String,
+    /// Environment.
+    pub env: Environment,
+    /// Dataset.
+    pub dataset: DatasetInfo,
+    /// Neighbours requested per query.
+    pub k: usize,
+    /// Every system measured.
+    pub runs: Vec<RunResult>,
+}

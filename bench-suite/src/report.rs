@@ -1,0 +1,287 @@
+//! Writes a run's report directory: `results.json` (every raw figure),
+//! `results.csv` (one row per operating point), `report.md` (tables, environment,
+//! reproduction) and SVG plots.
+
+use crate::model::{Report, RunResult, SearchPoint, RECALL_TARGETS};
+use crate::recall::RecallKind;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The operating point with the lowest recall@k (by id) at or above `target`, or the
+/// highest-recall point when none reaches it.
+pub fn point_near_recall(run: &RunResult, k: usize, target: f64) -> Option<&SearchPoint> {
+    let rec = |p: &SearchPoint| p.recall.at(RecallKind::ById, k).unwrap_or(0.0);
+    run.points
+        .iter()
+        .filter(|p| rec(p) >= target)
+        .min_by(|a, b| {
+            rec(a)
+                .total_cmp(&rec(b))
+                .then(b.qps_single.total_cmp(&a.qps_single))
+        })
+        .or_else(|| run.points.iter().max_by(|a, b| rec(a).total_cmp(&rec(b))))
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.prec$}"),
+        _ => "—".to_string(),
+    }
+}
+
+fn fmt_int(v: f64) -> String {
+    if !v.is_finite() {
+        return "—".into();
+    }
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The Markdown report.
+pub fn markdown(report: &Report) -> String {
+    let k = report.k;
+    let mut m = String::new();
+    let d = &report.dataset;
+    let _ = writeln!(m, "# Omen benchmark: {}\n", report.run);
+    let _ = writeln!(
+        m,
+        "Dataset **{}**: {} base vectors, {} queries, dimension {}, metric `{}` (checksum `{}`); k = {k}.\n",
+        d.name, fmt_int(d.n as f64), fmt_int(d.nq as f64), d.dim, d.metric, d.checksum
+    );
+    let _ = writeln!(m, "Reproduce with:\n\n```sh\n{}\n```\n", report.reproduce);
+    let _ = writeln!(m, "## What each figure measures\n");
+    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention. Peers are driven from Python, so their per-query figure includes the Python call overhead; their batch figure does not.");
+    let _ = writeln!(
+        m,
+        "- **batch QPS**: all queries in one call with the stated threads."
+    );
+    let _ = writeln!(m, "- **recall by id**: fraction of the true top-k ids returned. **recall by distance**: fraction of returned results whose distance (recomputed by the harness from the base vectors, never taken from the system) is within 1e-3 of the true k-th distance, so ties count (ann-benchmarks' rule).");
+    let _ = writeln!(m, "- **QPS at recall r**: interpolated on each system's Pareto frontier of (recall@{k} by id, 1-thread QPS), geometrically in QPS between the two bracketing points; — means the system never reached r.");
+    let _ = writeln!(m, "- Build phases are separate figures: **storage append** (vectors copied into the storage backend, no index), **index train** (k-means/codebooks), **index build** (adding every vector to the index). They are never summed into one number.\n");
+
+    let _ = writeln!(m, "## QPS at recall@{k} (by id), one thread\n");
+    let _ = writeln!(
+        m,
+        "| system | QPS @0.90 | QPS @0.95 | QPS @0.99 | best recall@{k} |"
+    );
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|");
+    for r in &report.runs {
+        let best = r
+            .points
+            .iter()
+            .filter_map(|p| p.recall.at(RecallKind::ById, k))
+            .fold(f64::NAN, f64::max);
+        let q: Vec<String> = RECALL_TARGETS
+            .iter()
+            .map(|&t| r.qps_at(RecallKind::ById, k, t).map_or("—".into(), fmt_int))
+            .collect();
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} |",
+            r.name,
+            q[0],
+            q[1],
+            q[2],
+            fmt_opt(Some(best), 4)
+        );
+    }
+
+    let omen: Vec<&RunResult> = report.runs.iter().filter(|r| r.family == "omen").collect();
+    let peers: Vec<&RunResult> = report.runs.iter().filter(|r| r.family != "omen").collect();
+    if !omen.is_empty() && !peers.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Ratios (omen / peer), QPS at equal recall@{k}, one thread\n"
+        );
+        let _ = writeln!(m, "| omen system | peer | @0.90 | @0.95 | @0.99 |");
+        let _ = writeln!(m, "|---|---|---:|---:|---:|");
+        for o in &omen {
+            for p in &peers {
+                let cells: Vec<String> = RECALL_TARGETS
+                    .iter()
+                    .map(|&t| {
+                        match (
+                            o.qps_at(RecallKind::ById, k, t),
+                            p.qps_at(RecallKind::ById, k, t),
+                        ) {
+                            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                            _ => "—".into(),
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {} |",
+                    o.name, p.name, cells[0], cells[1], cells[2]
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(m, "\n## Build\n");
+    let _ = writeln!(m, "| system | threads | storage append vec/s | index train s | index build vec/s | index build s | index bytes/vector | peak RSS MiB |");
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &report.runs {
+        let b = &r.build;
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.build_threads,
+            b.storage_append
+                .as_ref()
+                .map_or("—".into(), |p| fmt_int(p.vectors_per_sec)),
+            b.index_train
+                .as_ref()
+                .map_or("—".into(), |p| format!("{:.2}", p.seconds)),
+            b.index_build
+                .as_ref()
+                .map_or("—".into(), |p| fmt_int(p.vectors_per_sec)),
+            b.index_build
+                .as_ref()
+                .map_or("—".into(), |p| format!("{:.2}", p.seconds)),
+            fmt_opt(r.memory.index_bytes_per_vector, 1),
+            fmt_opt(r.memory.peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0),
+        );
+    }
+
+    let _ = writeln!(m, "\n## Every operating point\n");
+    let _ = writeln!(m, "| system | params | recall@1 id | recall@{k} id | recall@{k} dist | recall@100 id | QPS 1 thread | batch QPS (threads) | p50 µs | p99 µs | p99.9 µs | dist. comps/query |");
+    let _ = writeln!(
+        m,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &report.runs {
+        for p in &r.points {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                r.name,
+                p.label,
+                fmt_opt(p.recall.at(RecallKind::ById, 1), 4),
+                fmt_opt(p.recall.at(RecallKind::ById, k), 4),
+                fmt_opt(p.recall.at(RecallKind::ByDistance, k), 4),
+                fmt_opt(p.recall.at(RecallKind::ById, 100), 4),
+                fmt_int(p.qps_single),
+                p.qps_batch.map_or("—".into(), |q| format!(
+                    "{} ({})",
+                    fmt_int(q),
+                    p.batch_threads
+                )),
+                p.latency.p50_us,
+                p.latency.p99_us,
+                p.latency.p999_us,
+                fmt_opt(p.distance_computations_per_query, 0),
+            );
+        }
+    }
+    for r in &report.runs {
+        for n in &r.notes {
+            let _ = writeln!(m, "\n- {}: {}", r.name, n);
+        }
+    }
+
+    let e = &report.env;
+    let _ = writeln!(m, "\n## Environment\n");
+    let _ = writeln!(
+        m,
+        "- CPU: {} ({} logical CPUs), memory {:.1} GiB",
+        e.cpu_model,
+        e.logical_cpus,
+        e.memory_bytes as f64 / 1073741824.0
+    );
+    let _ = writeln!(
+        m,
+        "- SIMD ISA chosen by omen's kernels: **{}** (available: {})",
+        e.simd_isa,
+        e.simd_available.join(", ")
+    );
+    let _ = writeln!(m, "- rustc: {}; OS: {}", e.rustc, e.os);
+    let _ = writeln!(m, "- git commit: {}", e.git_commit);
+    let _ = writeln!(m, "- started: {}", e.started_utc);
+    let _ = writeln!(m, "- command line: `{}`", e.command_line);
+    let _ = writeln!(m, "\n## Plots\n");
+    for (f, t) in PLOTS {
+        let _ = writeln!(m, "![{t}]({f})\n");
+    }
+    m
+}
+
+const PLOTS: [(&str, &str); 4] = [
+    ("recall_qps.svg", "recall vs QPS"),
+    ("build.svg", "build throughput by phase"),
+    ("latency.svg", "latency percentiles"),
+    ("memory.svg", "index memory per vector"),
+];
+
+/// One CSV row per (system, operating point).
+pub fn csv(report: &Report) -> String {
+    let mut s = String::from("system,family,index,storage,params,recall1_id,recall10_id,recall10_dist,recall100_id,recall100_dist,qps_single,qps_batch,batch_threads,p50_us,p95_us,p99_us,p999_us,dist_comps_per_query,storage_append_vps,index_train_s,index_build_vps,index_bytes_per_vector\n");
+    let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
+    let o = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x}"));
+    for r in &report.runs {
+        for p in &r.points {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                q(&r.name),
+                r.family,
+                r.index,
+                r.storage.clone().unwrap_or_default(),
+                q(&p.label),
+                o(p.recall.at(RecallKind::ById, 1)),
+                o(p.recall.at(RecallKind::ById, 10)),
+                o(p.recall.at(RecallKind::ByDistance, 10)),
+                o(p.recall.at(RecallKind::ById, 100)),
+                o(p.recall.at(RecallKind::ByDistance, 100)),
+                p.qps_single,
+                o(p.qps_batch),
+                p.batch_threads,
+                p.latency.p50_us,
+                p.latency.p95_us,
+                p.latency.p99_us,
+                p.latency.p999_us,
+                o(p.distance_computations_per_query),
+                o(r.build.storage_append.as_ref().map(|b| b.vectors_per_sec)),
+                o(r.build.index_train.as_ref().map(|b| b.seconds)),
+                o(r.build.index_build.as_ref().map(|b| b.vectors_per_sec)),
+                o(r.memory.index_bytes_per_vector),
+            );
+        }
+    }
+    s
+}
+
+/// Writes `results.json`, `results.csv`, `report.md` and the plots into `dir`.
+/// Returns the path of `report.md`.
+pub fn write(report: &Report, dir: &Path) -> omen_core::Result<PathBuf> {
+    let io = |p: &Path, e: std::io::Error| omen_core::Error::io(p, e);
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| omen_core::Error::invalid_param("report", e.to_string()))?;
+    let p = dir.join("results.json");
+    std::fs::write(&p, json).map_err(|e| io(&p, e))?;
+    let p = dir.join("results.csv");
+    std::fs::write(&p, csv(report)).map_err(|e| io(&p, e))?;
+    let plot_err = |name: &str, e: Box<dyn std::error::Error>| {
+        omen_core::Error::io(dir.join(name), std::io::Error::other(e.to_string()))
+    };
+    crate::plot::recall_qps(report, report.k, &dir.join(PLOTS[0].0))
+        .map_err(|e| plot_err(PLOTS[0].0, e))?;
+    crate::plot::build_throughput(report, &dir.join(PLOTS[1].0))
+        .map_err(|e| plot_err(PLOTS[1].0, e))?;
+    crate::plot::latency(report, report.k, &dir.join(PLOTS[2].0))
+        .map_err(|e| plot_err(PLOTS[2].0, e))?;
+    crate::plot::memory_per_vector(report, &dir.join(PLOTS[3].0))
+        .map_err(|e| plot_err(PLOTS[3].0, e))?;
+    let p = dir.join("report.md");
+    std::fs::write(&p, markdown(report)).map_err(|e| io(&p, e))?;
+    Ok(p)
+}

@@ -1,0 +1,97 @@
+//! The report writer produces every artifact, with ratios between omen and peers.
+use omen_bench::latency::Latency;
+use omen_bench::model::*;
+use omen_bench::recall::RecallSummary;
+
+fn run(name: &str, family: &str, pts: &[(f64, f64)]) -> RunResult {
+    RunResult {
+        name: name.into(),
+        family: family.into(),
+        index: "hnsw".into(),
+        build_threads: 1,
+        build: BuildFigures {
+            storage_append: Some(Phase::new("storage-only append", 1000, 0.001, 1)),
+            index_build: Some(Phase::new("index build", 1000, 0.5, 1)),
+            ..Default::default()
+        },
+        memory: MemoryFigures {
+            index_bytes: Some(64_000),
+            index_bytes_per_vector: Some(64.0),
+            ..Default::default()
+        },
+        points: pts
+            .iter()
+            .map(|&(r, q)| SearchPoint {
+                params: serde_json::json!({"ef": 10}),
+                label: format!("r={r}"),
+                qps_single: q,
+                qps_batch: Some(q * 1.5),
+                batch_threads: 2,
+                latency: Latency::from_seconds(&[1.0 / q; 10]),
+                recall: RecallSummary {
+                    ks: vec![1, 10],
+                    by_id: vec![r, r],
+                    by_distance: vec![r, r],
+                },
+                distance_computations_per_query: Some(100.0),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn writes_every_artifact_with_ratios() {
+    let report = Report {
+        run: "unit".into(),
+        reproduce: "omen bench unit".into(),
+        dataset: DatasetInfo {
+            name: "toy".into(),
+            n: 1000,
+            nq: 10,
+            dim: 4,
+            metric: "l2".into(),
+            checksum: "0".into(),
+        },
+        k: 10,
+        runs: vec![
+            run(
+                "omen-hnsw",
+                "omen",
+                &[(0.9, 2000.0), (0.95, 1000.0), (0.99, 300.0)],
+            ),
+            run(
+                "hnswlib",
+                "peer",
+                &[(0.9, 1000.0), (0.95, 500.0), (0.98, 200.0)],
+            ),
+        ],
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("omen-report-test-{}", std::process::id()));
+    let md_path = omen_bench::report::write(&report, &dir).unwrap();
+    let md = std::fs::read_to_string(md_path).unwrap();
+    assert!(
+        md.contains("| omen-hnsw | hnswlib | 2.00x | 2.00x | — |"),
+        "{md}"
+    );
+    for f in [
+        "results.json",
+        "results.csv",
+        "recall_qps.svg",
+        "build.svg",
+        "latency.svg",
+        "memory.svg",
+    ] {
+        let len = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(len > 200, "{f} is {len} bytes");
+    }
+    let back: Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(back, report);
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6);
+    if std::env::var_os("OMEN_KEEP_TEST_REPORT").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
