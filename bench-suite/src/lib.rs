@@ -3,6 +3,7 @@
 //! separately), search QPS and latency, recall by id and by distance computed by the
 //! harness itself, memory, and the environment; writes JSON, CSV, Markdown and plots.
 
+pub mod config;
 pub mod env;
 pub mod frontier;
 pub mod latency;
@@ -10,3 +11,4 @@ pub mod model;
 pub mod plot;
 pub mod recall;
 pub mod report;
+pub mod runner;

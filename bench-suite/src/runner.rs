@@ -1,0 +1,257 @@
+//! Measures omen systems: storage-only append, index training and index build as
+//! separate phases, then a search-parameter sweep (one query at a time on one thread,
+//! and one batch call on N threads), with recall computed by the harness.
+
+use crate::env::{peak_rss_bytes, rss_bytes};
+use crate::latency::Latency;
+use crate::model::{BuildFigures, DatasetInfo, MemoryFigures, Phase, RunResult, SearchPoint};
+use crate::recall::{summarize, RecallInputs};
+use omen_core::{
+    Error, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch, VectorIndex,
+    VectorStorage,
+};
+use std::time::{Duration, Instant};
+
+/// Recall is reported at these k (those above the run's k are dropped).
+pub const RECALL_KS: [usize; 3] = [1, 10, 100];
+
+/// A dataset loaded for benchmarking, with its ground truth.
+pub struct BenchData {
+    /// Name, sizes, metric and checksum.
+    pub info: DatasetInfo,
+    /// The metric to search with.
+    pub metric: Metric,
+    /// Vector width.
+    pub dim: usize,
+    /// Base vectors, row-major.
+    pub base: Vec<f32>,
+    /// Queries, row-major.
+    pub queries: Vec<f32>,
+    /// Exact nearest ids, `truth_k` per query.
+    pub truth_ids: Vec<i64>,
+    /// Exact nearest distances, `truth_k` per query.
+    pub truth_distances: Vec<f32>,
+    /// Ground-truth depth.
+    pub truth_k: usize,
+}
+
+impl BenchData {
+    /// Number of base vectors.
+    pub fn n(&self) -> usize {
+        self.base.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Number of queries.
+    pub fn nq(&self) -> usize {
+        self.queries.len().checked_div(self.dim).unwrap_or(0)
+    }
+}
+
+/// Makes an empty storage of a dimension.
+pub type StorageMaker = Box<dyn Fn(usize) -> Result<Box<dyn VectorStorage>> + Send + Sync>;
+
+/// Makes an index for the data (training it, when it needs training, on a sample of
+/// the base) and returns the training phase separately.
+pub type IndexMaker =
+    Box<dyn Fn(&BenchData, usize) -> Result<(Box<dyn VectorIndex>, Option<Phase>)> + Send + Sync>;
+
+/// One operating point of a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepPoint {
+    /// Table label ("ef=64").
+    pub label: String,
+    /// The parameters as JSON, for results.json.
+    pub json: serde_json::Value,
+    /// The parameters given to the index.
+    pub params: SearchParams,
+}
+
+/// An omen system to measure: an index kind with build parameters over a storage.
+pub struct OmenSystem {
+    /// Display name.
+    pub name: String,
+    /// Index kind name.
+    pub index: String,
+    /// Storage kind name.
+    pub storage: String,
+    /// Build parameters, for the report.
+    pub build_params: serde_json::Value,
+    /// Makes the storage.
+    pub make_storage: StorageMaker,
+    /// Makes (and trains) the index.
+    pub make_index: IndexMaker,
+    /// The search-parameter sweep.
+    pub sweep: Vec<SweepPoint>,
+}
+
+/// Limits that keep a run's duration bounded.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// Neighbours per query.
+    pub k: usize,
+    /// Threads for building and for the batch search call.
+    pub threads: usize,
+    /// Time allowed for the one-query-at-a-time loop of one operating point; it times
+    /// at least `min_single_queries` queries (or all) and stops when this is spent.
+    pub single_time: Duration,
+    /// See `single_time`.
+    pub min_single_queries: usize,
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::invalid_param("threads", e.to_string()))
+}
+
+/// Measures one omen system on `data`. `progress` is called with a short message
+/// before each phase.
+pub fn run_omen(
+    sys: &OmenSystem,
+    data: &BenchData,
+    budget: &Budget,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RunResult> {
+    let n = data.n();
+    let nq = data.nq();
+    let dim = data.dim;
+    let k = budget.k;
+    let threads = budget.threads.max(1);
+    let build_pool = pool(threads)?;
+    let mut notes = Vec::new();
+
+    progress(&format!("{}: storage append", sys.name));
+    let rss_before = rss_bytes();
+    let storage = (sys.make_storage)(dim)?;
+    let t = Instant::now();
+    storage.append_batch(&data.base)?;
+    let append = Phase::new(
+        format!("storage-only append: {n} vectors copied into the {} storage in one batch, no index, no durability", sys.storage),
+        n as u64,
+        t.elapsed().as_secs_f64(),
+        1,
+    );
+
+    progress(&format!("{}: index train", sys.name));
+    let (index, train) = build_pool.install(|| (sys.make_index)(data, threads))?;
+
+    progress(&format!("{}: index build", sys.name));
+    let t = Instant::now();
+    build_pool.install(|| index.add(storage.as_ref(), 0..n as u32))?;
+    let build = Phase::new(
+        format!("index build: {n} vectors added to the {} index with {threads} thread(s), after training", sys.index),
+        n as u64,
+        t.elapsed().as_secs_f64(),
+        threads,
+    );
+    let index_bytes = index.memory_bytes() as u64;
+    let memory = MemoryFigures {
+        index_bytes: Some(index_bytes),
+        index_bytes_per_vector: Some(index_bytes as f64 / n.max(1) as f64),
+        storage_bytes: Some(storage.memory_bytes() as u64),
+        peak_rss_bytes: peak_rss_bytes(),
+        on_disk_bytes: None,
+    };
+    if let (Some(a), Some(b)) = (rss_before, rss_bytes()) {
+        notes.push(format!(
+            "RSS grew by {:.1} MiB while building",
+            (b as f64 - a as f64) / 1048576.0
+        ));
+    }
+
+    let mut points = Vec::new();
+    let mut scratch = SearchScratch::new();
+    let mut out: Vec<Neighbor> = Vec::with_capacity(k);
+    let search_pool = pool(threads)?;
+    for sp in &sys.sweep {
+        progress(&format!("{}: search {}", sys.name, sp.label));
+        // One query at a time, this thread (rayon is not involved in a single search).
+        let mut lat = Vec::with_capacity(nq);
+        let t_all = Instant::now();
+        for q in data.queries.chunks_exact(dim) {
+            let t = Instant::now();
+            let req = SearchRequest::new(q, k, &sp.params);
+            index.search(storage.as_ref(), &req, &mut scratch, &mut out)?;
+            lat.push(t.elapsed().as_secs_f64());
+            if lat.len() >= budget.min_single_queries && t_all.elapsed() > budget.single_time {
+                break;
+            }
+        }
+        let single_secs: f64 = lat.iter().sum();
+        let qps_single = lat.len() as f64 / single_secs.max(1e-12);
+        let timed = lat.len();
+
+        // All queries in one batch call on the pool; its answers give the recall.
+        let mut results: Vec<Vec<Neighbor>> = Vec::new();
+        let t = Instant::now();
+        let stats = search_pool.install(|| {
+            index.search_batch(
+                storage.as_ref(),
+                &data.queries,
+                k,
+                &sp.params,
+                None,
+                &mut results,
+            )
+        })?;
+        let batch_secs = t.elapsed().as_secs_f64();
+        let mut ids = vec![-1i64; nq * k];
+        for (qi, r) in results.iter().enumerate() {
+            for (j, nb) in r.iter().take(k).enumerate() {
+                ids[qi * k + j] = i64::from(nb.slot);
+            }
+        }
+        let recall = summarize(
+            &RecallInputs {
+                metric: data.metric,
+                base: &data.base,
+                queries: &data.queries,
+                dim,
+                truth_ids: &data.truth_ids,
+                truth_distances: &data.truth_distances,
+                truth_k: data.truth_k,
+                run_ids: &ids,
+                run_k: k,
+            },
+            &RECALL_KS,
+        );
+        if timed < nq {
+            notes.push(format!(
+                "{}: the one-query-at-a-time loop timed the first {timed} of {nq} queries (time budget); recall uses all queries",
+                sp.label
+            ));
+        }
+        points.push(SearchPoint {
+            params: sp.json.clone(),
+            label: sp.label.clone(),
+            qps_single,
+            qps_batch: Some(nq as f64 / batch_secs.max(1e-12)),
+            batch_threads: threads,
+            latency: Latency::from_seconds(&lat),
+            recall,
+            distance_computations_per_query: Some(
+                stats.distance_computations as f64 / nq.max(1) as f64,
+            ),
+        });
+    }
+
+    Ok(RunResult {
+        name: sys.name.clone(),
+        family: "omen".into(),
+        index: sys.index.clone(),
+        storage: Some(sys.storage.clone()),
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        build_params: sys.build_params.clone(),
+        build_threads: threads,
+        build: BuildFigures {
+            storage_append: Some(append),
+            durable_ingest: None,
+            index_train: train,
+            index_build: Some(build),
+        },
+        memory,
+        points,
+        notes,
+    })
+}
