@@ -3,11 +3,13 @@
 //! separately), search QPS and latency, recall by id and by distance computed by the
 //! harness itself, memory, and the environment; writes JSON, CSV, Markdown and plots.
 
+pub mod bench;
 pub mod config;
 pub mod env;
 pub mod frontier;
 pub mod latency;
 pub mod model;
+pub mod peers;
 pub mod plot;
 pub mod recall;
 pub mod report;

@@ -1,1 +1,780 @@
 //! HNSW graph index for Omen (Malkov & Yashunin 2018).
+//!
+//! [`HnswIndex`] implements [`VectorIndex`] with the paper's algorithms, following
+//! the choices of hnswlib (`hnswalg.h`) where the paper leaves room:
+//! * levels drawn as `floor(-ln U · mL)` with `mL = 1/ln M` from a seeded
+//!   generator; greedy descent through the upper layers; a beam of width `ef` on
+//!   layer 0 (`ef_construction` while inserting);
+//! * neighbours chosen by the heuristic (Algorithm 4): a candidate is kept when it
+//!   is closer to the new node than to every neighbour already kept; a new node
+//!   gets `M` links on every layer, a list overflowing its capacity (`M`, or
+//!   `M0 = 2M` on layer 0) is re-pruned with the same heuristic. Filling with pruned
+//!   candidates is optional ([`HnswParams::keep_pruned`]).
+//!
+//! # Concurrency
+//! All methods take `&self`. Inserts run in parallel with each other and with
+//! searches; there is no lock around the graph's lists: each node has a small
+//! mutex taken by writers of its lists only, readers load the lists' atomic words
+//! without locking (see `graph.rs` for the argument). The entry point and top level
+//! are one `AtomicU64` read at the start of every search; inserts that raise the
+//! top level are serialised by a mutex, as in hnswlib. A `RwLock` around the chunk
+//! table is taken for writing only when an `add` reserves its nodes (allocating
+//! chunks and upper-level tables), and for reading, per node, by inserts and, per
+//! query, by searches. [`add`](VectorIndex::add) of 256 slots or more inserts them
+//! in parallel with rayon. The shared state goes through `omen_core::sync`, so the
+//! loom models in `loom_tests.rs` check the protocols.
+//!
+//! # Deletes
+//! [`remove`](VectorIndex::remove) tombstones a node: it is still routed through
+//! but never returned. When tombstones exceed [`HnswParams::repair_threshold`] of
+//! the graph's nodes, the next `add` (or an explicit [`HnswIndex::repair`]) rewires
+//! every live list that links to a tombstoned node: its candidates are its live
+//! neighbours and the live neighbours of its deleted neighbours, re-pruned by the
+//! heuristic and refilled to capacity (hnswlib's `repairConnectionsForUpdate`, in
+//! the FreshDiskANN manner). `remove` has no storage to read vectors from, which
+//! is why the repair waits for the next call that has one.
+//!
+//! # Search
+//! Exact answers ([`SearchParams::exhaustive`], or a beam `ef` at least the
+//! number of present nodes) are a flat scan of the present nodes, not a graph
+//! walk: exact by construction, documented rather than hoped for, and cheaper
+//! than a walk that would visit every node anyway. A filtered search first estimates the filter's selectivity from 256
+//! sampled nodes and scans the matching nodes flat when fewer than 2% (or fewer
+//! than `8·ef`) are expected to match; otherwise it walks the graph, routing
+//! through every node and returning only the ones the filter allows, and falls
+//! back to the flat scan when the walk finds fewer than `k` (so `k` results come
+//! back whenever `k` match).
+//!
+//! # Persistence
+//! [`HnswIndex::save`] and [`HnswIndex::load`] write and read the graph in the
+//! format described in `FORMAT.md`; loading validates every field and link.
+
+mod graph;
+mod params;
+mod persist;
+mod search;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+pub use params::HnswParams;
+
+use graph::{
+    level_of, pack, read_list, status_of, Graph, DELETED, MAX_LEVEL, PRESENT, PURGED, RESERVED,
+};
+use omen_core::simd::Kernels;
+use omen_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use omen_core::sync::{lock, read, write, Mutex, RwLock};
+use omen_core::{
+    Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats,
+    SlotId, VectorIndex, VectorStorage,
+};
+use search::Work;
+use std::ops::Range;
+
+/// `add` calls with at least this many slots insert them in parallel.
+const PARALLEL_MIN: usize = 256;
+
+/// The entry word when the graph is empty.
+const NO_ENTRY: u64 = u64::MAX;
+
+#[inline]
+fn entry_word(slot: SlotId, level: usize) -> u64 {
+    ((level as u64) << 32) | slot as u64
+}
+
+#[inline]
+fn entry_parts(word: u64) -> (SlotId, usize) {
+    (word as u32, (word >> 32) as usize)
+}
+
+/// A hierarchical navigable small-world graph over the slots of a storage.
+///
+/// ```
+/// use omen_core::{Metric, SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage};
+/// use omen_hnsw::{HnswIndex, HnswParams};
+/// use omen_storage::MemoryStorage;
+///
+/// let storage = MemoryStorage::new(2)?;
+/// let slots = storage.append_batch(&[0.0, 0.0, 1.0, 0.0, 5.0, 5.0])?;
+/// let index = HnswIndex::new(2, Metric::L2, HnswParams::default())?;
+/// index.add(&storage, slots)?;
+/// let params = SearchParams::new();
+/// let req = SearchRequest::new(&[0.9, 0.0], 2, &params);
+/// let (mut scratch, mut out) = (SearchScratch::new(), Vec::new());
+/// index.search(&storage, &req, &mut scratch, &mut out)?;
+/// assert_eq!(out.iter().map(|n| n.slot).collect::<Vec<_>>(), vec![1, 0]);
+/// # Ok::<(), omen_core::Error>(())
+/// ```
+pub struct HnswIndex {
+    dim: usize,
+    metric: Metric,
+    params: HnswParams,
+    ml: f64,
+    kernels: &'static Kernels,
+    graph: RwLock<Graph>,
+    /// `level << 32 | slot` of the entry point, or `NO_ENTRY`.
+    entry: AtomicU64,
+    /// Serialises inserts that may change the entry point.
+    entry_lock: Mutex<()>,
+    /// SplitMix64 state of the level generator.
+    rng: Mutex<u64>,
+    present: AtomicUsize,
+    /// Removed nodes whose in-links are not yet repaired.
+    tombstones: AtomicUsize,
+    repairing: AtomicBool,
+    searches: AtomicU64,
+    search_distances: AtomicU64,
+    build_distances: AtomicU64,
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl HnswIndex {
+    /// An empty index of `dim`-wide vectors under `metric`. `dim == 0` or parameters
+    /// out of range are `InvalidParameter`.
+    pub fn new(dim: usize, metric: Metric, params: HnswParams) -> Result<HnswIndex> {
+        if dim == 0 || dim > u32::MAX as usize {
+            return Err(Error::invalid_param("dim", "must be in 1..=2^32-1"));
+        }
+        params.validate()?;
+        Ok(Self::build(dim, metric, params, Graph::new(0, 0)))
+    }
+
+    fn build(dim: usize, metric: Metric, params: HnswParams, graph: Graph) -> HnswIndex {
+        let graph = if graph.capacity() == 0 {
+            Graph::new(params.m, params.m0())
+        } else {
+            graph
+        };
+        HnswIndex {
+            dim,
+            metric,
+            ml: 1.0 / (params.m as f64).ln(),
+            kernels: Kernels::best(),
+            graph: RwLock::new(graph),
+            entry: AtomicU64::new(NO_ENTRY),
+            entry_lock: Mutex::new(()),
+            rng: Mutex::new(params.seed),
+            params,
+            present: AtomicUsize::new(0),
+            tombstones: AtomicUsize::new(0),
+            repairing: AtomicBool::new(false),
+            searches: AtomicU64::new(0),
+            search_distances: AtomicU64::new(0),
+            build_distances: AtomicU64::new(0),
+        }
+    }
+
+    /// The parameters the index was built with.
+    pub fn params(&self) -> &HnswParams {
+        &self.params
+    }
+
+    /// Removed nodes whose in-links have not been repaired yet.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// The current top level, or `None` while the index is empty.
+    pub fn top_level(&self) -> Option<usize> {
+        let w = self.entry.load(Ordering::Acquire);
+        (w != NO_ENTRY).then(|| entry_parts(w).1)
+    }
+
+    /// The distance the graph is walked and built with. For cosine the engine
+    /// hands in unit vectors, so `1 - a·b` ranks as cosine distance does, at the
+    /// cost of one dot product; results are re-scored with [`Self::exact_dist`].
+    #[inline]
+    fn dist(&self, a: &[f32], b: &[f32]) -> f32 {
+        match self.metric {
+            Metric::L2 => self.kernels.l2_sq(a, b),
+            _ => 1.0 - self.kernels.dot(a, b),
+        }
+    }
+
+    /// [`Metric::distance`]: the number every index reports.
+    #[inline]
+    fn exact_dist(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.metric.distance(self.kernels, a, b)
+    }
+
+    fn check_storage(&self, storage: &dyn VectorStorage) -> Result<()> {
+        if storage.dim() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: storage.dim(),
+            });
+        }
+        Ok(())
+    }
+
+    fn draw_level(&self, rng: &mut u64) -> usize {
+        // U in (0, 1]: ln never sees 0.
+        let u = ((splitmix(rng) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        ((-u.ln() * self.ml) as usize).min(MAX_LEVEL)
+    }
+
+    fn repair_due(&self) -> bool {
+        let t = self.tombstones.load(Ordering::Relaxed);
+        let total = t + self.present.load(Ordering::Relaxed);
+        t > 0 && t as f64 > self.params.repair_threshold * total as f64
+    }
+
+    /// Rewires every live list that links to a removed node (see the crate
+    /// documentation), then marks those nodes repaired. Runs concurrently with
+    /// searches and inserts; a second caller while one runs returns at once.
+    pub fn repair(&self, storage: &dyn VectorStorage) -> Result<()> {
+        self.check_storage(storage)?;
+        if self
+            .repairing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let g = read(&self.graph);
+        let dc = self.repair_graph(&g, storage);
+        drop(g);
+        self.build_distances.fetch_add(dc, Ordering::Relaxed);
+        self.repairing.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Inserts one reserved node; returns the distances computed.
+    fn insert(&self, g: &Graph, storage: &dyn VectorStorage, q: SlotId, work: &mut Work) -> u64 {
+        let mut dc = 0u64;
+        let (Some(v), Some(node)) = (storage.get(q), g.node(q)) else {
+            return 0;
+        };
+        let level = level_of(node.word());
+        let mut ep = self.entry.load(Ordering::Acquire);
+        let _entry_guard = if ep == NO_ENTRY || level > entry_parts(ep).1 {
+            let guard = lock(&self.entry_lock);
+            ep = self.entry.load(Ordering::Acquire);
+            Some(guard)
+        } else {
+            None
+        };
+        if ep == NO_ENTRY {
+            node.state.store(pack(PRESENT, level), Ordering::Release);
+            self.present.fetch_add(1, Ordering::AcqRel);
+            self.entry.store(entry_word(q, level), Ordering::Release);
+            return 0;
+        }
+        let (ep_slot, top) = entry_parts(ep);
+        let mut cur = match storage.get(ep_slot) {
+            Some(ev) => Neighbor::new(ep_slot, self.dist(v, ev)),
+            None => Neighbor::new(ep_slot, f32::INFINITY),
+        };
+        dc += 1;
+        for lc in (level + 1..=top).rev() {
+            cur = self.greedy(g, storage, v, cur, lc, work, &mut dc);
+        }
+        let mut eps = std::mem::take(&mut work.eps);
+        eps.clear();
+        eps.push(cur);
+        // Phase 1: search every layer top-down and choose the neighbours, writing
+        // nothing. Phase 2 links bottom-up, so that by the time a node becomes
+        // reachable on a layer, its lists on every lower layer are complete: a walk
+        // descending through it never lands on an empty list, and nobody can add a
+        // back link to a list this insert is about to write.
+        let mut levels = std::mem::take(&mut work.levels);
+        let linked = level.min(top);
+        levels.resize_with(linked + 1, Vec::new);
+        for lc in (0..=linked).rev() {
+            self.search_layer(
+                g,
+                storage,
+                v,
+                &eps,
+                self.params.ef_construction,
+                lc,
+                Some(q),
+                None,
+                false,
+                work,
+                &mut dc,
+            );
+            eps.clear();
+            eps.extend(work.top.drain());
+            eps.sort_unstable();
+            // Link to live nodes; routing through removed ones is fine, linking to
+            // them wastes a slot until the repair. Only if nothing live was found.
+            work.found.clear();
+            work.found.extend(eps.iter().copied().filter(|n| {
+                g.node(n.slot)
+                    .is_some_and(|x| matches!(status_of(x.word()), PRESENT | RESERVED))
+            }));
+            if work.found.is_empty() {
+                work.found.extend_from_slice(&eps);
+            }
+            let found = std::mem::take(&mut work.found);
+            self.select(
+                storage,
+                &found,
+                self.params.m,
+                self.params.keep_pruned,
+                &mut levels[lc],
+                work,
+                &mut dc,
+            );
+            work.found = found;
+        }
+        for (lc, sel) in levels.iter().enumerate().take(linked + 1) {
+            self.set_own_list(g, storage, q, v, lc, sel, work, &mut dc);
+            for s in sel {
+                self.connect(g, storage, s.slot, q, s.distance, lc, work, &mut dc);
+            }
+        }
+        work.levels = levels;
+        work.eps = eps;
+        node.state.store(pack(PRESENT, level), Ordering::Release);
+        self.present.fetch_add(1, Ordering::AcqRel);
+        if level > top {
+            self.entry.store(entry_word(q, level), Ordering::Release);
+        }
+        dc
+    }
+
+    /// Writes node `q`'s list at `level`. A fresh node's list is empty; a re-added
+    /// one may hold links (and others may have linked to it meanwhile), which are
+    /// merged with the new choice rather than dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn set_own_list(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        q: SlotId,
+        v: &[f32],
+        level: usize,
+        sel: &[Neighbor],
+        work: &mut Work,
+        dc: &mut u64,
+    ) {
+        let (Some(node), Some(list)) = (g.node(q), g.list(q, level)) else {
+            return;
+        };
+        let _l = lock(&node.lock);
+        read_list(list, &mut work.ids);
+        if work.ids.is_empty() {
+            graph::write_list(list, sel.iter().map(|n| n.slot));
+            return;
+        }
+        let mut cands = std::mem::take(&mut work.tmp);
+        cands.clear();
+        cands.extend_from_slice(sel);
+        for &id in &work.ids {
+            if id != q && !sel.iter().any(|n| n.slot == id) {
+                if let Some(x) = storage.get(id) {
+                    *dc += 1;
+                    cands.push(Neighbor::new(id, self.dist(v, x)));
+                }
+            }
+        }
+        cands.sort_unstable();
+        let mut out = std::mem::take(&mut work.sel2);
+        self.select(storage, &cands, g.cap(level), self.params.keep_pruned, &mut out, work, dc);
+        graph::write_list(list, out.iter().map(|n| n.slot));
+        work.sel2 = out;
+        work.tmp = cands;
+    }
+
+    /// Adds the link `s -> q` at `level`, re-pruning `s`'s list by the heuristic when
+    /// it is full.
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        s: SlotId,
+        q: SlotId,
+        d_sq: f32,
+        level: usize,
+        work: &mut Work,
+        dc: &mut u64,
+    ) {
+        let (Some(snode), Some(list)) = (g.node(s), g.list(s, level)) else {
+            return;
+        };
+        let _l = lock(&snode.lock);
+        read_list(list, &mut work.ids);
+        if work.ids.contains(&q) || graph::push_list(list, q) {
+            return;
+        }
+        let Some(sv) = storage.get(s) else {
+            return;
+        };
+        let mut cands = std::mem::take(&mut work.tmp);
+        cands.clear();
+        cands.push(Neighbor::new(q, d_sq));
+        for &id in &work.ids {
+            if let Some(x) = storage.get(id) {
+                cands.push(Neighbor::new(id, self.dist(sv, x)));
+                *dc += 1;
+            }
+        }
+        cands.sort_unstable();
+        let mut out = std::mem::take(&mut work.sel2);
+        self.select(
+            storage,
+            &cands,
+            g.cap(level),
+            self.params.keep_pruned,
+            &mut out,
+            work,
+            dc,
+        );
+        graph::write_list(list, out.iter().map(|n| n.slot));
+        work.sel2 = out;
+        work.tmp = cands;
+    }
+
+    /// The neighbour heuristic (Algorithm 4) over `cands`, sorted closest first:
+    /// keeps a candidate when it is closer to the base than to every one kept, up to
+    /// `m`; with `keep_pruned`, fills up to `m` with the pruned ones.
+    #[allow(clippy::too_many_arguments)]
+    fn select(
+        &self,
+        storage: &dyn VectorStorage,
+        cands: &[Neighbor],
+        m: usize,
+        keep_pruned: bool,
+        out: &mut Vec<Neighbor>,
+        work: &mut Work,
+        dc: &mut u64,
+    ) {
+        out.clear();
+        if cands.len() <= m {
+            out.extend_from_slice(cands);
+            return;
+        }
+        work.pruned.clear();
+        for &c in cands {
+            if out.len() >= m {
+                break;
+            }
+            let Some(cv) = storage.get(c.slot) else {
+                continue;
+            };
+            let mut good = true;
+            for s in out.iter() {
+                if let Some(sv) = storage.get(s.slot) {
+                    *dc += 1;
+                    if self.dist(cv, sv) < c.distance {
+                        good = false;
+                        break;
+                    }
+                }
+            }
+            if good {
+                out.push(c);
+            } else {
+                work.pruned.push(c);
+            }
+        }
+        if keep_pruned {
+            let room = m.saturating_sub(out.len());
+            out.extend(work.pruned.iter().take(room).copied());
+        }
+    }
+
+    /// Rewires live lists that link to `DELETED` nodes; returns distances computed.
+    fn repair_graph(&self, g: &Graph, storage: &dyn VectorStorage) -> u64 {
+        use rayon::prelude::*;
+        let cap = g.capacity();
+        let doomed: Vec<bool> = (0..cap as u32)
+            .map(|id| g.node(id).is_some_and(|n| status_of(n.word()) == DELETED))
+            .collect();
+        if !doomed.iter().any(|&d| d) {
+            return 0;
+        }
+        let fix = |work: &mut Work, u: u32| -> u64 {
+            let mut dc = 0u64;
+            let Some(node) = g.node(u) else { return 0 };
+            let word = node.word();
+            if !matches!(status_of(word), PRESENT | RESERVED) {
+                return 0;
+            }
+            for lc in 0..=level_of(word) {
+                self.repair_list(g, storage, u, lc, &doomed, work, &mut dc);
+            }
+            dc
+        };
+        let dc: u64 = if cfg!(loom) || cap < PARALLEL_MIN {
+            let mut work = Work::default();
+            (0..cap as u32).map(|u| fix(&mut work, u)).sum()
+        } else {
+            (0..cap as u32)
+                .into_par_iter()
+                .map_init(Work::default, |w, u| fix(w, u))
+                .sum()
+        };
+        let mut repaired = 0;
+        for (id, _) in doomed.iter().enumerate().filter(|(_, &d)| d) {
+            if let Some(n) = g.node(id as u32) {
+                let w = n.word();
+                if status_of(w) == DELETED
+                    && n
+                        .state
+                        .compare_exchange(w, pack(PURGED, level_of(w)), Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    repaired += 1;
+                }
+            }
+        }
+        self.tombstones.fetch_sub(repaired, Ordering::AcqRel);
+        self.move_entry_off_removed(g);
+        dc
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn repair_list(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        u: SlotId,
+        lc: usize,
+        doomed: &[bool],
+        work: &mut Work,
+        dc: &mut u64,
+    ) {
+        let (Some(node), Some(list), Some(uv)) = (g.node(u), g.list(u, lc), storage.get(u)) else {
+            return;
+        };
+        read_list(list, &mut work.ids);
+        if !work.ids.iter().any(|&i| doomed.get(i as usize).copied().unwrap_or(false)) {
+            return;
+        }
+        let live = |id: u32| {
+            g.node(id)
+                .is_some_and(|n| matches!(status_of(n.word()), PRESENT | RESERVED))
+        };
+        work.visited.reset(g.capacity());
+        work.visited.insert(u);
+        let mut cands = std::mem::take(&mut work.tmp);
+        cands.clear();
+        let mut second = std::mem::take(&mut work.ids2);
+        let first = std::mem::take(&mut work.ids);
+        for &id in &first {
+            if doomed.get(id as usize).copied().unwrap_or(false) {
+                if let Some(dl) = g.list(id, lc) {
+                    read_list(dl, &mut second);
+                    for &j in &second {
+                        if live(j) && work.visited.insert(j) {
+                            if let Some(x) = storage.get(j) {
+                                *dc += 1;
+                                cands.push(Neighbor::new(j, self.dist(uv, x)));
+                            }
+                        }
+                    }
+                }
+            } else if live(id) && work.visited.insert(id) {
+                if let Some(x) = storage.get(id) {
+                    *dc += 1;
+                    cands.push(Neighbor::new(id, self.dist(uv, x)));
+                }
+            }
+        }
+        work.ids = first;
+        work.ids2 = second;
+        cands.sort_unstable();
+        let mut out = std::mem::take(&mut work.sel2);
+        self.select(storage, &cands, g.cap(lc), true, &mut out, work, dc);
+        {
+            let _l = lock(&node.lock);
+            graph::write_list(list, out.iter().map(|n| n.slot));
+        }
+        work.sel2 = out;
+        work.tmp = cands;
+    }
+
+    /// After a repair, routes searches from a live node of the highest level rather
+    /// than from a removed one whose lists are no longer maintained.
+    fn move_entry_off_removed(&self, g: &Graph) {
+        let _guard = lock(&self.entry_lock);
+        let ep = self.entry.load(Ordering::Acquire);
+        if ep == NO_ENTRY {
+            return;
+        }
+        let (slot, _) = entry_parts(ep);
+        if g.node(slot).is_some_and(|n| status_of(n.word()) == PRESENT) {
+            return;
+        }
+        let mut best: Option<(usize, u32)> = None;
+        for id in 0..g.capacity() as u32 {
+            if let Some(n) = g.node(id) {
+                let w = n.word();
+                if status_of(w) == PRESENT && best.is_none_or(|(l, _)| level_of(w) > l) {
+                    best = Some((level_of(w), id));
+                }
+            }
+        }
+        if let Some((level, id)) = best {
+            self.entry.store(entry_word(id, level), Ordering::Release);
+        }
+    }
+}
+
+impl VectorIndex for HnswIndex {
+    fn name(&self) -> &'static str {
+        "hnsw"
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn add(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
+        use rayon::prelude::*;
+        self.check_storage(storage)?;
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let published = storage.len();
+        if slots.end as usize > published {
+            return Err(Error::UnknownSlot {
+                slot: slots.start.max(published as SlotId),
+            });
+        }
+        // A non-finite vector would poison every distance that touches it.
+        for (row, s) in slots.clone().enumerate() {
+            let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
+            omen_core::validate::check_vector(v, self.dim, row)?;
+        }
+        if self.repair_due() {
+            self.repair(storage)?;
+        }
+        {
+            let mut g = write(&self.graph);
+            for s in slots.clone() {
+                if let Some(n) = g.node(s) {
+                    if matches!(status_of(n.word()), PRESENT | RESERVED) {
+                        return Err(Error::SlotExists { slot: s });
+                    }
+                }
+            }
+            g.grow_to(slots.end as usize);
+            let mut rng = lock(&self.rng);
+            for s in slots.clone() {
+                let Some(word) = g.node(s).map(|n| n.word()) else {
+                    continue;
+                };
+                let level = match status_of(word) {
+                    graph::ABSENT => self.draw_level(&mut rng),
+                    status => {
+                        if status == DELETED {
+                            self.tombstones.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        level_of(word)
+                    }
+                };
+                g.set_levels(s, level);
+                if let Some(n) = g.node(s) {
+                    n.state.store(pack(RESERVED, level), Ordering::Release);
+                }
+            }
+        }
+        let one = |work: &mut Work, s: SlotId| {
+            let g = read(&self.graph);
+            self.insert(&g, storage, s, work)
+        };
+        let n = slots.len();
+        let dc: u64 = if !cfg!(loom) && n >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+            slots.into_par_iter().map_init(Work::default, one).sum()
+        } else {
+            let mut work = Work::default();
+            slots.map(|s| one(&mut work, s)).sum()
+        };
+        self.build_distances.fetch_add(dc, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn remove(&self, slot: SlotId) -> Result<()> {
+        let g = read(&self.graph);
+        let node = g.node(slot).ok_or(Error::UnknownSlot { slot })?;
+        let word = node.word();
+        if status_of(word) != PRESENT
+            || node
+                .state
+                .compare_exchange(
+                    word,
+                    pack(DELETED, level_of(word)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return Err(Error::UnknownSlot { slot });
+        }
+        self.tombstones.fetch_add(1, Ordering::AcqRel);
+        self.present.fetch_sub(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn contains(&self, slot: SlotId) -> bool {
+        let g = read(&self.graph);
+        g.node(slot).is_some_and(|n| status_of(n.word()) == PRESENT)
+    }
+
+    fn len(&self) -> usize {
+        self.present.load(Ordering::Acquire)
+    }
+
+    fn search(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        req.validate(self.dim)?;
+        self.check_storage(storage)?;
+        omen_core::validate::check_finite(req.query, 0)?;
+        let dc = {
+            let g = read(&self.graph);
+            self.search_graph(&g, storage, req, scratch, out)
+        };
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.search_distances.fetch_add(dc, Ordering::Relaxed);
+        Ok(SearchStats {
+            distance_computations: dc,
+        })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + read(&self.graph).memory_bytes()
+    }
+
+    fn stats(&self) -> IndexStats {
+        IndexStats {
+            searches: self.searches.load(Ordering::Relaxed),
+            search_distance_computations: self.search_distances.load(Ordering::Relaxed),
+            build_distance_computations: self.build_distances.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("params", &self.params)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,1 +1,1073 @@
-//! IVF-PQ index for Omen: k-means, product quantisation with 4-bit fast scan, exact re-ranking.
+//! IVF-PQ index for Omen: a coarse k-means quantizer splits the space into `nlist`
+//! cells; each vector is stored in its cell's inverted list as the product-quantised
+//! code of its residual (vector minus cell centroid); a search probes the `nprobe`
+//! closest cells, ranks their codes by approximate distance, keeps
+//! `k × rerank_factor` candidates and re-scores them exactly against the full
+//! vectors in storage.
+//!
+//! * [`kmeans`]: k-means shared by the coarse quantizer and PQ.
+//! * [`pq`]: product quantizer (4 or 8 bits per sub-quantizer).
+//! * [`fastscan`]: the 4-bit block layout and its scalar/AVX2/AVX-512BW scan.
+//!
+//! # Metrics
+//! * `L2`: the distance table of each probed list is built on `q - c` (the query's
+//!   residual), so `|q - c - r̂|²` is a sum of table entries.
+//! * `InnerProduct` and `Cosine` (vectors and queries unit-normalised by the
+//!   collection): `1 - q·x ≈ 1 - q·c - q·r̂`, as FAISS's by-residual inner-product
+//!   scan does: the table of `-q·r̂` terms is built (and, for 4 bits, quantised)
+//!   once per query, and each list adds its own `1 - q·c`. Lists are assigned by the
+//!   largest inner product; the coarse quantizer is trained with spherical k-means
+//!   for cosine and plain k-means for inner product.
+//!
+//! Re-ranking always uses the exact metric ([`Metric::distance_many`], the same
+//! kernels as the flat index), so returned distances are exact.
+//!
+//! # Search parameters
+//! [`SearchParams::nprobe`](omen_core::SearchParams) (default
+//! [`IvfPqParams::nprobe`]) lists are probed and `k × rerank_factor` candidates
+//! re-scored. [`SearchParams::exhaustive`](omen_core::SearchParams::exhaustive)
+//! probes every list and re-scores every candidate, so the result is exactly the
+//! flat index's. `nprobe` above `nlist` is `InvalidParameter`.
+//!
+//! # 4-bit fast scan
+//! With `nbits = 4` the codes are stored in FAISS's interleaved blocks of 32 and
+//! scanned with byte shuffles against a u8-quantised table ([`fastscan`]): AVX-512BW
+//! or AVX2 when the CPU has them (detected at run time; `OMEN_ISA=scalar` forces the
+//! portable scan), with results identical to the scalar scan.
+//!
+//! # Training
+//! Training is explicit ([`IvfPqIndex::train`]) or automatic: once the index holds
+//! [`IvfPqParams::train_size`] slots (0 disables this), the next `add` trains on
+//! (a sample of up to `train_size` of) them. Slots added before training are
+//! *buffered*: kept as slot numbers, answered by exact scan, and encoded into the
+//! lists by the first `add` after training (or [`IvfPqIndex::flush`]). Searching an
+//! untrained index is therefore exact (a flat scan of the buffered slots).
+//!
+//! Retraining ([`IvfPqIndex::retrain`]) trains a new model and re-encodes every
+//! present slot from storage; searches keep using the old model until the new one
+//! is swapped in whole. It also drops the codes of removed slots.
+//!
+//! # Deletes
+//! [`VectorIndex::remove`] clears the slot's bit in the present bitset (a tombstone);
+//! its code stays in its list, is skipped by searches, and is dropped by retraining.
+//! A removed slot cannot be added again (`SlotExists`): storage slots are never
+//! reused.
+//!
+//! # Concurrency
+//! Each inverted list sits behind its own `RwLock` (from `omen_core::sync`); adds
+//! append under the write lock, searches scan under the read lock. A slot becomes
+//! visible when its present bit is set, after its code was appended, so a search
+//! sees either the whole entry or nothing. Writers (`add`, `train`, `retrain`,
+//! `flush`) are serialised by one mutex.
+//!
+//! # Persistence
+//! [`IvfPqIndex::to_bytes`]/[`IvfPqIndex::from_bytes`] (and `save`/`load`) write and
+//! validate the format described in `FORMAT.md`.
+
+pub mod fastscan;
+pub mod kmeans;
+mod persist;
+pub mod pq;
+
+use fastscan::{Scanner, BLOCK};
+use kmeans::{KMeansInit, KMeansParams};
+use omen_core::simd::Kernels;
+use omen_core::sync::atomic::{AtomicU64, Ordering};
+use omen_core::sync::{self, Arc, Mutex, RwLock};
+use omen_core::validate::check_finite;
+use omen_core::{
+    Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats, SlotId,
+    TopK, VectorIndex, VectorStorage,
+};
+use pq::ProductQuantizer;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Parameters of an IVF-PQ index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IvfPqParams {
+    /// Number of inverted lists (coarse centroids).
+    pub nlist: usize,
+    /// Number of PQ sub-quantizers; must divide the dimension.
+    pub m: usize,
+    /// Bits per sub-quantizer code: 4 (fast scan) or 8.
+    pub nbits: u32,
+    /// Automatic training threshold and sample size: training happens when this many
+    /// slots are held, on all of them. 0 means train only when asked.
+    pub train_size: usize,
+    /// Default candidates kept per result and re-scored exactly.
+    pub rerank_factor: usize,
+    /// Default number of lists probed.
+    pub nprobe: usize,
+    /// Seed of every random choice in training.
+    pub seed: u64,
+    /// Lloyd iterations for the coarse quantizer and for each sub-quantizer.
+    pub kmeans_iters: usize,
+}
+
+impl IvfPqParams {
+    /// `nlist` lists and `m` sub-quantizers of 4 bits; auto-training at
+    /// `max(39 · nlist, 1024)` slots (FAISS's lower bound of 39 points per
+    /// centroid), re-rank factor 10, nprobe `min(16, nlist)`, seed 0, 20 iterations.
+    pub fn new(nlist: usize, m: usize) -> Self {
+        IvfPqParams {
+            nlist,
+            m,
+            nbits: 4,
+            train_size: nlist.saturating_mul(39).max(1024),
+            rerank_factor: 10,
+            nprobe: nlist.clamp(1, 16),
+            seed: 0,
+            kmeans_iters: 20,
+        }
+    }
+
+    /// Sets the bits per code (4 or 8).
+    pub fn with_nbits(mut self, nbits: u32) -> Self {
+        self.nbits = nbits;
+        self
+    }
+
+    /// Sets the automatic-training threshold (0: explicit only).
+    pub fn with_train_size(mut self, n: usize) -> Self {
+        self.train_size = n;
+        self
+    }
+
+    /// Sets the default nprobe.
+    pub fn with_nprobe(mut self, n: usize) -> Self {
+        self.nprobe = n;
+        self
+    }
+
+    /// Sets the default re-rank factor.
+    pub fn with_rerank_factor(mut self, f: usize) -> Self {
+        self.rerank_factor = f;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the k-means iterations.
+    pub fn with_kmeans_iters(mut self, iters: usize) -> Self {
+        self.kmeans_iters = iters;
+        self
+    }
+
+    /// Checks the parameters against a dimension.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        if dim == 0 {
+            return Err(Error::invalid_param("dim", "must be at least 1"));
+        }
+        if self.nlist == 0 || self.nlist > u32::MAX as usize {
+            return Err(Error::invalid_param("nlist", "must be in 1..=2^32-1"));
+        }
+        ProductQuantizer::check_shape(dim, self.m, self.nbits)?;
+        if self.nprobe == 0 || self.nprobe > self.nlist {
+            return Err(Error::invalid_param(
+                "nprobe",
+                format!("must be in 1..={} (nlist), got {}", self.nlist, self.nprobe),
+            ));
+        }
+        if self.rerank_factor == 0 {
+            return Err(Error::invalid_param("rerank_factor", "must be at least 1"));
+        }
+        let need = self.nlist.max(1 << self.nbits);
+        if self.train_size != 0 && self.train_size < need {
+            return Err(Error::invalid_param(
+                "train_size",
+                format!("must be 0 or at least {need} (nlist and 2^nbits)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One inverted list: slot numbers and codes, in insertion order.
+#[derive(Default, Debug)]
+pub(crate) struct InvList {
+    pub(crate) ids: Vec<SlotId>,
+    /// 8 bits: `m` bytes per entry. 4 bits: [`fastscan`] blocks of 32 entries.
+    pub(crate) codes: Vec<u8>,
+}
+
+/// The trained state: immutable except for the lists' contents.
+pub(crate) struct Model {
+    pub(crate) coarse: Vec<f32>,
+    pub(crate) pq: ProductQuantizer,
+    pub(crate) lists: Vec<RwLock<InvList>>,
+}
+
+impl Model {
+    fn nlist(&self) -> usize {
+        self.lists.len()
+    }
+}
+
+/// Which slots the index holds. `present`: added and not removed. `known`: ever
+/// added. `pending`: held but not yet encoded (answered by exact scan).
+#[derive(Default, Debug)]
+pub(crate) struct Members {
+    pub(crate) present: Vec<u64>,
+    pub(crate) known: Vec<u64>,
+    pub(crate) pending_bits: Vec<u64>,
+    pub(crate) pending: Vec<SlotId>,
+    pub(crate) len: usize,
+}
+
+#[inline]
+fn bit(v: &[u64], s: SlotId) -> bool {
+    v.get(s as usize / 64)
+        .is_some_and(|w| w >> (s % 64) & 1 == 1)
+}
+
+#[inline]
+fn set_bit(v: &mut Vec<u64>, s: SlotId, on: bool) {
+    let w = s as usize / 64;
+    if w >= v.len() {
+        if !on {
+            return;
+        }
+        v.resize(w + 1, 0);
+    }
+    if on {
+        v[w] |= 1 << (s % 64);
+    } else {
+        v[w] &= !(1 << (s % 64));
+    }
+}
+
+impl Members {
+    /// Whether a list entry for `s` should be returned.
+    #[inline]
+    fn visible_in_lists(&self, s: SlotId) -> bool {
+        bit(&self.present, s) && !bit(&self.pending_bits, s)
+    }
+}
+
+/// IVF-PQ index over one storage. See the crate documentation.
+pub struct IvfPqIndex {
+    dim: usize,
+    metric: Metric,
+    params: IvfPqParams,
+    kernels: &'static Kernels,
+    scanner: Scanner,
+    model: RwLock<Option<Arc<Model>>>,
+    members: RwLock<Members>,
+    writer: Mutex<()>,
+    searches: AtomicU64,
+    search_dc: AtomicU64,
+    build_dc: AtomicU64,
+}
+
+impl std::fmt::Debug for IvfPqIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IvfPqIndex")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("params", &self.params)
+            .field("trained", &self.is_trained())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Re-ranking prefetches the rows of this many candidates ahead.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to bring a row into cache (a hint; a no-op off x86_64).
+#[inline(always)]
+fn prefetch_row(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(v);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never
+            // faults or reads memory architecturally, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Per-thread search state kept in [`SearchScratch::extra`].
+#[derive(Default)]
+struct IvfScratch {
+    probes: Vec<(f32, u32)>,
+    coarse_d: Vec<f32>,
+    resid: Vec<f32>,
+    top: TopK,
+    table: Vec<f32>,
+    lut: Vec<u8>,
+    cand: TopK,
+    cands: Vec<Neighbor>,
+}
+
+/// Encoded new entries, grouped for appending.
+struct Encoded {
+    lists: Vec<u32>,
+    codes: Vec<u8>,
+}
+
+impl IvfPqIndex {
+    /// An empty, untrained index.
+    pub fn new(dim: usize, metric: Metric, params: IvfPqParams) -> Result<IvfPqIndex> {
+        params.validate(dim)?;
+        Ok(Self::from_state(
+            dim,
+            metric,
+            params,
+            None,
+            Members::default(),
+        ))
+    }
+
+    pub(crate) fn from_state(
+        dim: usize,
+        metric: Metric,
+        params: IvfPqParams,
+        model: Option<Model>,
+        members: Members,
+    ) -> IvfPqIndex {
+        IvfPqIndex {
+            dim,
+            metric,
+            params,
+            kernels: Kernels::best(),
+            scanner: Scanner::best(),
+            model: RwLock::new(model.map(Arc::new)),
+            members: RwLock::new(members),
+            writer: Mutex::new(()),
+            searches: AtomicU64::new(0),
+            search_dc: AtomicU64::new(0),
+            build_dc: AtomicU64::new(0),
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &IvfPqParams {
+        &self.params
+    }
+
+    /// Whether the quantizers are trained.
+    pub fn is_trained(&self) -> bool {
+        sync::read(&self.model).is_some()
+    }
+
+    /// Number of slots held but not yet encoded (answered by exact scan).
+    pub fn pending_len(&self) -> usize {
+        sync::read(&self.members).pending.len()
+    }
+
+    /// The fast-scan implementation in use (`scalar`, `avx2`, `avx512bw`).
+    pub fn scanner_name(&self) -> &'static str {
+        self.scanner.name()
+    }
+
+    /// Forces the fast-scan implementation (for benchmarks and tests).
+    pub fn set_scanner(&mut self, scanner: Scanner) {
+        self.scanner = scanner;
+    }
+
+    /// Bytes per encoded vector held in the lists (codes and slot numbers, by length,
+    /// not capacity), averaged over list entries; 0 when there are none.
+    pub fn list_bytes_per_vector(&self) -> f64 {
+        let Some(model) = self.snapshot() else {
+            return 0.0;
+        };
+        let (mut bytes, mut n) = (0usize, 0usize);
+        for l in &model.lists {
+            let l = sync::read(l);
+            bytes += l.ids.len() * 4 + l.codes.len();
+            n += l.ids.len();
+        }
+        if n == 0 {
+            0.0
+        } else {
+            bytes as f64 / n as f64
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<Model>> {
+        sync::read(&self.model).clone()
+    }
+
+    /// Trains the coarse quantizer and the product quantizer on `sample` (row-major,
+    /// at least `max(nlist, 2^nbits)` rows). Slots added before are encoded by the
+    /// next `add` or [`flush`](Self::flush). Errors: `InvalidParameter` if already
+    /// trained (see [`retrain`](Self::retrain)) or the sample is too small;
+    /// `DimensionMismatch`, `NonFinite` for a bad sample.
+    pub fn train(&self, sample: &[f32]) -> Result<()> {
+        let _w = sync::lock(&self.writer);
+        if self.is_trained() {
+            return Err(Error::invalid_param(
+                "train",
+                "index is already trained; use retrain",
+            ));
+        }
+        let model = self.train_model(sample)?;
+        *sync::write(&self.model) = Some(Arc::new(model));
+        Ok(())
+    }
+
+    /// Encodes slots buffered before training into the lists (a no-op when untrained
+    /// or nothing is buffered). `add` does this on its own.
+    pub fn flush(&self, storage: &dyn VectorStorage) -> Result<()> {
+        let _w = sync::lock(&self.writer);
+        self.flush_locked(storage)
+    }
+
+    /// Trains a new model on `sample` and re-encodes every present slot from
+    /// `storage` with it, then swaps it in; removed slots' codes are dropped. On
+    /// error the index is unchanged.
+    pub fn retrain(&self, storage: &dyn VectorStorage, sample: &[f32]) -> Result<()> {
+        let _w = sync::lock(&self.writer);
+        let model = self.train_model(sample)?;
+        let slots: Vec<SlotId> = {
+            let mem = sync::read(&self.members);
+            let mut v = Vec::with_capacity(mem.len);
+            for (w, &word) in mem.present.iter().enumerate() {
+                let mut x = word;
+                while x != 0 {
+                    v.push((w * 64) as SlotId + x.trailing_zeros());
+                    x &= x - 1;
+                }
+            }
+            v
+        };
+        let enc = self.encode(storage, &model, &slots)?;
+        Self::append(&model, &slots, &enc);
+        let mut mem = sync::write(&self.members);
+        *sync::write(&self.model) = Some(Arc::new(model));
+        for &s in &mem.pending.clone() {
+            set_bit(&mut mem.pending_bits, s, false);
+        }
+        mem.pending.clear();
+        Ok(())
+    }
+
+    fn train_model(&self, sample: &[f32]) -> Result<Model> {
+        let n = omen_core::validate::check_rows(sample, self.dim)?;
+        let p = &self.params;
+        let need = p.nlist.max(1 << p.nbits);
+        if n < need {
+            return Err(Error::invalid_param(
+                "train",
+                format!(
+                    "training needs at least {need} vectors (nlist = {}, 2^nbits = {}), got {n}",
+                    p.nlist,
+                    1 << p.nbits
+                ),
+            ));
+        }
+        let mut kp = KMeansParams::new(p.nlist);
+        kp.iters = p.kmeans_iters;
+        kp.seed = p.seed;
+        kp.max_sample = n;
+        kp.init = KMeansInit::Random;
+        kp.spherical = self.metric == Metric::Cosine;
+        let coarse = kmeans::kmeans(self.kernels, sample, self.dim, &kp)?.centroids;
+        let assign = self.assign_lists(&coarse, sample);
+        let mut resid = sample.to_vec();
+        for (row, &l) in resid.chunks_exact_mut(self.dim).zip(&assign) {
+            let c = &coarse[l as usize * self.dim..(l as usize + 1) * self.dim];
+            row.iter_mut().zip(c).for_each(|(x, c)| *x -= c);
+        }
+        let pq = ProductQuantizer::train(
+            self.kernels,
+            &resid,
+            self.dim,
+            p.m,
+            p.nbits,
+            p.seed.wrapping_add(1),
+            p.kmeans_iters,
+        )?;
+        let lists = (0..p.nlist)
+            .map(|_| RwLock::new(InvList::default()))
+            .collect();
+        self.build_dc.fetch_add(
+            (n * p.nlist * (p.kmeans_iters + 1)) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(Model { coarse, pq, lists })
+    }
+
+    /// The list of each row: nearest centroid for L2, largest inner product otherwise.
+    fn assign_lists(&self, coarse: &[f32], rows: &[f32]) -> Vec<u32> {
+        let dim = self.dim;
+        let nlist = coarse.len() / dim;
+        let n = rows.len() / dim;
+        let mut out = vec![0u32; n];
+        // The tile kernel packs both operands on every call: 256 rows per call keep
+        // the repacking of the centroids small next to the arithmetic.
+        const T: usize = 256;
+        let l2 = self.metric == Metric::L2;
+        let k = self.kernels;
+        rows.par_chunks(T * dim)
+            .zip(out.par_chunks_mut(T))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(tile, scratch): &mut (Vec<f32>, Vec<f32>), (r, o)| {
+                    let nq = r.len() / dim;
+                    tile.resize(nq * nlist, 0.0);
+                    if l2 {
+                        k.l2_sq_tile(r, coarse, dim, tile, scratch);
+                        for (o, t) in o.iter_mut().zip(tile.chunks_exact(nlist)) {
+                            *o = kmeans::argmin(t).0 as u32;
+                        }
+                    } else {
+                        k.dot_tile(r, coarse, dim, tile, scratch);
+                        for (o, t) in o.iter_mut().zip(tile.chunks_exact(nlist)) {
+                            *o = kmeans::argmax(t).0 as u32;
+                        }
+                    }
+                },
+            );
+        out
+    }
+
+    /// Computes list and code of each slot (reads the rows from storage).
+    fn encode(
+        &self,
+        storage: &dyn VectorStorage,
+        model: &Model,
+        slots: &[SlotId],
+    ) -> Result<Encoded> {
+        let dim = self.dim;
+        let m = model.pq.m();
+        let mut rows = Vec::with_capacity(slots.len() * dim);
+        for &s in slots {
+            rows.extend_from_slice(storage.get(s).ok_or(Error::UnknownSlot { slot: s })?);
+        }
+        let lists = self.assign_lists(&model.coarse, &rows);
+        let mut codes = vec![0u8; slots.len() * m];
+        let k = self.kernels;
+        rows.par_chunks(256 * dim)
+            .zip(codes.par_chunks_mut(256 * m))
+            .zip(lists.par_chunks(256))
+            .for_each_init(
+                || (vec![0f32; dim], Vec::new()),
+                |(resid, scratch), ((r, c), l)| {
+                    for ((x, code), &li) in r.chunks_exact(dim).zip(c.chunks_exact_mut(m)).zip(l) {
+                        let cen = &model.coarse[li as usize * dim..(li as usize + 1) * dim];
+                        for ((d, &a), &b) in resid.iter_mut().zip(x).zip(cen) {
+                            *d = a - b;
+                        }
+                        model.pq.encode(k, resid, code, scratch);
+                    }
+                },
+            );
+        self.build_dc.fetch_add(
+            (slots.len() * (model.nlist() + m * model.pq.ksub())) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(Encoded { lists, codes })
+    }
+
+    /// Appends encoded entries to their lists (each list locked once).
+    fn append(model: &Model, slots: &[SlotId], enc: &Encoded) {
+        let m = model.pq.m();
+        let four = model.pq.nbits() == 4;
+        let bb = fastscan::block_bytes(m);
+        // Counting sort by list, stable in slot order.
+        let nlist = model.nlist();
+        let mut start = vec![0usize; nlist + 1];
+        for &l in &enc.lists {
+            start[l as usize + 1] += 1;
+        }
+        for i in 0..nlist {
+            start[i + 1] += start[i];
+        }
+        let mut order = vec![0usize; slots.len()];
+        let mut fill = start.clone();
+        for (i, &l) in enc.lists.iter().enumerate() {
+            order[fill[l as usize]] = i;
+            fill[l as usize] += 1;
+        }
+        for l in 0..nlist {
+            let group = &order[start[l]..start[l + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            let mut list = sync::write(&model.lists[l]);
+            let list = &mut *list;
+            let add = group.len();
+            // Exact reservation for bulk loads keeps memory per vector at its floor;
+            // amortised growth for trickles.
+            if add >= list.ids.len() {
+                list.ids.reserve_exact(add);
+            } else {
+                list.ids.reserve(add);
+            }
+            if four {
+                let blocks_after = (list.ids.len() + add).div_ceil(BLOCK);
+                let need = blocks_after * bb - list.codes.len();
+                if add >= list.ids.len() {
+                    list.codes.reserve_exact(need);
+                } else {
+                    list.codes.reserve(need);
+                }
+            } else if add >= list.ids.len() {
+                list.codes.reserve_exact(add * m);
+            } else {
+                list.codes.reserve(add * m);
+            }
+            for &i in group {
+                let code = &enc.codes[i * m..(i + 1) * m];
+                if four {
+                    let pos = list.ids.len();
+                    if pos.is_multiple_of(BLOCK) {
+                        list.codes.resize(list.codes.len() + bb, 0);
+                    }
+                    let b = pos / BLOCK;
+                    fastscan::set_codes(&mut list.codes[b * bb..(b + 1) * bb], pos % BLOCK, code);
+                } else {
+                    list.codes.extend_from_slice(code);
+                }
+                list.ids.push(slots[i]);
+            }
+        }
+    }
+
+    fn flush_locked(&self, storage: &dyn VectorStorage) -> Result<()> {
+        let Some(model) = self.snapshot() else {
+            return Ok(());
+        };
+        let pending = sync::read(&self.members).pending.clone();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let enc = self.encode(storage, &model, &pending)?;
+        Self::append(&model, &pending, &enc);
+        let mut mem = sync::write(&self.members);
+        for &s in &pending {
+            set_bit(&mut mem.pending_bits, s, false);
+        }
+        mem.pending.clear();
+        Ok(())
+    }
+
+    /// Draws the automatic training sample from the buffered and the new slots.
+    fn auto_sample(&self, storage: &dyn VectorStorage, new: &Range<SlotId>) -> Result<Vec<f32>> {
+        let mut slots = sync::read(&self.members).pending.clone();
+        slots.extend(new.clone());
+        let mut rng = ChaCha8Rng::seed_from_u64(self.params.seed ^ 0x5EED);
+        let take = self.params.train_size.min(slots.len());
+        let mut idx = sample(&mut rng, slots.len(), take).into_vec();
+        idx.sort_unstable();
+        let mut rows = Vec::with_capacity(take * self.dim);
+        for i in idx {
+            let s = slots[i];
+            rows.extend_from_slice(storage.get(s).ok_or(Error::UnknownSlot { slot: s })?);
+        }
+        Ok(rows)
+    }
+
+    /// Scans one list into the candidate heap.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_list(
+        &self,
+        model: &Model,
+        list: &InvList,
+        offset: f32,
+        lut_scale: f32,
+        mem: &Members,
+        req: &SearchRequest<'_>,
+        sc: &mut IvfScratch,
+    ) -> u64 {
+        let m = model.pq.m();
+        let n = list.ids.len();
+        if model.pq.nbits() == 8 {
+            let t = &sc.table;
+            for (i, &slot) in list.ids.iter().enumerate() {
+                let code = &list.codes[i * m..(i + 1) * m];
+                let mut d = offset;
+                for (j, &c) in code.iter().enumerate() {
+                    d += t[j * 256 + c as usize];
+                }
+                if d <= sc.cand.threshold() && mem.visible_in_lists(slot) && req.allows(slot) {
+                    sc.cand.push(Neighbor::new(slot, d));
+                }
+            }
+        } else {
+            let bb = fastscan::block_bytes(m);
+            let inv = 1.0 / lut_scale;
+            let qthr = |thr: f32| -> u32 {
+                let t = (thr - offset) * lut_scale;
+                if t.is_nan() || t >= 65535.0 {
+                    u32::MAX
+                } else if t < 0.0 {
+                    0
+                } else {
+                    t as u32 + 1
+                }
+            };
+            let mut limit = qthr(sc.cand.threshold());
+            let mut sums = [0u16; BLOCK];
+            for (b, block) in list.codes.chunks_exact(bb).enumerate() {
+                self.scanner.scan_block(block, &sc.lut, m, &mut sums);
+                let first = b * BLOCK;
+                let valid = (n - first).min(BLOCK);
+                for (i, &s) in sums[..valid].iter().enumerate() {
+                    if (s as u32) < limit {
+                        let slot = list.ids[first + i];
+                        if mem.visible_in_lists(slot) && req.allows(slot) {
+                            let d = offset + s as f32 * inv;
+                            if sc.cand.push(Neighbor::new(slot, d)) {
+                                limit = qthr(sc.cand.threshold());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        n as u64
+    }
+
+    fn search_inner(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        req.validate(self.dim)?;
+        check_finite(req.query, 0)?;
+        let q = req.query;
+        let exhaustive = req.params.exhaustive;
+        let model = self.snapshot();
+        let np = req.params.nprobe.unwrap_or(self.params.nprobe);
+        if np > self.params.nlist {
+            return Err(Error::invalid_param(
+                "nprobe",
+                format!("must be in 1..={} (nlist), got {np}", self.params.nlist),
+            ));
+        }
+        let nprobe = match &model {
+            Some(m) if exhaustive => m.nlist(),
+            Some(_) => np,
+            None => 0,
+        };
+        let rf = req
+            .params
+            .rerank_factor
+            .unwrap_or(self.params.rerank_factor);
+        let cap = if exhaustive {
+            usize::MAX
+        } else {
+            req.k.saturating_mul(rf)
+        };
+        let sc = scratch.extra_or_insert_with(IvfScratch::default);
+        sc.cand.reset(cap);
+        let mut computed = 0u64;
+        let mem = sync::read(&self.members);
+        let k = self.kernels;
+        let dim = self.dim;
+        if let Some(model) = &model {
+            let nlist = model.nlist();
+            // Coarse distances (for IP/cosine: 1 - q·c, which is also the list offset).
+            sc.coarse_d.resize(nlist, 0.0);
+            if self.metric == Metric::L2 {
+                k.l2_sq_many(q, &model.coarse, &mut sc.coarse_d);
+            } else {
+                k.dot_many(q, &model.coarse, &mut sc.coarse_d);
+                sc.coarse_d.iter_mut().for_each(|d| *d = 1.0 - *d);
+            }
+            sc.probes.clear();
+            sc.probes
+                .extend(sc.coarse_d.iter().enumerate().map(|(i, &d)| (d, i as u32)));
+            let by_dist = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if nprobe < nlist {
+                sc.probes.select_nth_unstable_by(nprobe - 1, by_dist);
+                sc.probes.truncate(nprobe);
+            }
+            sc.probes.sort_unstable_by(by_dist);
+            computed += nlist as u64;
+            let pq = &model.pq;
+            sc.table.resize(pq.m() * pq.ksub(), 0.0);
+            sc.resid.resize(dim, 0.0);
+            let l2 = self.metric == Metric::L2;
+            let four = pq.nbits() == 4;
+            let (mut scale, mut bias) = (1.0f32, 0.0f32);
+            if !l2 {
+                // Inner product: one table per query; lists differ by 1 - q·c only.
+                pq.neg_ip_table(k, q, &mut sc.table);
+                if four {
+                    (scale, bias) = fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut);
+                }
+            }
+            for pi in 0..sc.probes.len() {
+                let (coarse_d, li) = sc.probes[pi];
+                let li = li as usize;
+                let list = sync::read(&model.lists[li]);
+                if list.ids.is_empty() {
+                    continue;
+                }
+                let offset = if l2 {
+                    let c = &model.coarse[li * dim..(li + 1) * dim];
+                    for ((r, &a), &b) in sc.resid.iter_mut().zip(q).zip(c) {
+                        *r = a - b;
+                    }
+                    pq.l2_table(k, &sc.resid, &mut sc.table);
+                    if four {
+                        (scale, bias) = fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut);
+                        bias
+                    } else {
+                        0.0
+                    }
+                } else if four {
+                    coarse_d + bias
+                } else {
+                    coarse_d
+                };
+                computed += self.scan_list(model, &list, offset, scale, &mem, req, sc);
+            }
+        }
+        // Exact re-ranking of the candidates, plus the buffered slots.
+        sc.top.reset(req.k);
+        sc.cand.drain_sorted_into(&mut sc.cands);
+        let top = &mut sc.top;
+        let mut d1 = [0f32; 1];
+        // Candidates' rows are scattered over storage: prefetching a window ahead
+        // overlaps the cache misses instead of paying them one after another.
+        for c in sc.cands.iter().take(PREFETCH_AHEAD) {
+            if let Some(v) = storage.get(c.slot) {
+                prefetch_row(v);
+            }
+        }
+        for (i, c) in sc.cands.iter().enumerate() {
+            if let Some(ahead) = sc.cands.get(i + PREFETCH_AHEAD) {
+                if let Some(v) = storage.get(ahead.slot) {
+                    prefetch_row(v);
+                }
+            }
+            let v = storage
+                .get(c.slot)
+                .ok_or(Error::UnknownSlot { slot: c.slot })?;
+            self.metric.distance_many(k, q, v, &mut d1);
+            top.push(Neighbor::new(c.slot, d1[0]));
+        }
+        computed += sc.cands.len() as u64;
+        for &s in &mem.pending {
+            if bit(&mem.present, s) && req.allows(s) {
+                let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
+                self.metric.distance_many(k, q, v, &mut d1);
+                top.push(Neighbor::new(s, d1[0]));
+                computed += 1;
+            }
+        }
+        drop(mem);
+        top.drain_sorted_into(out);
+        Ok(SearchStats {
+            distance_computations: computed,
+        })
+    }
+}
+
+impl VectorIndex for IvfPqIndex {
+    fn name(&self) -> &'static str {
+        "ivfpq"
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn add(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
+        let _w = sync::lock(&self.writer);
+        if storage.dim() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: storage.dim(),
+            });
+        }
+        {
+            let mem = sync::read(&self.members);
+            for s in slots.clone() {
+                let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
+                check_finite(v, (s - slots.start) as usize)?;
+                if bit(&mem.known, s) {
+                    return Err(Error::SlotExists { slot: s });
+                }
+            }
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut model = self.snapshot();
+        if model.is_none() {
+            let held = sync::read(&self.members).pending.len() + slots.len();
+            let ts = self.params.train_size;
+            if ts != 0 && held >= ts {
+                let sample = self.auto_sample(storage, &slots)?;
+                let m = Arc::new(self.train_model(&sample)?);
+                *sync::write(&self.model) = Some(m.clone());
+                model = Some(m);
+            }
+        }
+        match model {
+            None => {
+                let mut mem = sync::write(&self.members);
+                for s in slots {
+                    set_bit(&mut mem.known, s, true);
+                    set_bit(&mut mem.present, s, true);
+                    set_bit(&mut mem.pending_bits, s, true);
+                    mem.pending.push(s);
+                    mem.len += 1;
+                }
+                Ok(())
+            }
+            Some(model) => {
+                self.flush_locked(storage)?;
+                let ids: Vec<SlotId> = slots.collect();
+                let enc = self.encode(storage, &model, &ids)?;
+                Self::append(&model, &ids, &enc);
+                let mut mem = sync::write(&self.members);
+                for &s in &ids {
+                    set_bit(&mut mem.known, s, true);
+                    set_bit(&mut mem.present, s, true);
+                }
+                mem.len += ids.len();
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&self, slot: SlotId) -> Result<()> {
+        let mut mem = sync::write(&self.members);
+        if !bit(&mem.present, slot) {
+            return Err(Error::UnknownSlot { slot });
+        }
+        set_bit(&mut mem.present, slot, false);
+        mem.len -= 1;
+        if bit(&mem.pending_bits, slot) {
+            set_bit(&mut mem.pending_bits, slot, false);
+            mem.pending.retain(|&s| s != slot);
+        }
+        Ok(())
+    }
+
+    fn contains(&self, slot: SlotId) -> bool {
+        bit(&sync::read(&self.members).present, slot)
+    }
+
+    fn len(&self) -> usize {
+        sync::read(&self.members).len
+    }
+
+    fn search(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        let stats = self.search_inner(storage, req, scratch, out)?;
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.search_dc
+            .fetch_add(stats.distance_computations, Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let mut bytes = 0;
+        if let Some(model) = self.snapshot() {
+            bytes += model.coarse.capacity() * 4 + model.pq.memory_bytes();
+            for l in &model.lists {
+                let l = sync::read(l);
+                bytes += l.ids.capacity() * 4
+                    + l.codes.capacity()
+                    + std::mem::size_of::<RwLock<InvList>>();
+            }
+        }
+        let mem = sync::read(&self.members);
+        bytes += (mem.present.capacity() + mem.known.capacity() + mem.pending_bits.capacity()) * 8
+            + mem.pending.capacity() * 4;
+        bytes
+    }
+
+    fn stats(&self) -> IndexStats {
+        IndexStats {
+            searches: self.searches.load(Ordering::Relaxed),
+            search_distance_computations: self.search_dc.load(Ordering::Relaxed),
+            build_distance_computations: self.build_dc.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Publication of list appends: a reader that sees a slot's present bit sees its
+    //! whole entry (id and code), and a list is never seen half-grown.
+    use super::*;
+
+    #[test]
+    fn list_append_is_published_whole() {
+        loom::model(|| {
+            let pq = match ProductQuantizer::from_parts(2, 2, 4, vec![0.0; 32]) {
+                Ok(pq) => pq,
+                Err(e) => panic!("{e}"),
+            };
+            let model = Arc::new(Model {
+                coarse: vec![0.0; 2],
+                pq,
+                lists: vec![RwLock::new(InvList::default())],
+            });
+            let members = Arc::new(RwLock::new(Members::default()));
+            let (m2, mem2) = (model.clone(), members.clone());
+            let writer = loom::thread::spawn(move || {
+                for s in 0..2u32 {
+                    let enc = Encoded {
+                        lists: vec![0],
+                        codes: vec![s as u8 + 1, s as u8 + 3],
+                    };
+                    IvfPqIndex::append(&m2, &[s], &enc);
+                    let mut m = sync::write(&mem2);
+                    set_bit(&mut m.known, s, true);
+                    set_bit(&mut m.present, s, true);
+                    m.len += 1;
+                }
+            });
+            {
+                // The search path's order: membership, then the list.
+                let mem = sync::read(&members);
+                let list = sync::read(&model.lists[0]);
+                let bb = fastscan::block_bytes(2);
+                assert_eq!(list.codes.len(), list.ids.len().div_ceil(BLOCK) * bb);
+                for (i, &s) in list.ids.iter().enumerate() {
+                    if mem.visible_in_lists(s) {
+                        let block = &list.codes[(i / BLOCK) * bb..(i / BLOCK + 1) * bb];
+                        assert_eq!(fastscan::get_code(block, i % BLOCK, 0), s as u8 + 1);
+                        assert_eq!(fastscan::get_code(block, i % BLOCK, 1), s as u8 + 3);
+                    }
+                }
+                for s in 0..2u32 {
+                    if bit(&mem.present, s) {
+                        assert!(list.ids.contains(&s), "slot {s} visible before its code");
+                    }
+                }
+                assert_eq!(mem.len, (0..2).filter(|&s| bit(&mem.present, s)).count());
+            }
+            if writer.join().is_err() {
+                panic!("writer panicked");
+            }
+        });
+    }
+}

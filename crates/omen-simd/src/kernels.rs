@@ -8,8 +8,16 @@ type TileFn = fn(&[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
 
 /// A table of distance kernels for one instruction set.
 ///
-/// A `Kernels` value exists only for an ISA the running CPU supports (the
-/// constructors check), which is the argument that makes every method safe to call.
+/// # Soundness
+///
+/// The SIMD kernels are `#[target_feature]` functions: calling one on a CPU
+/// without that feature is undefined behaviour. They are reachable only through
+/// the private safe wrappers stored in this table, and a table for an ISA is built
+/// only by [`Kernels::for_isa`] *after* [`Isa::is_available`] confirmed the
+/// feature at run time (its fields are private and there is no other
+/// constructor). Holding a `Kernels` therefore proves the CPU supports its ISA,
+/// which is what makes every method safe to call.
+///
 /// Obtain the process-wide choice with [`Kernels::best`] (cheap after the first
 /// call) or force one with [`Kernels::for_isa`].
 ///
@@ -76,10 +84,17 @@ impl Kernels {
         if !isa.is_available() {
             return Err(IsaError::Unavailable(isa));
         }
+        // Every arm below runs only after the availability check above: that order
+        // is the soundness argument of the whole table (see the type's docs).
         match isa {
             Isa::Scalar => Ok(Kernels::scalar()),
-            // SIMD tables are filled in by the arch modules; until one exists for an
-            // ISA it is reported unavailable rather than silently aliased to scalar.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Ok(x86::avx2_table()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Ok(x86::avx512_table()),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Ok(arm::neon_table()),
+            // The ISAs of the other architecture.
             other => Err(IsaError::Unavailable(other)),
         }
     }
@@ -125,9 +140,22 @@ impl Kernels {
         (self.cosine_many)(query, rows, out)
     }
 
-    /// Many-to-many squared L2 for a tile: with `nq = queries.len() / dim` and
-    /// `nr = rows.len() / dim`, writes `out[i * nr + j] = |q_i - r_j|²`.
-    /// `scratch` is reusable working memory (the rows may be repacked into it).
+    /// Many-to-many squared L2 for a tile.
+    ///
+    /// Shape contract: `queries` and `rows` are row-major with `dim` floats per
+    /// vector; with `nq = queries.len() / dim` and `nr = rows.len() / dim`, writes
+    /// `out[i * nr + j] = |q_i - r_j|²` for every query `i` whose whole output line
+    /// fits (`(i + 1) * nr <= out.len()`). Nothing else in `out` is touched, and
+    /// `dim == 0` writes nothing.
+    ///
+    /// The sum is the exact `Σ (q - r)²` (subtract, then fused multiply-add), not
+    /// the norm expansion `|q|² - 2 q·r + |r|²`, so it agrees with
+    /// [`Kernels::l2_sq`] to rounding and is never negative.
+    ///
+    /// `scratch` is working memory: the SIMD kernels pack rows and queries into it
+    /// (at most `(nr + 31 + nq + 7) * dim` floats), growing it on first use; pass
+    /// the same vector to every call and the kernel does not allocate. Its
+    /// contents on return are unspecified. For block sizes see the crate docs.
     #[inline]
     pub fn l2_sq_tile(
         &self,
@@ -140,7 +168,9 @@ impl Kernels {
         (self.l2_sq_tile)(queries, rows, dim, out, scratch)
     }
 
-    /// Many-to-many dot products for a tile: writes `out[i * nr + j] = q_i · r_j`.
+    /// Many-to-many dot products for a tile: writes `out[i * nr + j] = q_i · r_j`,
+    /// with the same shape, `scratch` and block-size rules as
+    /// [`Kernels::l2_sq_tile`].
     #[inline]
     pub fn dot_tile(
         &self,
@@ -151,5 +181,175 @@ impl Kernels {
         scratch: &mut Vec<f32>,
     ) {
         (self.dot_tile)(queries, rows, dim, out, scratch)
+    }
+}
+
+/// Safe wrappers around the x86_64 kernels. Private: the only way to reach them is
+/// a table from [`Kernels::for_isa`], built after the run-time feature check.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Kernels;
+    use crate::isa::Isa;
+    use crate::{avx2, avx512};
+
+    /// Builds the AVX-512F table. Call only after `Isa::Avx512.is_available()`.
+    pub(super) fn avx512_table() -> Kernels {
+        Kernels {
+            isa: Isa::Avx512,
+            l2_sq: avx512_l2_sq,
+            dot: avx512_dot,
+            cosine: avx512_cosine,
+            l2_sq_many: avx512_l2_sq_many,
+            dot_many: avx512_dot_many,
+            cosine_many: avx512_cosine_many,
+            l2_sq_tile: avx512_l2_sq_tile,
+            dot_tile: avx512_dot_tile,
+        }
+    }
+
+    /// Builds the AVX2+FMA table. Call only after `Isa::Avx2.is_available()`.
+    pub(super) fn avx2_table() -> Kernels {
+        Kernels {
+            isa: Isa::Avx2,
+            l2_sq: avx2_l2_sq,
+            dot: avx2_dot,
+            cosine: avx2_cosine,
+            l2_sq_many: avx2_l2_sq_many,
+            dot_many: avx2_dot_many,
+            cosine_many: avx2_cosine_many,
+            l2_sq_tile: avx2_l2_sq_tile,
+            dot_tile: avx2_dot_tile,
+        }
+    }
+
+    // SAFETY (every wrapper below): these functions are stored only in the table
+    // built by `avx512_table`/`avx2_table`, which `Kernels::for_isa` calls only
+    // after confirming AVX-512F (resp. AVX2 and FMA) at run time; nothing else in
+    // the crate calls them.
+    fn avx512_l2_sq(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_pair::<true>(a, b) }
+    }
+    fn avx512_dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_pair::<false>(a, b) }
+    }
+    fn avx512_cosine(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::cosine(a, b) }
+    }
+    fn avx512_l2_sq_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_many::<true>(q, rows, out) }
+    }
+    fn avx512_dot_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_many::<false>(q, rows, out) }
+    }
+    fn avx512_cosine_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::cosine_many(q, rows, out) }
+    }
+    fn avx512_l2_sq_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::tile::<true, { avx512::MR_L2 }, { avx512::NV_L2 }>(q, r, dim, out, s) }
+    }
+    fn avx512_dot_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::tile::<false, { avx512::MR_DOT }, { avx512::NV_DOT }>(q, r, dim, out, s) }
+    }
+
+    fn avx2_l2_sq(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_pair::<true>(a, b) }
+    }
+    fn avx2_dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_pair::<false>(a, b) }
+    }
+    fn avx2_cosine(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::cosine(a, b) }
+    }
+    fn avx2_l2_sq_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_many::<true>(q, rows, out) }
+    }
+    fn avx2_dot_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_many::<false>(q, rows, out) }
+    }
+    fn avx2_cosine_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::cosine_many(q, rows, out) }
+    }
+    fn avx2_l2_sq_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::tile::<true, { avx2::MR_L2 }>(q, r, dim, out, s) }
+    }
+    fn avx2_dot_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::tile::<false, { avx2::MR_DOT }>(q, r, dim, out, s) }
+    }
+}
+
+/// Safe wrappers around the NEON kernels. Private: the only way to reach them is a
+/// table from [`Kernels::for_isa`], built after the run-time feature check.
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::Kernels;
+    use crate::isa::Isa;
+    use crate::neon;
+
+    /// Builds the NEON table. Call only after `Isa::Neon.is_available()`.
+    pub(super) fn neon_table() -> Kernels {
+        Kernels {
+            isa: Isa::Neon,
+            l2_sq,
+            dot,
+            cosine,
+            l2_sq_many,
+            dot_many,
+            cosine_many,
+            l2_sq_tile,
+            dot_tile,
+        }
+    }
+
+    fn l2_sq(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_pair::<true>(a, b) }
+    }
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_pair::<false>(a, b) }
+    }
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::cosine(a, b) }
+    }
+    fn l2_sq_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_many::<true>(q, rows, out) }
+    }
+    fn dot_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_many::<false>(q, rows, out) }
+    }
+    fn cosine_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::cosine_many(q, rows, out) }
+    }
+    // The table fixes the signature; NEON's simple tile needs no scratch.
+    #[allow(clippy::ptr_arg)]
+    fn l2_sq_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], _s: &mut Vec<f32>) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::tile::<true>(q, r, dim, out) }
+    }
+    // The table fixes the signature; NEON's simple tile needs no scratch.
+    #[allow(clippy::ptr_arg)]
+    fn dot_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], _s: &mut Vec<f32>) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::tile::<false>(q, r, dim, out) }
     }
 }

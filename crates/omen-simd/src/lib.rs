@@ -2,22 +2,70 @@
 //!
 //! Three distances — squared L2, dot product and cosine distance — each one-to-one
 //! (`a` against `b`) and one-to-many (a query against a contiguous block of rows,
-//! writing one distance per row), plus a tiled many-to-many kernel used by batched
-//! exact search.
+//! writing one distance per row), plus the many-to-many tile kernels
+//! ([`Kernels::l2_sq_tile`], [`Kernels::dot_tile`]) behind batched exact search.
 //!
-//! Every kernel has a portable scalar implementation and, where the CPU has them,
-//! x86_64 AVX2+FMA, x86_64 AVX-512F and aarch64 NEON implementations. The best
-//! available set is chosen once, at first use of [`Kernels::best`], and cached; the
-//! environment variable `OMEN_ISA=scalar|avx2|avx512|neon` forces a choice for the
-//! whole process, and [`Kernels::for_isa`] returns a specific available set so that
-//! tests and benchmarks can force one.
+//! # Dispatch
 //!
-//! All entry points are safe: a [`Kernels`] value can only be obtained for an ISA
-//! the running CPU supports, which is what makes calling the `#[target_feature]`
-//! functions behind it sound.
+//! Every kernel has a portable scalar implementation ([`scalar`], the reference
+//! the others are tested against) and, where the CPU has them, x86_64 AVX2+FMA,
+//! x86_64 AVX-512F and aarch64 NEON implementations. A [`Kernels`] value is a
+//! table of plain function pointers for one ISA:
+//!
+//! * [`Kernels::best`] picks the table once, at first use, and caches it in a
+//!   `OnceLock`: afterwards a call is one indirect call, with no feature test.
+//! * The environment variable `OMEN_ISA=scalar|avx2|avx512|neon` (case-insensitive)
+//!   forces the choice for the whole process, e.g.
+//!   `OMEN_ISA=scalar cargo test` or `OMEN_ISA=avx2 omen-bench ...`. A name this
+//!   CPU cannot run is reported on stderr and the best available ISA is used.
+//! * [`Kernels::for_isa`] returns a specific table, or [`IsaError::Unavailable`]
+//!   (never a panic) if the CPU or the build lacks it; tests and benches use it
+//!   to run every available ISA side by side.
+//!
+//! All entry points are safe. The SIMD code lives in private modules as
+//! `#[target_feature]` `unsafe fn`s; the only way to reach them is through a table
+//! that [`Kernels::for_isa`] builds *after* the run-time feature check, which is
+//! the soundness argument written on [`Kernels`].
+//!
+//! Below a small dimension the vector loop's setup and horizontal sum cost more
+//! than they save, so the SIMD one-to-one kernels hand over to the scalar loop
+//! under 12 (AVX-512) or 16 (AVX2) components, cosine under 8, and one-to-many
+//! under 8 (measured with `examples/pair_probe.rs`; thresholds as in qdrant).
+//!
+//! # Tile kernels
+//!
+//! Designed like a BLAS sgemm: the rows are packed into `scratch` as panels of
+//! 32 (AVX-512) or 16 (AVX2) rows, dim-major inside a panel, and the queries into
+//! groups of 8 (AVX-512) or 6 (AVX2). A register-blocked micro-kernel keeps
+//! 8 × 32 (resp. 6 × 16) sums in registers, broadcasting one query component and
+//! fusing it with one panel column per step, so no horizontal reduction is ever
+//! needed. L2 is the exact `Σ (q - r)²`. One panel stays in L1 (up to a few
+//! hundred dimensions) while every query group passes over it. Cutting large
+//! dimensions into L1-sized slices (GEMM's k-blocking) was tried and measured no
+//! faster here, so the kernel keeps one pass.
+//!
+//! Shape contract: `out[i * nr + j]` for query `i`, row `j`, with
+//! `nq = queries.len() / dim`, `nr = rows.len() / dim`.
+//!
+//! Block sizes for callers (best-of-N on the 2-core Zen4 dev box, 50 dims, dot
+//! product, AVX-512; `examples/tile_probe.rs`): 256 queries × 512–1024 rows runs
+//! at about 95 GFLOP/s, near the core's FMA peak; 128 × 1024 at 88, 64 × 1024 at
+//! 74 (packing costs `O((nq + nr) · dim)` per call, so small query blocks pay
+//! more of it); 1024 × 4096 drops to about 45 once the 16 MiB output no longer
+//! fits in cache. Recommended: 128–256 queries × 512–1024 rows, reusing one
+//! `scratch` vector. On Zen4 AVX2 is close behind AVX-512 for the dot product
+//! (512-bit FMAs issue as two 256-bit halves) and ahead of it for L2.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod isa;
 mod kernels;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(any(target_arch = "x86_64", test))]
+mod pack;
 pub mod scalar;
 
 pub use isa::{Isa, IsaError};

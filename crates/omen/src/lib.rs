@@ -1,1 +1,37 @@
-//! The Omen engine.
+//! The Omen engine: a [`Collection`] of vectors named by string ids, over a
+//! pluggable [`VectorStorage`] and [`VectorIndex`].
+//!
+//! ```
+//! use omen::{CollectionConfig, Metric};
+//!
+//! let c = CollectionConfig::new(2, Metric::L2).build()?;
+//! c.insert("a", &[0.0, 0.0])?;
+//! c.insert_batch(&["b", "c"], &[1.0, 0.0, 5.0, 5.0])?;
+//! let hits = c.search(&[0.9, 0.1], 2)?;
+//! assert_eq!(hits[0].0, "b");
+//! assert_eq!(hits[1].0, "a");
+//! # Ok::<(), omen::Error>(())
+//! ```
+//!
+//! [`CollectionConfig`] picks built-in backends by kind;
+//! [`Collection::with_backends`] takes any boxed implementation of the traits.
+
+mod collection;
+mod config;
+mod idmap;
+
+pub use collection::{check_id, isa, Collection, CollectionStats, MAX_ID_LEN, MAX_SQUARED_NORM};
+pub use config::{CollectionConfig, IndexKind, StorageKind};
+
+pub use omen_core::simd::Isa;
+pub use omen_core::{
+    Error, IndexStats, Metric, Result, SearchParams, SlotId, VectorIndex, VectorStorage,
+};
+
+#[cfg(test)]
+#[cfg(not(loom))]
+mod tests;
+
+#[cfg(test)]
+#[cfg(loom)]
+mod loom_tests;

@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+"""Peer adapter for the Omen benchmark harness.
+
+Builds one peer index (FAISS, hnswlib or USearch) over a base set, runs a parameter
+sweep of searches over a query set and reports, as one JSON document, what it
+measured: build time (train and add separately), single-query QPS and latency
+percentiles (one query per call, one thread: the ann-benchmarks convention), batch
+QPS (all queries in one call, on the given threads), index memory and peak RSS.
+
+The returned ids of every sweep point are written to a binary file
+(u32 LE nq, u32 LE k, then int32 ids row-major, -1 for "no result") so that the
+harness computes recall itself; this script never reports recall.
+
+Run with the interpreter of `.venv-peers` (see scripts/setup-peers.sh):
+
+    .venv-peers/bin/python bench-suite/peers/omen_peers.py \
+        --system hnswlib --base base.fbin --queries q.fbin --metric ip --k 10 \
+        --threads 2 --build-params '{"M": 16, "ef_construction": 200}' \
+        --sweep '[{"ef": 64}, {"ef": 128}]' --ids-dir /tmp/ids --out result.json
+
+Errors are reported on stderr with exit status 2 (bad input) or 1 (a library
+failure); nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+SCHEMA = "omen-peers/1"
+
+
+class InputError(Exception):
+    """Bad arguments or input files: exit status 2."""
+
+
+# ---------------------------------------------------------------------------
+# Input / output files
+
+
+def read_fbin(path: str) -> np.ndarray:
+    """Reads a big-ann-benchmarks .fbin file (u32 n, u32 dim, f32 rows)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise InputError(f"{path}: {e}") from e
+    if size < 8:
+        raise InputError(f"{path}: {size} bytes, too short for an .fbin header")
+    header = np.fromfile(p, dtype="<u4", count=2)
+    n, dim = int(header[0]), int(header[1])
+    if dim == 0:
+        raise InputError(f"{path}: dimension 0")
+    expected = 8 + 4 * n * dim
+    if size != expected:
+        raise InputError(
+            f"{path}: header says {n} x {dim} (= {expected} bytes) but the file has {size}"
+        )
+    data = np.fromfile(p, dtype="<f4", offset=8, count=n * dim).reshape(n, dim)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        bad = int(np.argwhere(~np.isfinite(data))[0][0])
+        raise InputError(f"{path}: row {bad} holds NaN or infinity")
+    return data
+
+
+def write_ids(path: Path, ids: np.ndarray) -> None:
+    """Writes u32 nq, u32 k, then int32 ids row-major (-1 = missing)."""
+    nq, k = ids.shape
+    if ids.size and (ids.max() > np.iinfo(np.int32).max or ids.min() < -1):
+        raise RuntimeError(f"ids out of int32 range writing {path}")
+    with open(path, "wb") as f:
+        f.write(np.array([nq, k], dtype="<u4").tobytes())
+        f.write(np.ascontiguousarray(ids, dtype="<i4").tobytes())
+
+
+# ---------------------------------------------------------------------------
+# Systems: each adapter builds, sets sweep parameters and searches.
+
+
+_MAY_BE_ZERO = {"random_seed"}
+
+
+def _check_keys(what: str, given: dict, allowed: dict) -> dict:
+    """Rejects unknown keys and fills defaults (None in `allowed` = required)."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InputError(f"{what}: unknown parameter(s) {unknown}; known: {sorted(allowed)}")
+    out = {}
+    for key, default in allowed.items():
+        if key in given:
+            value = given[key]
+        elif default is None:
+            raise InputError(f"{what}: missing required parameter '{key}'")
+        else:
+            value = default
+        if isinstance(default, bool) or isinstance(value, bool):
+            if not isinstance(value, bool):
+                raise InputError(f"{what}: '{key}' must be true or false, got {value!r}")
+        elif not isinstance(value, int) or value < (0 if key in _MAY_BE_ZERO else 1):
+            raise InputError(f"{what}: '{key}' must be a positive integer, got {value!r}")
+        out[key] = value
+    return out
+
+
+class Adapter:
+    """Interface every system implements."""
+
+    library = ""
+    build_keys: dict = {}
+    sweep_keys: dict = {}
+
+    def __init__(self, dim: int, metric: str, build: dict):
+        self.dim = dim
+        self.metric = metric
+        self.build_params = build
+
+    def description(self) -> str:
+        raise NotImplementedError
+
+    def needs_training(self) -> bool:
+        return False
+
+    def train(self, sample: np.ndarray) -> None:
+        raise RuntimeError(f"{type(self).__name__} has no training step")
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        raise NotImplementedError
+
+    def set_search(self, params: dict) -> None:
+        raise NotImplementedError
+
+    def effective_params(self, params: dict) -> dict:
+        """The sweep parameters that actually apply (for the report)."""
+        return params
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        """One query (a 1-row array) on the current single thread: returns its ids."""
+        raise NotImplementedError
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def set_threads(self, threads: int) -> None:
+        """Sets the thread count of calls that do not take one as an argument."""
+
+    def memory(self) -> dict:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return metadata.version(self.library)
+
+
+class FaissAdapter(Adapter):
+    library = "faiss-cpu"
+
+    def __init__(self, dim: int, metric: str, build: dict):
+        super().__init__(dim, metric, build)
+        import faiss
+
+        self.faiss = faiss
+        self.metric_type = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        self.index = None
+
+    def set_threads(self, threads: int) -> None:
+        self.faiss.omp_set_num_threads(threads)
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        self.set_threads(threads)
+        self.index.add(data)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(q, k)[1]
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        self.set_threads(threads)
+        return self.index.search(qs, k)[1]
+
+    def memory(self) -> dict:
+        blob = self.faiss.serialize_index(self.index)
+        return {"index_bytes": int(blob.nbytes), "index_bytes_method": "faiss.serialize_index"}
+
+
+class FaissFlat(FaissAdapter):
+    build_keys: dict = {}
+    sweep_keys: dict = {}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        f = self.faiss
+        self.index = f.IndexFlatIP(dim) if metric == "ip" else f.IndexFlatL2(dim)
+
+    def description(self) -> str:
+        return "IndexFlatIP" if self.metric == "ip" else "IndexFlatL2"
+
+    def set_search(self, params: dict) -> None:
+        pass
+
+
+class FaissHnsw(FaissAdapter):
+    build_keys = {"M": None, "efConstruction": None}
+    sweep_keys = {"efSearch": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        self.index = self.faiss.IndexHNSWFlat(dim, build["M"], self.metric_type)
+        self.index.hnsw.efConstruction = build["efConstruction"]
+
+    def description(self) -> str:
+        b = self.build_params
+        return f"IndexHNSWFlat(M={b['M']}, efConstruction={b['efConstruction']})"
+
+    def set_search(self, params: dict) -> None:
+        self.index.hnsw.efSearch = params["efSearch"]
+
+
+class FaissIvf(FaissAdapter):
+    """IVF indexes made by index_factory, optionally wrapped in IndexRefineFlat."""
+
+    def factory_string(self) -> str:
+        raise NotImplementedError
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        f = self.faiss
+        self.base = f.index_factory(dim, self.factory_string(), self.metric_type)
+        self.ivf = f.extract_index_ivf(self.base)
+        self.refine = build.get("refine", False)
+        self.index = f.IndexRefineFlat(self.base) if self.refine else self.base
+
+    def description(self) -> str:
+        s = f'index_factory("{self.factory_string()}")'
+        return f"IndexRefineFlat({s})" if self.refine else s
+
+    def needs_training(self) -> bool:
+        return True
+
+    def train(self, sample: np.ndarray) -> None:
+        self.index.train(sample)
+
+    def effective_params(self, params: dict) -> dict:
+        if self.refine:
+            return params
+        return {k: v for k, v in params.items() if k != "k_factor"}
+
+    def set_search(self, params: dict) -> None:
+        if params["nprobe"] > self.ivf.nlist:
+            raise InputError(f"nprobe {params['nprobe']} exceeds nlist {self.ivf.nlist}")
+        self.ivf.nprobe = params["nprobe"]
+        if self.refine:
+            self.index.k_factor = float(params["k_factor"])
+        elif "k_factor" in params and params["k_factor"] != 1:
+            raise InputError("k_factor needs refine = true")
+
+
+class FaissIvfFlat(FaissIvf):
+    build_keys = {"nlist": None}
+    sweep_keys = {"nprobe": None}
+
+    def factory_string(self) -> str:
+        return f"IVF{self.build_params['nlist']},Flat"
+
+
+class FaissIvfPq(FaissIvf):
+    build_keys = {"nlist": None, "m": None, "refine": True}
+    sweep_keys = {"nprobe": None, "k_factor": 1}
+
+    def factory_string(self) -> str:
+        b = self.build_params
+        if self.dim % b["m"] != 0:
+            raise InputError(f"PQ m = {b['m']} must divide the dimension {self.dim}")
+        return f"IVF{b['nlist']},PQ{b['m']}x8"
+
+
+class FaissIvfPqFs(FaissIvf):
+    build_keys = {"nlist": None, "m": None, "refine": True}
+    sweep_keys = {"nprobe": None, "k_factor": 1}
+
+    def factory_string(self) -> str:
+        b = self.build_params
+        if self.dim % b["m"] != 0:
+            raise InputError(f"PQ m = {b['m']} must divide the dimension {self.dim}")
+        return f"IVF{b['nlist']},PQ{b['m']}x4fs"
+
+
+class Hnswlib(Adapter):
+    library = "hnswlib"
+    build_keys = {"M": None, "ef_construction": None, "random_seed": 100}
+    sweep_keys = {"ef": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip" if metric == "ip" else "l2", dim=dim)
+
+    def description(self) -> str:
+        b = self.build_params
+        space = "ip" if self.metric == "ip" else "l2"
+        return f"hnswlib.Index(space={space}, M={b['M']}, ef_construction={b['ef_construction']})"
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        b = self.build_params
+        self.index.init_index(
+            max_elements=len(data),
+            M=b["M"],
+            ef_construction=b["ef_construction"],
+            random_seed=b["random_seed"],
+        )
+        self.index.add_items(data, np.arange(len(data)), num_threads=threads)
+
+    def set_search(self, params: dict) -> None:
+        self.index.set_ef(params["ef"])
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.knn_query(q, k=k, num_threads=1)[0]
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        return self.index.knn_query(qs, k=k, num_threads=threads)[0]
+
+    def memory(self) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
+            path = os.path.join(d, "index.bin")
+            self.index.save_index(path)
+            size = os.path.getsize(path)
+        return {"index_bytes": int(size), "index_bytes_method": "hnswlib save_index file size"}
+
+
+class Usearch(Adapter):
+    library = "usearch"
+    build_keys = {"M": None, "efc": None}
+    sweep_keys = {"expansion_search": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        from usearch.index import Index
+
+        self.index = Index(
+            ndim=dim,
+            metric="ip" if metric == "ip" else "l2sq",
+            dtype="f32",
+            connectivity=build["M"],
+            expansion_add=build["efc"],
+        )
+
+    def description(self) -> str:
+        b = self.build_params
+        m = "ip" if self.metric == "ip" else "l2sq"
+        return (
+            f"usearch.Index(metric={m}, dtype=f32, connectivity={b['M']}, "
+            f"expansion_add={b['efc']}) [{self.index.hardware_acceleration}]"
+        )
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        self.index.add(np.arange(len(data), dtype=np.uint64), data, threads=threads)
+
+    def set_search(self, params: dict) -> None:
+        self.index.expansion_search = params["expansion_search"]
+
+    @staticmethod
+    def _ids(keys: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, k)
+        mask = np.arange(k)[None, :] >= np.asarray(counts).reshape(-1, 1)
+        keys[mask] = -1
+        return keys
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        m = self.index.search(q[0], k, threads=1)
+        keys = np.full(k, -1, dtype=np.int64)
+        keys[: len(m.keys)] = m.keys
+        return keys
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        m = self.index.search(qs, k, threads=threads)
+        return self._ids(m.keys, m.counts, k)
+
+    def memory(self) -> dict:
+        # The serialized length is the figure comparable with the other peers';
+        # memory_usage also counts the arenas USearch reserves ahead of need.
+        return {
+            "index_bytes": int(self.index.serialized_length),
+            "index_bytes_method": "usearch Index.serialized_length",
+            "usearch_memory_usage_bytes": int(self.index.memory_usage),
+        }
+
+
+SYSTEMS: dict[str, type[Adapter]] = {
+    "faiss-flat": FaissFlat,
+    "faiss-hnsw": FaissHnsw,
+    "faiss-ivfflat": FaissIvfFlat,
+    "faiss-ivfpq": FaissIvfPq,
+    "faiss-ivfpqfs": FaissIvfPqFs,
+    "hnswlib": Hnswlib,
+    "usearch": Usearch,
+}
+
+
+# ---------------------------------------------------------------------------
+# Measurement
+
+
+def nearest_rank(sorted_us: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile, the same rule as the harness's latency.rs."""
+    n = len(sorted_us)
+    rank = int(np.ceil(q * n))
+    return float(sorted_us[min(max(rank, 1), n) - 1])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    # Linux reports ru_maxrss in KiB.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def as_ids(result: Any, nq: int, k: int) -> np.ndarray:
+    ids = np.asarray(result, dtype=np.int64)
+    if ids.shape != (nq, k):
+        raise RuntimeError(f"search returned shape {ids.shape}, expected {(nq, k)}")
+    return ids
+
+
+def measure_single(adapter: Adapter, queries: np.ndarray, k: int, count: int, warmup: int):
+    """One query per call on one thread; returns (qps, latency dict, ids of those queries)."""
+    adapter.set_threads(1)
+    rows = [queries[i : i + 1] for i in range(count)]
+    for q in rows[:warmup]:
+        adapter.search_one(q, k)
+    lat_ns = np.empty(count, dtype=np.int64)
+    ids = np.empty((count, k), dtype=np.int64)
+    clock = time.perf_counter_ns
+    search = adapter.search_one
+    for i, q in enumerate(rows):
+        t0 = clock()
+        r = search(q, k)
+        lat_ns[i] = clock() - t0
+        ids[i] = np.asarray(r).reshape(-1)
+    total_s = lat_ns.sum() / 1e9
+    us = np.sort(lat_ns / 1e3)
+    latency = {
+        "p50_us": nearest_rank(us, 0.50),
+        "p95_us": nearest_rank(us, 0.95),
+        "p99_us": nearest_rank(us, 0.99),
+        "p999_us": nearest_rank(us, 0.999),
+        "mean_us": float(us.mean()),
+        "max_us": float(us[-1]),
+    }
+    return count / total_s, latency, ids
+
+
+def measure_batch(adapter: Adapter, queries: np.ndarray, k: int, threads: int, runs: int):
+    """All queries in one call, `runs` times; QPS of the fastest run."""
+    seconds = []
+    cpu_seconds = []
+    ids = None
+    for _ in range(runs):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        r = adapter.search_batch(queries, k, threads)
+        seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
+        ids = as_ids(r, len(queries), k)
+    return len(queries) / min(seconds), seconds, cpu_seconds, ids
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.k <= 0:
+        raise InputError("k must be positive")
+    if args.threads <= 0:
+        raise InputError("threads must be positive")
+    if args.batch_runs <= 0:
+        raise InputError("batch-runs must be positive")
+    cls = SYSTEMS[args.system]
+    try:
+        build_given = json.loads(args.build_params)
+        sweep_given = json.loads(args.sweep)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--build-params/--sweep must be JSON: {e}") from e
+    if not isinstance(build_given, dict):
+        raise InputError("--build-params must be a JSON object")
+    if not isinstance(sweep_given, list) or not all(isinstance(p, dict) for p in sweep_given):
+        raise InputError("--sweep must be a JSON array of objects")
+    if not sweep_given:
+        raise InputError("--sweep must hold at least one point ([{}] for a system without search parameters)")
+    build = _check_keys(f"{args.system} build", build_given, cls.build_keys)
+    sweep = [_check_keys(f"{args.system} sweep", p, cls.sweep_keys) for p in sweep_given]
+    if build.get("refine") is False and any(p.get("k_factor", 1) != 1 for p in sweep):
+        raise InputError("k_factor needs refine = true")
+
+    base = read_fbin(args.base)
+    queries = read_fbin(args.queries)
+    if base.shape[1] != queries.shape[1]:
+        raise InputError(f"base dimension {base.shape[1]} != query dimension {queries.shape[1]}")
+    n, dim = base.shape
+    nq = len(queries)
+    if n == 0 or nq == 0:
+        raise InputError(f"empty input: {n} base vectors, {nq} queries")
+    single_count = nq if args.single_queries is None else min(args.single_queries, nq)
+    if single_count < 0:
+        raise InputError("single-queries must be >= 0")
+    ids_dir = Path(args.ids_dir)
+    ids_dir.mkdir(parents=True, exist_ok=True)
+
+    rss_before = rss_bytes()
+    adapter = cls(dim, args.metric, build)
+
+    train_seconds = 0.0
+    train_vectors = 0
+    if adapter.needs_training():
+        train_vectors = min(args.train_size, n)
+        rng = np.random.default_rng(args.train_seed)
+        sample_rows = np.sort(rng.choice(n, size=train_vectors, replace=False))
+        sample = np.ascontiguousarray(base[sample_rows])
+        adapter.set_threads(args.threads)
+        t0 = time.perf_counter()
+        adapter.train(sample)
+        train_seconds = time.perf_counter() - t0
+        del sample
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    adapter.add(base, args.threads)
+    add_seconds = time.perf_counter() - t0
+    add_cpu_seconds = time.process_time() - c0
+    memory = adapter.memory()
+    memory["index_bytes_per_vector"] = memory["index_bytes"] / n
+
+    points = []
+    for i, params in enumerate(sweep):
+        adapter.set_search(params)
+        point: dict[str, Any] = {"params": adapter.effective_params(params)}
+        if single_count > 0:
+            qps, latency, single_ids = measure_single(
+                adapter, queries, args.k, single_count, min(args.warmup, single_count)
+            )
+            point.update(qps_single=qps, single_queries=single_count, latency=latency)
+        else:
+            point.update(qps_single=None, single_queries=0, latency=None)
+        qps_b, secs, cpu, ids = measure_batch(
+            adapter, queries, args.k, args.threads, args.batch_runs
+        )
+        point.update(
+            qps_batch=qps_b, batch_threads=args.threads, batch_seconds=secs, batch_cpu_seconds=cpu
+        )
+        if single_count > 0:
+            # The two calling conventions must agree on what they return; a
+            # difference (other than ties reordered) is reported, never hidden.
+            same = np.mean(
+                [len(set(a) & set(b)) / args.k for a, b in zip(single_ids, ids[:single_count])]
+            )
+            point["single_batch_id_agreement"] = float(same)
+        ids_path = ids_dir / f"{args.system}-{i}.ibin"
+        write_ids(ids_path, ids)
+        point["ids_file"] = str(ids_path.resolve())
+        points.append(point)
+        print(
+            f"omen_peers: {args.system} {params}: single {point['qps_single'] or 0:.0f} QPS, "
+            f"batch {qps_b:.0f} QPS ({args.threads} threads)",
+            file=sys.stderr,
+        )
+
+    memory["peak_rss_bytes"] = peak_rss_bytes()
+    memory["rss_before_build_bytes"] = rss_before
+    import numpy
+
+    return {
+        "schema": SCHEMA,
+        "system": args.system,
+        "library": adapter.library,
+        "version": adapter.version(),
+        "index": adapter.description(),
+        "metric": args.metric,
+        "k": args.k,
+        "threads": args.threads,
+        "dataset": {"base": args.base, "queries": args.queries, "n": n, "nq": nq, "dim": dim},
+        "build_params": build,
+        "build": {
+            "threads": args.threads,
+            "train_vectors": train_vectors,
+            "train_seconds": train_seconds,
+            "add_vectors": n,
+            "add_seconds": add_seconds,
+            "add_cpu_seconds": add_cpu_seconds,
+            "add_vectors_per_sec": n / add_seconds if add_seconds > 0 else None,
+        },
+        "memory": memory,
+        "points": points,
+        "environment": {
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "cpu_count": os.cpu_count(),
+            "warmup_queries": args.warmup,
+            "batch_runs": args.batch_runs,
+        },
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--system", required=True, choices=sorted(SYSTEMS))
+    p.add_argument("--base", required=True, help=".fbin base vectors")
+    p.add_argument("--queries", required=True, help=".fbin query vectors")
+    p.add_argument("--metric", required=True, choices=["ip", "l2"])
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True, help="build and batch-search threads")
+    p.add_argument("--build-params", default="{}", help="JSON object")
+    p.add_argument("--sweep", default="[{}]", help="JSON array of search-parameter objects")
+    p.add_argument("--train-size", type=int, default=100_000, help="IVF training sample")
+    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument(
+        "--single-queries",
+        type=int,
+        default=None,
+        help="queries timed one per call (default: all)",
+    )
+    p.add_argument("--warmup", type=int, default=100, help="untimed single queries first")
+    p.add_argument("--batch-runs", type=int, default=3, help="batch passes; the fastest counts")
+    p.add_argument("--ids-dir", required=True, help="directory for the ids files")
+    p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except InputError as e:
+        print(f"omen_peers: error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError, OSError) as e:
+        print(f"omen_peers: {args.system} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,370 @@
+//! Runs a whole [`BenchConfig`]: loads the dataset with its ground truth, measures
+//! every omen system over every storage and thread count, runs the peers on the same
+//! base and queries (same files, same thread counts, same run), computes every
+//! system's recall the same way from the ids it returned, and writes the report.
+
+use crate::config::{BenchConfig, IndexSpec, PeerSpec};
+use crate::latency::Latency;
+use crate::model::{BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint};
+use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
+use crate::recall::{summarize, RecallInputs};
+use crate::runner::{run_omen, BenchData, Budget, OmenSystem, SweepPoint, RECALL_KS};
+use omen_core::{Error, Metric, Result, SearchParams, VectorIndex, VectorStorage};
+use omen_datasets::Dataset;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where a run reads and writes, and whether peers run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Dataset directory (fetched data and cached ground truth).
+    pub data_dir: PathBuf,
+    /// Reports are written to `<reports_dir>/<run name>/`.
+    pub reports_dir: PathBuf,
+    /// The peers' virtual environment.
+    pub venv: PathBuf,
+    /// Run the peers when their environment is installed.
+    pub peers: bool,
+    /// The command that reproduces this run, for the report.
+    pub reproduce: String,
+}
+
+/// Ground truth is computed this deep, so recall@100 can be reported.
+pub const TRUTH_K: usize = 100;
+
+/// Converts a loaded dataset (with ground truth) into the harness's form,
+/// keeping at most `max_queries` queries (0 = all).
+pub fn bench_data(ds: &Dataset, max_queries: usize) -> Result<BenchData> {
+    let gt = ds
+        .ground_truth
+        .as_ref()
+        .ok_or_else(|| Error::invalid_param("dataset", format!("{} has no ground truth", ds.name)))?;
+    let dim = ds.base.dim();
+    let nq_all = ds.queries.rows();
+    let nq = if max_queries == 0 { nq_all } else { nq_all.min(max_queries) };
+    let tk = gt.k();
+    Ok(BenchData {
+        info: DatasetInfo {
+            name: ds.name.clone(),
+            n: ds.base.rows(),
+            nq,
+            dim,
+            metric: ds.metric.name().to_string(),
+            checksum: ds.checksum(),
+        },
+        metric: ds.metric,
+        dim,
+        base: ds.base.data().to_vec(),
+        queries: ds.queries.data()[..nq * dim].to_vec(),
+        truth_ids: gt.ids()[..nq * tk].iter().map(|&i| i64::from(i)).collect(),
+        truth_distances: gt.distances()[..nq * tk].to_vec(),
+        truth_k: tk,
+    })
+}
+
+fn storage_maker(kind: &str) -> Result<crate::runner::StorageMaker> {
+    match kind {
+        "memory" => Ok(Box::new(|dim| {
+            Ok(Box::new(omen_storage::MemoryStorage::new(dim)?) as Box<dyn VectorStorage>)
+        })),
+        other => Err(Error::invalid_param("storage", format!("unknown storage {other:?}"))),
+    }
+}
+
+/// The omen systems a config asks for, over one storage kind.
+pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>> {
+    let mut out = Vec::new();
+    for spec in &cfg.indexes {
+        let sys = match spec.clone() {
+            IndexSpec::Flat => OmenSystem {
+                name: format!("omen-flat/{storage}"),
+                index: "flat".into(),
+                storage: storage.into(),
+                build_params: json!({}),
+                make_storage: storage_maker(storage)?,
+                make_index: Box::new(|d: &BenchData, _| {
+                    Ok((Box::new(omen_flat::FlatIndex::new(d.dim, d.metric)?) as Box<dyn VectorIndex>, None))
+                }),
+                sweep: vec![SweepPoint { label: "exact".into(), json: json!({}), params: SearchParams::new() }],
+            },
+            IndexSpec::Hnsw { m, ef_construction, ef_search } => OmenSystem {
+                name: format!("omen-hnsw(M={m},efc={ef_construction})/{storage}"),
+                index: "hnsw".into(),
+                storage: storage.into(),
+                build_params: json!({"M": m, "ef_construction": ef_construction}),
+                make_storage: storage_maker(storage)?,
+                make_index: Box::new(move |d: &BenchData, _| {
+                    let p = omen_hnsw::HnswParams::new().with_m(m).with_ef_construction(ef_construction);
+                    Ok((Box::new(omen_hnsw::HnswIndex::new(d.dim, d.metric, p)?) as Box<dyn VectorIndex>, None))
+                }),
+                sweep: ef_search
+                    .iter()
+                    .map(|&ef| SweepPoint {
+                        label: format!("ef={ef}"),
+                        json: json!({"ef": ef}),
+                        params: SearchParams::new().with_ef(ef),
+                    })
+                    .collect(),
+            },
+            IndexSpec::Ivfpq { nlist, m, nbits, train_size, nprobe, rerank } => OmenSystem {
+                name: format!("omen-ivfpq(IVF{nlist},PQ{m}x{nbits})/{storage}"),
+                index: "ivfpq".into(),
+                storage: storage.into(),
+                build_params: json!({"nlist": nlist, "m": m, "nbits": nbits, "train_size": train_size}),
+                make_storage: storage_maker(storage)?,
+                make_index: Box::new(move |d: &BenchData, threads| {
+                    let p = omen_ivfpq::IvfPqParams::new(nlist, m)
+                        .with_nbits(nbits as u32)
+                        .with_train_size(train_size);
+                    let ix = omen_ivfpq::IvfPqIndex::new(d.dim, d.metric, p)?;
+                    let n = d.n().min(train_size);
+                    // A seeded sample of the base, the same for every run.
+                    let sample = sample_rows(&d.base, d.dim, n, 0x5eed);
+                    let t = Instant::now();
+                    ix.train(&sample)?;
+                    let phase = Phase::new(
+                        format!("index train: k-means for {nlist} lists and {m} sub-quantizers on {n} sampled vectors"),
+                        n as u64,
+                        t.elapsed().as_secs_f64(),
+                        threads,
+                    );
+                    Ok((Box::new(ix) as Box<dyn VectorIndex>, Some(phase)))
+                }),
+                sweep: nprobe
+                    .iter()
+                    .flat_map(|&np| rerank.iter().map(move |&rf| (np, rf)))
+                    .map(|(np, rf)| SweepPoint {
+                        label: format!("nprobe={np},rerank={rf}"),
+                        json: json!({"nprobe": np, "rerank_factor": rf}),
+                        params: SearchParams::new().with_nprobe(np).with_rerank_factor(rf),
+                    })
+                    .collect(),
+            },
+        };
+        out.push(sys);
+    }
+    Ok(out)
+}
+
+/// `n` rows of `base` chosen by a seeded partial Fisher–Yates shuffle (SplitMix64).
+pub fn sample_rows(base: &[f32], dim: usize, n: usize, seed: u64) -> Vec<f32> {
+    let rows = base.len().checked_div(dim).unwrap_or(0);
+    let n = n.min(rows);
+    let mut idx: Vec<usize> = (0..rows).collect();
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in 0..n {
+        let j = i + (next() % (rows - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut out = Vec::with_capacity(n * dim);
+    for &i in &idx[..n] {
+        out.extend_from_slice(&base[i * dim..(i + 1) * dim]);
+    }
+    out
+}
+
+fn peer_result_to_run(r: &peers::PeerResult, data: &BenchData, k: usize) -> RunResult {
+    let b = &r.build;
+    let name = match r.system {
+        PeerSystem::FaissFlat => "faiss-flat".to_string(),
+        _ => format!("{}({})", r.system.name(), short_params(&r.build_params)),
+    };
+    let points = r
+        .points
+        .iter()
+        .map(|p| {
+            let recall = summarize(
+                &RecallInputs {
+                    metric: data.metric,
+                    base: &data.base,
+                    queries: &data.queries,
+                    dim: data.dim,
+                    truth_ids: &data.truth_ids,
+                    truth_distances: &data.truth_distances,
+                    truth_k: data.truth_k,
+                    run_ids: &p.ids.ids,
+                    run_k: p.ids.k,
+                },
+                &RECALL_KS,
+            );
+            let latency = p.latency.map_or_else(Latency::default, |l| Latency {
+                p50_us: l.p50_us,
+                p95_us: l.p95_us,
+                p99_us: l.p99_us,
+                p999_us: l.p999_us,
+                mean_us: l.mean_us,
+            });
+            SearchPoint {
+                params: p.params.clone(),
+                label: short_params(&p.params),
+                qps_single: p.qps_single.unwrap_or(f64::NAN),
+                qps_batch: Some(p.qps_batch),
+                batch_threads: p.batch_threads,
+                latency,
+                recall,
+                distance_computations_per_query: None,
+            }
+        })
+        .collect();
+    let _ = k;
+    RunResult {
+        name,
+        family: "peer".into(),
+        index: r.index.clone(),
+        storage: None,
+        version: Some(format!("{} {}", r.library, r.version)),
+        build_params: r.build_params.clone(),
+        build_threads: b.threads,
+        build: BuildFigures {
+            storage_append: None,
+            durable_ingest: None,
+            index_train: (b.train_vectors > 0).then(|| {
+                Phase::new(format!("index train ({})", r.index), b.train_vectors, b.train_seconds, b.threads)
+            }),
+            index_build: Some(Phase::new(format!("index build: add to {}", r.index), b.add_vectors, b.add_seconds, b.threads)),
+        },
+        memory: MemoryFigures {
+            index_bytes: Some(r.memory.index_bytes),
+            index_bytes_per_vector: Some(r.memory.index_bytes_per_vector),
+            storage_bytes: None,
+            peak_rss_bytes: Some(r.memory.peak_rss_bytes),
+            on_disk_bytes: None,
+        },
+        points,
+        notes: vec![format!(
+            "{} via the Python adapter; index bytes measured by {}; the one-query-at-a-time QPS includes Python call overhead",
+            r.index, r.memory.index_bytes_method
+        )],
+    }
+}
+
+fn short_params(v: &serde_json::Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        _ => "exact".into(),
+    }
+}
+
+fn peer_system(name: &str) -> Result<PeerSystem> {
+    PeerSystem::ALL
+        .iter()
+        .copied()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| Error::invalid_param("peers", format!("unknown peer system {name:?}")))
+}
+
+fn write_fbin(path: &Path, rows: &[f32], dim: usize) -> Result<()> {
+    let v = omen_datasets::Vectors::new(dim, rows.to_vec())?;
+    omen_datasets::write_fbin(path, &v)
+}
+
+/// Runs the peers of `cfg` for one thread count.
+fn run_peers(
+    cfg: &BenchConfig,
+    opts: &BenchOptions,
+    data: &BenchData,
+    threads: usize,
+    work: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<RunResult>> {
+    let base = work.join("base.fbin");
+    let queries = work.join("queries.fbin");
+    if !base.exists() || !queries.exists() {
+        std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+        write_fbin(&base, &data.base, data.dim)?;
+        write_fbin(&queries, &data.queries, data.dim)?;
+    }
+    let metric = match data.metric {
+        Metric::L2 => PeerMetric::L2,
+        // Angular sets are stored unit-normalised, so inner product ranks as cosine.
+        _ => PeerMetric::Ip,
+    };
+    let mut out = Vec::new();
+    for spec in &cfg.peers {
+        let PeerSpec { system, build, sweep } = spec;
+        progress(&format!("peer {system} ({threads} thread(s))"));
+        let mut req = PeerRun::new(peer_system(system)?, &base, &queries, metric, cfg.k, work.join(system));
+        req.venv = opts.venv.clone();
+        req.threads = threads;
+        let mut build = build.clone();
+        if let Some(ts) = build.remove("train_size").and_then(|v| v.as_u64()) {
+            req.train_size = ts as usize;
+        }
+        req.build_params = serde_json::Value::Object(build);
+        if !sweep.is_empty() {
+            req.sweep = sweep.iter().cloned().map(serde_json::Value::Object).collect();
+        }
+        // Bound the one-query-at-a-time loop as for omen systems.
+        let est = (cfg.single_query_seconds * 2000.0) as usize;
+        req.single_queries = Some(data.nq().min(est.max(200)));
+        match peers::run_peer(&req) {
+            Ok(r) => out.push(peer_result_to_run(&r, data, cfg.k)),
+            Err(e) => {
+                return Err(Error::invalid_param("peers", format!("{system}: {e}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `cfg` and writes its report; returns the report and the path of `report.md`.
+pub fn run(cfg: &BenchConfig, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<(Report, PathBuf)> {
+    cfg.validate()?;
+    progress(&format!("loading {} (ground truth top-{TRUTH_K})", cfg.dataset));
+    let ds = omen_datasets::load_named(&cfg.dataset, &opts.data_dir, TRUTH_K.max(cfg.k))?;
+    let data = bench_data(&ds, cfg.max_queries)?;
+    drop(ds);
+    let mut report = Report {
+        run: cfg.name.clone(),
+        reproduce: opts.reproduce.clone(),
+        env: crate::env::Environment::capture(),
+        dataset: data.info.clone(),
+        k: cfg.k,
+        runs: Vec::new(),
+    };
+    let budget_for = |threads| Budget {
+        k: cfg.k,
+        threads,
+        single_time: Duration::from_secs_f64(cfg.single_query_seconds),
+        min_single_queries: 200,
+    };
+    for &threads in &cfg.threads {
+        for storage in &cfg.storage {
+            for sys in omen_systems(cfg, storage)? {
+                let mut r = run_omen(&sys, &data, &budget_for(threads), progress)?;
+                if cfg.threads.len() > 1 {
+                    r.name = format!("{} [{threads}t]", r.name);
+                }
+                report.runs.push(r);
+            }
+        }
+    }
+    let want_peers = opts.peers && !cfg.peers.is_empty();
+    if want_peers && peers::peers_available(&opts.venv) {
+        let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
+        for &threads in &cfg.threads {
+            let mut rs = run_peers(cfg, opts, &data, threads, &work, progress)?;
+            if cfg.threads.len() > 1 {
+                rs.iter_mut().for_each(|r| r.name = format!("{} [{threads}t]", r.name));
+            }
+            report.runs.extend(rs);
+        }
+        let _ = std::fs::remove_dir_all(&work);
+    } else if want_peers {
+        progress(&format!(
+            "peers skipped: no environment at {} (run scripts/setup-peers.sh)",
+            opts.venv.display()
+        ));
+    }
+    let dir = opts.reports_dir.join(&cfg.name);
+    let md = crate::report::write(&report, &dir)?;
+    Ok((report, md))
+}

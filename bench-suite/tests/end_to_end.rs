@@ -1,0 +1,70 @@
+//! A small end-to-end run of the harness: a synthetic dataset directory, every omen
+//! index, a report with its plots, and recall figures that must make sense.
+
+use omen_bench::bench::{run, BenchOptions};
+use omen_bench::config::{BenchConfig, IndexSpec};
+use omen_bench::recall::RecallKind;
+use omen_core::Metric;
+use omen_datasets::{Distribution, SyntheticSpec};
+
+#[test]
+fn small_run_writes_a_report_with_exact_flat_recall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        name: "tiny".into(),
+        rows: 3000,
+        queries: 50,
+        dim: 16,
+        distribution: Distribution::GaussianMixture { clusters: 20, spread: 0.3 },
+        seed: 7,
+        normalize: false,
+        metric: Metric::L2,
+    };
+    let ds_dir = tmp.path().join("tiny");
+    spec.generate().unwrap().save(&ds_dir, Some("test")).unwrap();
+    let cfg = BenchConfig {
+        name: "e2e".into(),
+        dataset: ds_dir.to_string_lossy().into_owned(),
+        k: 10,
+        threads: vec![2],
+        storage: vec!["memory".into()],
+        indexes: vec![
+            IndexSpec::Flat,
+            IndexSpec::Hnsw { m: 8, ef_construction: 64, ef_search: vec![16, 64] },
+            IndexSpec::Ivfpq { nlist: 16, m: 8, nbits: 4, train_size: 2000, nprobe: vec![2, 16], rerank: vec![10] },
+        ],
+        peers: vec![],
+        single_query_seconds: 1.0,
+        max_queries: 0,
+    };
+    let opts = BenchOptions {
+        data_dir: tmp.path().to_path_buf(),
+        reports_dir: tmp.path().join("reports"),
+        venv: tmp.path().join("no-venv"),
+        peers: false,
+        reproduce: "cargo test -p omen-bench --test end_to_end".into(),
+    };
+    let mut log = Vec::new();
+    let (report, md) = run(&cfg, &opts, &mut |m| log.push(m.to_string())).unwrap();
+    assert!(md.exists());
+    assert_eq!(report.runs.len(), 3);
+    let flat = &report.runs[0];
+    for p in &flat.points {
+        assert_eq!(p.recall.at(RecallKind::ById, 10), Some(1.0), "flat recall by id");
+        assert_eq!(p.recall.at(RecallKind::ByDistance, 10), Some(1.0), "flat recall by distance");
+    }
+    let build = flat.build.index_build.as_ref().unwrap();
+    assert_eq!(build.vectors, 3000);
+    assert!(flat.build.storage_append.as_ref().unwrap().what.contains("storage-only"));
+    let hnsw = &report.runs[1];
+    let best = hnsw.points.iter().filter_map(|p| p.recall.at(RecallKind::ById, 10)).fold(0.0, f64::max);
+    assert!(best >= 0.9, "hnsw best recall@10 {best}");
+    let ivf = &report.runs[2];
+    assert!(ivf.build.index_train.is_some(), "IVF-PQ training is its own phase");
+    let best = ivf.points.iter().filter_map(|p| p.recall.at(RecallKind::ById, 10)).fold(0.0, f64::max);
+    assert!(best >= 0.9, "ivfpq best recall@10 {best}");
+    for f in ["results.json", "results.csv", "report.md", "recall_qps.svg", "build.svg", "latency.svg", "memory.svg"] {
+        assert!(tmp.path().join("reports/e2e").join(f).exists(), "{f}");
+    }
+    assert!(log.iter().any(|m| m.contains("index build")));
+}

@@ -1,0 +1,245 @@
+//! The graph's memory: per-node state words, per-node locks, level-0 adjacency in
+//! fixed-size slots and upper-level adjacency in a per-node side table.
+//!
+//! # Layout
+//! Nodes are numbered by storage slot. They live in chunks of `CHUNK` nodes; a
+//! chunk holds the nodes' metadata and one allocation of `CHUNK * (M0 + 1)` words
+//! for their level-0 lists. Growing appends chunks and never moves a published one.
+//! A list is `[count, id, id, ...]`; a node of level `L > 0` owns a boxed slice of
+//! `L * (M + 1)` words for levels `1..=L`, allocated when the node is reserved.
+//!
+//! # Concurrency
+//! The chunk vector sits behind the index's `RwLock`: growing and reserving nodes
+//! take it for writing (rarely, once per `add` call), every insert and search holds
+//! it for reading. Under the read lock the lists are shared between threads:
+//! * writers change a node's lists only while holding that node's `lock`, storing
+//!   ids first and the count last, all with `Release`;
+//! * readers take no lock: they load the count and ids with `Acquire`. A reader
+//!   racing a writer may see a mix of the old and new list, but every word it can
+//!   see is an id that was written as a link, i.e. a reserved node whose level is at
+//!   least the list's level, so the mix is a valid (if momentarily odd) list.
+//!   `Acquire` on the id makes the linked node's reservation visible before it is
+//!   followed.
+//!
+//! Everything is safe Rust: the words are atomics (a plain `mov` on x86 for
+//! `Acquire`/`Release`), and indexes are bounds-checked.
+
+use omen_core::sync::atomic::{AtomicU32, Ordering};
+use omen_core::sync::Mutex;
+
+/// log2 of the nodes per chunk. Small under loom, where every node's mutex is a
+/// modelled object.
+#[cfg(not(loom))]
+const CHUNK_SHIFT: u32 = 12;
+#[cfg(loom)]
+const CHUNK_SHIFT: u32 = 1;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+
+/// The highest level a node may have. With mL = 1/ln M, a level above 16 has
+/// probability M^-16 per node; the cap keeps a corrupted or adversarial level from
+/// allocating without bound.
+pub(crate) const MAX_LEVEL: usize = 31;
+
+/// Node status, kept in bits 8.. of the state word (bits 0..8 hold the level).
+pub(crate) const ABSENT: u32 = 0;
+/// Reserved by an `add` whose insertion has not finished: routable, not returned.
+pub(crate) const RESERVED: u32 = 1;
+/// Linked and returned by searches.
+pub(crate) const PRESENT: u32 = 2;
+/// Removed: still routed through, never returned, links to it not yet repaired.
+pub(crate) const DELETED: u32 = 3;
+/// Removed and repaired: live nodes no longer link to it (except new inserts that
+/// raced the repair, which is harmless: its own lists stay intact).
+pub(crate) const PURGED: u32 = 4;
+
+#[inline]
+pub(crate) fn pack(status: u32, level: usize) -> u32 {
+    (status << 8) | level as u32
+}
+
+#[inline]
+pub(crate) fn status_of(word: u32) -> u32 {
+    word >> 8
+}
+
+#[inline]
+pub(crate) fn level_of(word: u32) -> usize {
+    (word & 0xff) as usize
+}
+
+/// Per-node metadata.
+pub(crate) struct Node {
+    /// `status << 8 | level`.
+    pub(crate) state: AtomicU32,
+    /// Serialises writers of this node's lists.
+    pub(crate) lock: Mutex<()>,
+    /// Levels `1..=level`, `M + 1` words each.
+    pub(crate) upper: Box<[AtomicU32]>,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            state: AtomicU32::new(0),
+            lock: Mutex::new(()),
+            upper: Box::default(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn word(&self) -> u32 {
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+struct Chunk {
+    nodes: Box<[Node]>,
+    links: Box<[AtomicU32]>,
+}
+
+/// The graph's storage; see the module documentation.
+pub(crate) struct Graph {
+    m: usize,
+    m0: usize,
+    chunks: Vec<Chunk>,
+    upper_words: usize,
+}
+
+fn atomics(n: usize) -> Box<[AtomicU32]> {
+    (0..n).map(|_| AtomicU32::new(0)).collect()
+}
+
+impl Graph {
+    pub(crate) fn new(m: usize, m0: usize) -> Graph {
+        Graph {
+            m,
+            m0,
+            chunks: Vec::new(),
+            upper_words: 0,
+        }
+    }
+
+    /// Number of node slots allocated.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.chunks.len() << CHUNK_SHIFT
+    }
+
+    /// Grows so that nodes `0..n` exist.
+    pub(crate) fn grow_to(&mut self, n: usize) {
+        let stride = self.m0 + 1;
+        while self.capacity() < n {
+            self.chunks.push(Chunk {
+                nodes: (0..CHUNK).map(|_| Node::new()).collect(),
+                links: atomics(CHUNK * stride),
+            });
+        }
+    }
+
+    #[inline]
+    pub(crate) fn node(&self, id: u32) -> Option<&Node> {
+        let id = id as usize;
+        self.chunks
+            .get(id >> CHUNK_SHIFT)
+            .and_then(|c| c.nodes.get(id & (CHUNK - 1)))
+    }
+
+    /// Gives node `id` (which must exist) room for `level` upper levels; called under
+    /// the write lock, before the node is linked anywhere.
+    pub(crate) fn set_levels(&mut self, id: u32, level: usize) {
+        let words = level * (self.m + 1);
+        let id = id as usize;
+        if let Some(node) = self
+            .chunks
+            .get_mut(id >> CHUNK_SHIFT)
+            .and_then(|c| c.nodes.get_mut(id & (CHUNK - 1)))
+        {
+            if node.upper.len() != words {
+                self.upper_words = self.upper_words + words - node.upper.len();
+                node.upper = atomics(words);
+            }
+        }
+    }
+
+    /// Node `id`'s list at `level`, `[count, ids...]`; `None` when the node does not
+    /// exist or its upper table does not reach `level`.
+    #[inline]
+    pub(crate) fn list(&self, id: u32, level: usize) -> Option<&[AtomicU32]> {
+        let i = id as usize;
+        let chunk = self.chunks.get(i >> CHUNK_SHIFT)?;
+        let local = i & (CHUNK - 1);
+        if level == 0 {
+            let stride = self.m0 + 1;
+            chunk.links.get(local * stride..(local + 1) * stride)
+        } else {
+            let stride = self.m + 1;
+            chunk
+                .nodes
+                .get(local)?
+                .upper
+                .get((level - 1) * stride..level * stride)
+        }
+    }
+
+    /// The largest number of links a list at `level` holds.
+    #[inline]
+    pub(crate) fn cap(&self, level: usize) -> usize {
+        if level == 0 {
+            self.m0
+        } else {
+            self.m
+        }
+    }
+
+    /// Bytes held by node metadata, lists and locks.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let per_chunk =
+            CHUNK * std::mem::size_of::<Node>() + CHUNK * (self.m0 + 1) * std::mem::size_of::<u32>();
+        self.chunks.len() * per_chunk
+            + self.upper_words * std::mem::size_of::<u32>()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+}
+
+/// Reads a list's ids into `out` (cleared first). Takes no lock; see the module
+/// documentation for why a racing writer cannot make it return a non-link.
+#[inline]
+pub(crate) fn read_list(list: &[AtomicU32], out: &mut Vec<u32>) {
+    out.clear();
+    let Some((count, ids)) = list.split_first() else {
+        return;
+    };
+    let n = (count.load(Ordering::Acquire) as usize).min(ids.len());
+    out.extend(ids[..n].iter().map(|a| a.load(Ordering::Acquire)));
+}
+
+/// Replaces a list's ids; the caller holds the node's lock. Ids first, count last,
+/// so that a reader that sees the count sees ids that are all links.
+pub(crate) fn write_list(list: &[AtomicU32], ids: impl ExactSizeIterator<Item = u32>) {
+    let Some((count, slots)) = list.split_first() else {
+        return;
+    };
+    let mut n = 0;
+    for (slot, id) in slots.iter().zip(ids) {
+        slot.store(id, Ordering::Release);
+        n += 1;
+    }
+    count.store(n as u32, Ordering::Release);
+}
+
+/// Appends one id if there is room; the caller holds the node's lock. Returns
+/// whether it was appended.
+pub(crate) fn push_list(list: &[AtomicU32], id: u32) -> bool {
+    let Some((count, slots)) = list.split_first() else {
+        return false;
+    };
+    let n = count.load(Ordering::Acquire) as usize;
+    match slots.get(n) {
+        Some(slot) => {
+            slot.store(id, Ordering::Release);
+            count.store(n as u32 + 1, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,307 @@
+//! Graph walks: greedy descent, the layer beam search, the query path with its
+//! filter and exact fallbacks.
+
+use crate::graph::{read_list, status_of, Graph, PRESENT};
+use crate::{entry_parts, splitmix, HnswIndex, NO_ENTRY};
+use omen_core::sync::atomic::Ordering;
+use omen_core::{Metric, Neighbor, SearchRequest, SearchScratch, SlotFilter, SlotId, TopK, VectorStorage, VisitedSet};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Nodes sampled to estimate a filter's selectivity.
+const SELECTIVITY_SAMPLES: usize = 256;
+/// Below this estimated fraction of matching nodes, a filtered query scans the
+/// matching nodes instead of walking the graph: the walk would visit about
+/// `ef / fraction` nodes to collect `ef` matches.
+const FLAT_FRACTION: f64 = 0.02;
+/// ... or when fewer than this many times `ef` nodes are expected to match.
+const FLAT_EF_FACTOR: f64 = 8.0;
+
+/// Per-thread working memory of inserts and searches, reused across calls.
+#[derive(Default)]
+pub(crate) struct Work {
+    pub(crate) visited: VisitedSet,
+    pub(crate) cand: BinaryHeap<Reverse<Neighbor>>,
+    pub(crate) top: BinaryHeap<Neighbor>,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) ids2: Vec<u32>,
+    pub(crate) eps: Vec<Neighbor>,
+    pub(crate) found: Vec<Neighbor>,
+    pub(crate) sel2: Vec<Neighbor>,
+    pub(crate) pruned: Vec<Neighbor>,
+    pub(crate) tmp: Vec<Neighbor>,
+    pub(crate) topk: TopK,
+    pub(crate) levels: Vec<Vec<Neighbor>>,
+}
+
+/// Asks the CPU to start loading a vector that will be read soon. A hint: it
+/// never faults and changes no result.
+#[inline(always)]
+fn prefetch(v: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = v {
+        // SAFETY: `_mm_prefetch` only hints the cache; it does not dereference the
+        // pointer architecturally and cannot fault. SSE is part of the x86_64
+        // baseline, so the intrinsic is available on every x86_64 CPU.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                v.as_ptr().cast::<i8>(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+impl HnswIndex {
+    /// Greedy descent on one layer: moves to the closest neighbour until none is
+    /// closer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn greedy(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        mut cur: Neighbor,
+        level: usize,
+        work: &mut Work,
+        dc: &mut u64,
+    ) -> Neighbor {
+        loop {
+            let Some(list) = g.list(cur.slot, level) else {
+                return cur;
+            };
+            read_list(list, &mut work.ids);
+            let mut changed = false;
+            for &id in &work.ids {
+                if let Some(v) = storage.get(id) {
+                    *dc += 1;
+                    let d = self.dist(q, v);
+                    if d < cur.distance {
+                        cur = Neighbor::new(id, d);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                return cur;
+            }
+        }
+    }
+
+    /// Beam search of width `ef` on `level` from `eps`. Leaves in `work.top` up to
+    /// `ef` nodes, the closest found among those `eligible` accepts (all nodes when
+    /// `None`). `exclude` is never returned nor expanded (an insert's own node).
+    /// With `restricted`, the walk does not stop while fewer than `ef` eligible
+    /// nodes are held (hnswlib's rule with deletions or a filter).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn search_layer(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        eps: &[Neighbor],
+        ef: usize,
+        level: usize,
+        exclude: Option<SlotId>,
+        eligible: Option<&dyn Fn(SlotId) -> bool>,
+        restricted: bool,
+        work: &mut Work,
+        dc: &mut u64,
+    ) {
+        let Work {
+            visited,
+            cand,
+            top,
+            ids,
+            ..
+        } = work;
+        visited.reset(g.capacity());
+        cand.clear();
+        top.clear();
+        if let Some(x) = exclude {
+            visited.insert(x);
+        }
+        for &e in eps {
+            if !visited.insert(e.slot) {
+                continue;
+            }
+            cand.push(Reverse(e));
+            if eligible.is_none_or(|f| f(e.slot)) {
+                top.push(e);
+                if top.len() > ef {
+                    top.pop();
+                }
+            }
+        }
+        let mut lower = top.peek().map_or(f32::INFINITY, |n| n.distance);
+        while let Some(Reverse(c)) = cand.pop() {
+            if c.distance > lower && (top.len() >= ef || !restricted) {
+                break;
+            }
+            let Some(list) = g.list(c.slot, level) else {
+                continue;
+            };
+            read_list(list, ids);
+            ids.retain(|&id| visited.insert(id));
+            let mut next = ids.first().and_then(|&id| storage.get(id));
+            prefetch(next);
+            for j in 0..ids.len() {
+                let cur = next;
+                next = ids.get(j + 1).and_then(|&id| storage.get(id));
+                prefetch(next);
+                let Some(v) = cur else {
+                    continue;
+                };
+                let id = ids[j];
+                *dc += 1;
+                let d = self.dist(q, v);
+                if top.len() < ef || d < lower {
+                    cand.push(Reverse(Neighbor::new(id, d)));
+                    if eligible.is_none_or(|f| f(id)) {
+                        top.push(Neighbor::new(id, d));
+                        if top.len() > ef {
+                            top.pop();
+                        }
+                    }
+                    lower = top.peek().map_or(f32::INFINITY, |n| n.distance);
+                }
+            }
+        }
+    }
+
+    /// The query path; returns the distances computed.
+    pub(crate) fn search_graph(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> u64 {
+        out.clear();
+        let work = scratch.extra_or_insert_with(Work::default);
+        let mut dc = 0u64;
+        let k = req.k;
+        let present = self.present.load(Ordering::Acquire);
+        if present == 0 {
+            return 0;
+        }
+        let ef = req.params.ef.unwrap_or(self.params.ef_search).max(k);
+        // A beam as wide as the index would visit every node: the scan does that
+        // with less work and does not depend on every node being reachable.
+        if req.params.exhaustive || ef >= present {
+            self.flat_scan(g, storage, req, work, out, &mut dc);
+            return dc;
+        }
+        if let Some(f) = req.filter {
+            let p = self.selectivity(g, f);
+            if p < FLAT_FRACTION || p * (present as f64) < FLAT_EF_FACTOR * ef as f64 {
+                self.flat_scan(g, storage, req, work, out, &mut dc);
+                return dc;
+            }
+        }
+        let ep = self.entry.load(Ordering::Acquire);
+        if ep == NO_ENTRY {
+            self.flat_scan(g, storage, req, work, out, &mut dc);
+            return dc;
+        }
+        let (ep_slot, top_level) = entry_parts(ep);
+        let q = req.query;
+        let Some(ev) = storage.get(ep_slot) else {
+            self.flat_scan(g, storage, req, work, out, &mut dc);
+            return dc;
+        };
+        dc += 1;
+        let mut cur = Neighbor::new(ep_slot, self.dist(q, ev));
+        for lc in (1..=top_level).rev() {
+            cur = self.greedy(g, storage, q, cur, lc, work, &mut dc);
+        }
+        let eligible = |id: SlotId| {
+            g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT) && req.allows(id)
+        };
+        let restricted =
+            req.filter.is_some() || self.tombstones.load(Ordering::Relaxed) > 0 || present < ef;
+        self.search_layer(
+            g,
+            storage,
+            q,
+            &[cur],
+            ef,
+            0,
+            None,
+            Some(&eligible),
+            restricted,
+            work,
+            &mut dc,
+        );
+        while work.top.len() > k {
+            work.top.pop();
+        }
+        out.extend(work.top.drain());
+        if self.metric == Metric::Cosine {
+            for n in out.iter_mut() {
+                if let Some(v) = storage.get(n.slot) {
+                    n.distance = self.exact_dist(q, v);
+                }
+            }
+        }
+        out.sort_unstable();
+        // A walk that found fewer than k cannot tell "fewer match" from "not
+        // reached": the scan settles it, so k come back whenever k match.
+        if out.len() < k && out.len() < present {
+            self.flat_scan(g, storage, req, work, out, &mut dc);
+        }
+        dc
+    }
+
+    /// Exact search over the present nodes that the filter allows.
+    fn flat_scan(
+        &self,
+        g: &Graph,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        work: &mut Work,
+        out: &mut Vec<Neighbor>,
+        dc: &mut u64,
+    ) {
+        let top = &mut work.topk;
+        top.reset(req.k);
+        for id in 0..g.capacity().min(u32::MAX as usize) as SlotId {
+            let present = g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT);
+            if !present || !req.allows(id) {
+                continue;
+            }
+            if let Some(v) = storage.get(id) {
+                *dc += 1;
+                top.push(Neighbor::new(id, self.exact_dist(req.query, v)));
+            }
+        }
+        top.drain_sorted_into(out);
+    }
+
+    /// Fraction of sampled present nodes that `filter` allows (1 when none sampled).
+    fn selectivity(&self, g: &Graph, filter: &dyn SlotFilter) -> f64 {
+        let cap = g.capacity() as u64;
+        if cap == 0 {
+            return 1.0;
+        }
+        let mut state = 0x0123_4567_89ab_cdef_u64;
+        let (mut seen, mut allowed) = (0usize, 0usize);
+        for _ in 0..SELECTIVITY_SAMPLES * 4 {
+            if seen >= SELECTIVITY_SAMPLES {
+                break;
+            }
+            let id = (splitmix(&mut state) % cap) as SlotId;
+            if g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT) {
+                seen += 1;
+                allowed += usize::from(filter.allows(id));
+            }
+        }
+        if seen == 0 {
+            1.0
+        } else {
+            allowed as f64 / seen as f64
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! Behaviour of the IVF-PQ index against the flat index.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use omen_core::{
+    Error, Metric, Neighbor, SearchParams, SearchRequest, SearchScratch, SlotFilter, VectorIndex,
+    VectorStorage,
+};
+use omen_flat::FlatIndex;
+use omen_ivfpq::{IvfPqIndex, IvfPqParams};
+use omen_storage::MemoryStorage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::Path;
+
+/// Clustered Gaussian data (normalised for IP/cosine).
+fn data(n: usize, dim: usize, seed: u64, unit: bool) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let centres: Vec<f32> = (0..20 * dim)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let mut v = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = rng.gen_range(0..20);
+        let start = v.len();
+        for d in 0..dim {
+            let x: f32 = StandardNormal.sample(&mut rng);
+            v.push(centres[c * dim + d] + 0.5 * x);
+        }
+        if unit {
+            let row = &mut v[start..];
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    v
+}
+
+fn search(
+    idx: &dyn VectorIndex,
+    st: &dyn VectorStorage,
+    q: &[f32],
+    k: usize,
+    p: &SearchParams,
+    filter: Option<&dyn SlotFilter>,
+) -> Vec<Neighbor> {
+    let mut req = SearchRequest::new(q, k, p);
+    req.filter = filter;
+    let (mut s, mut out) = (SearchScratch::new(), Vec::new());
+    idx.search(st, &req, &mut s, &mut out).unwrap();
+    out
+}
+
+fn build(
+    metric: Metric,
+    nbits: u32,
+    n: usize,
+    dim: usize,
+    m: usize,
+) -> (MemoryStorage, IvfPqIndex, FlatIndex, Vec<f32>) {
+    build_u(metric, nbits, n, dim, m, metric != Metric::L2)
+}
+
+fn build_u(
+    metric: Metric,
+    nbits: u32,
+    n: usize,
+    dim: usize,
+    m: usize,
+    unit: bool,
+) -> (MemoryStorage, IvfPqIndex, FlatIndex, Vec<f32>) {
+    let rows = data(n, dim, 1, unit);
+    let st = MemoryStorage::new(dim).unwrap();
+    let slots = st.append_batch(&rows).unwrap();
+    let params = IvfPqParams::new(16, m)
+        .with_nbits(nbits)
+        .with_train_size(0)
+        .with_seed(3)
+        .with_kmeans_iters(8);
+    let idx = IvfPqIndex::new(dim, metric, params).unwrap();
+    idx.train(&rows[..1000 * dim]).unwrap();
+    idx.add(&st, slots.clone()).unwrap();
+    let flat = FlatIndex::new(dim, metric).unwrap();
+    flat.add(&st, slots).unwrap();
+    (st, idx, flat, data(50, dim, 2, unit))
+}
+
+/// Same slots in the same order, same distances. The distances are compared to a
+/// relative 1e-6 rather than bit for bit: omen-simd's one-to-many kernels currently
+/// sum a row in a different order depending on its position in the block (4-row
+/// groups vs. the remainder), so the flat index's number for a slot can differ in
+/// the last ulp from the one computed for that slot alone.
+fn assert_same(a: &[Neighbor], b: &[Neighbor], what: &str) {
+    let tol = |x: f32| 1e-6 * x.abs().max(1.0);
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        // Position by position the distances agree; slots may differ only where two
+        // neighbours are tied to within that tolerance.
+        assert!(
+            (x.distance - y.distance).abs() <= tol(x.distance),
+            "{what}: {x:?} vs {y:?}"
+        );
+        if x.slot != y.slot {
+            let partner = b
+                .iter()
+                .find(|n| n.slot == x.slot)
+                .or_else(|| a.iter().find(|n| n.slot == y.slot));
+            assert!(
+                partner.is_some_and(|p| (p.distance - x.distance).abs() <= 2.0 * tol(x.distance))
+                    || (b
+                        .last()
+                        .is_some_and(|l| (l.distance - x.distance).abs() <= 2.0 * tol(x.distance))),
+                "{what}: {x:?} vs {y:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn exhaustive_equals_flat_for_every_metric_and_code_size() {
+    for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+        for nbits in [4, 8] {
+            let dim = 24;
+            let (st, idx, flat, queries) = build(metric, nbits, 3000, dim, 6);
+            // Tombstones and a filter must be honoured too.
+            for s in (0..3000).step_by(7) {
+                idx.remove(s).unwrap();
+                flat.remove(s).unwrap();
+            }
+            let odd = |s: u32| s % 3 != 1;
+            let ex = SearchParams::exhaustive();
+            for q in queries.chunks_exact(dim) {
+                for k in [1, 10, 100] {
+                    let a = search(&idx, &st, q, k, &ex, None);
+                    let b = search(&flat, &st, q, k, &ex, None);
+                    assert_same(&a, &b, &format!("{metric} nbits={nbits} k={k}"));
+                    let a = search(&idx, &st, q, k, &ex, Some(&odd));
+                    let b = search(&flat, &st, q, k, &ex, Some(&odd));
+                    assert_same(&a, &b, &format!("{metric} nbits={nbits} k={k} filtered"));
+                }
+            }
+            // nprobe = nlist with a re-rank covering every candidate is exhaustive too.
+            let all = SearchParams::new().with_nprobe(16).with_rerank_factor(3000);
+            for q in queries.chunks_exact(dim).take(5) {
+                assert_same(
+                    &search(&idx, &st, q, 10, &all, None),
+                    &search(&flat, &st, q, 10, &ex, None),
+                    "nprobe = nlist",
+                );
+            }
+        }
+    }
+}
+
+fn recall(
+    idx: &IvfPqIndex,
+    flat: &FlatIndex,
+    st: &MemoryStorage,
+    queries: &[f32],
+    dim: usize,
+    p: &SearchParams,
+) -> f64 {
+    let ex = SearchParams::exhaustive();
+    let mut hit = 0;
+    let mut total = 0;
+    for q in queries.chunks_exact(dim) {
+        let want: Vec<u32> = search(flat, st, q, 10, &ex, None)
+            .iter()
+            .map(|n| n.slot)
+            .collect();
+        let got = search(idx, st, q, 10, p, None);
+        // Returned distances are exact.
+        for n in &got {
+            let d =
+                idx.metric()
+                    .distance(omen_core::simd::Kernels::best(), q, st.get(n.slot).unwrap());
+            assert!((d - n.distance).abs() <= 1e-5 * d.abs().max(1.0));
+        }
+        hit += got.iter().filter(|n| want.contains(&n.slot)).count();
+        total += want.len();
+    }
+    hit as f64 / total as f64
+}
+
+#[test]
+fn recall_grows_with_nprobe_and_rerank() {
+    let dim = 32;
+    for (metric, nbits) in [(Metric::L2, 4), (Metric::Cosine, 4), (Metric::L2, 8)] {
+        let (st, idx, flat, queries) = build(metric, nbits, 5000, dim, 8);
+        let low = recall(
+            &idx,
+            &flat,
+            &st,
+            &queries,
+            dim,
+            &SearchParams::new().with_nprobe(2).with_rerank_factor(1),
+        );
+        let high = recall(
+            &idx,
+            &flat,
+            &st,
+            &queries,
+            dim,
+            &SearchParams::new().with_nprobe(8).with_rerank_factor(50),
+        );
+        assert!(high > low, "{metric}/{nbits}: {high} <= {low}");
+        // Measured: 0.97-1.0 (4-bit on unit vectors is the hardest case).
+        assert!(
+            high > 0.93,
+            "{metric}/{nbits}: recall {high} at nprobe 8, rerank 50"
+        );
+    }
+}
+
+#[test]
+fn untrained_index_is_exact_and_auto_trains_at_threshold() {
+    let dim = 16;
+    let rows = data(3000, dim, 5, false);
+    let st = MemoryStorage::new(dim).unwrap();
+    st.append_batch(&rows).unwrap();
+    let params = IvfPqParams::new(8, 4)
+        .with_train_size(2000)
+        .with_kmeans_iters(5);
+    let idx = IvfPqIndex::new(dim, Metric::L2, params).unwrap();
+    let flat = FlatIndex::new(dim, Metric::L2).unwrap();
+    idx.add(&st, 0..1500).unwrap();
+    flat.add(&st, 0..1500).unwrap();
+    assert!(!idx.is_trained());
+    assert_eq!(idx.pending_len(), 1500);
+    let q = &rows[..dim];
+    let p = SearchParams::new();
+    assert_same(
+        &search(&idx, &st, q, 10, &p, None),
+        &search(&flat, &st, q, 10, &p, None),
+        "untrained",
+    );
+    // Crossing the threshold trains and encodes everything.
+    idx.add(&st, 1500..2500).unwrap();
+    assert!(idx.is_trained());
+    assert_eq!(idx.pending_len(), 0);
+    assert_eq!(idx.len(), 2500);
+    flat.add(&st, 1500..2500).unwrap();
+    let ex = SearchParams::exhaustive();
+    assert_same(
+        &search(&idx, &st, q, 10, &ex, None),
+        &search(&flat, &st, q, 10, &ex, None),
+        "trained",
+    );
+}
+
+#[test]
+fn explicit_training_buffers_then_flushes() {
+    let dim = 16;
+    let rows = data(2000, dim, 6, false);
+    let st = MemoryStorage::new(dim).unwrap();
+    st.append_batch(&rows).unwrap();
+    let idx = IvfPqIndex::new(dim, Metric::L2, IvfPqParams::new(8, 4).with_train_size(0)).unwrap();
+    idx.add(&st, 0..1000).unwrap();
+    idx.train(&rows).unwrap();
+    assert!(matches!(
+        idx.train(&rows),
+        Err(Error::InvalidParameter { .. })
+    ));
+    // Buffered slots are still found (exactly) before the flush...
+    assert_eq!(idx.pending_len(), 1000);
+    let ex = SearchParams::exhaustive();
+    let q = &rows[5 * dim..6 * dim];
+    assert_eq!(search(&idx, &st, q, 1, &ex, None)[0].slot, 5);
+    // ...and after it, from the lists.
+    idx.add(&st, 1000..2000).unwrap();
+    assert_eq!(idx.pending_len(), 0);
+    assert_eq!(search(&idx, &st, q, 1, &ex, None)[0].slot, 5);
+    assert!(idx.list_bytes_per_vector() > 0.0);
+    // Retraining keeps the results exact under exhaustive search and drops tombstones.
+    idx.remove(5).unwrap();
+    idx.retrain(&st, &rows[..1500 * dim]).unwrap();
+    assert_ne!(search(&idx, &st, q, 1, &ex, None)[0].slot, 5);
+    assert_eq!(idx.len(), 1999);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_change_nothing() {
+    let dim = 8;
+    let bad = |p: IvfPqParams| IvfPqIndex::new(dim, Metric::L2, p).unwrap_err();
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 3)),
+        Error::InvalidParameter { name: "m", .. }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 2).with_nbits(6)),
+        Error::InvalidParameter { name: "nbits", .. }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 2).with_nprobe(0)),
+        Error::InvalidParameter { name: "nprobe", .. }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 2).with_nprobe(5)),
+        Error::InvalidParameter { name: "nprobe", .. }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(0, 2)),
+        Error::InvalidParameter { name: "nlist", .. }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 2).with_train_size(10)),
+        Error::InvalidParameter {
+            name: "train_size",
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad(IvfPqParams::new(4, 2).with_rerank_factor(0)),
+        Error::InvalidParameter { .. }
+    ));
+
+    let rows = data(600, dim, 7, false);
+    let st = MemoryStorage::new(dim).unwrap();
+    st.append_batch(&rows).unwrap();
+    // Fewer training vectors than nlist, and than a sub-quantizer's 256 centroids.
+    let idx = IvfPqIndex::new(
+        dim,
+        Metric::L2,
+        IvfPqParams::new(64, 2).with_nbits(8).with_train_size(0),
+    )
+    .unwrap();
+    assert!(matches!(
+        idx.train(&rows[..32 * dim]),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        idx.train(&rows[..100 * dim]),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        idx.train(&rows[..100 * dim - 1]),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    let mut nan = rows[..300 * dim].to_vec();
+    nan[17] = f32::NAN;
+    assert!(matches!(idx.train(&nan), Err(Error::NonFinite { .. })));
+    assert!(!idx.is_trained());
+    idx.train(&rows[..300 * dim]).unwrap();
+    idx.add(&st, 0..600).unwrap();
+
+    let q = &rows[..dim];
+    let (mut s, mut out) = (SearchScratch::new(), Vec::new());
+    let run =
+        |p: &SearchParams, q: &[f32], k: usize, s: &mut SearchScratch, out: &mut Vec<Neighbor>| {
+            idx.search(&st, &SearchRequest::new(q, k, p), s, out)
+        };
+    assert!(matches!(
+        run(&SearchParams::new().with_nprobe(65), q, 5, &mut s, &mut out),
+        Err(Error::InvalidParameter { name: "nprobe", .. })
+    ));
+    assert!(matches!(
+        run(&SearchParams::new().with_nprobe(0), q, 5, &mut s, &mut out),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        run(&SearchParams::new(), q, 0, &mut s, &mut out),
+        Err(Error::InvalidParameter { name: "k", .. })
+    ));
+    assert!(matches!(
+        run(&SearchParams::new(), &q[1..], 5, &mut s, &mut out),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        run(
+            &SearchParams::new(),
+            &[f32::INFINITY; 8],
+            5,
+            &mut s,
+            &mut out
+        ),
+        Err(Error::NonFinite { .. })
+    ));
+
+    // Adds: existing, unpublished, non-finite slots; nothing is added on error.
+    assert!(matches!(
+        idx.add(&st, 0..1),
+        Err(Error::SlotExists { slot: 0 })
+    ));
+    assert!(matches!(
+        idx.add(&st, 600..601),
+        Err(Error::UnknownSlot { slot: 600 })
+    ));
+    let mut row = rows[..dim].to_vec();
+    st.append(&row).unwrap();
+    row[3] = f32::NAN;
+    st.append(&row).unwrap();
+    assert!(matches!(
+        idx.add(&st, 600..602),
+        Err(Error::NonFinite { .. })
+    ));
+    assert_eq!(idx.len(), 600);
+    assert!(!idx.contains(600));
+    assert!(matches!(idx.remove(9999), Err(Error::UnknownSlot { .. })));
+    idx.remove(3).unwrap();
+    assert!(matches!(idx.remove(3), Err(Error::UnknownSlot { .. })));
+    assert!(matches!(idx.add(&st, 3..4), Err(Error::SlotExists { .. })));
+}
+
+fn fixture(nbits: u32, metric: Metric) -> (MemoryStorage, IvfPqIndex, Vec<f32>) {
+    let dim = 12;
+    let rows = data(1500, dim, 8, metric != Metric::L2);
+    let st = MemoryStorage::new(dim).unwrap();
+    st.append_batch(&rows).unwrap();
+    let idx = IvfPqIndex::new(
+        dim,
+        metric,
+        IvfPqParams::new(8, 3)
+            .with_nbits(nbits)
+            .with_train_size(0)
+            .with_nprobe(3),
+    )
+    .unwrap();
+    idx.add(&st, 0..100).unwrap();
+    idx.train(&rows[..1000 * dim]).unwrap();
+    idx.add(&st, 100..1400).unwrap();
+    idx.add(&st, 1400..1450).unwrap();
+    idx.remove(7).unwrap();
+    (st, idx, rows)
+}
+
+#[test]
+fn save_load_round_trip() {
+    for (nbits, metric) in [
+        (4, Metric::L2),
+        (8, Metric::Cosine),
+        (4, Metric::InnerProduct),
+    ] {
+        let (st, idx, rows) = fixture(nbits, metric);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ivf.bin");
+        idx.save(&path).unwrap();
+        let back = IvfPqIndex::load(&path).unwrap();
+        assert_eq!(back.len(), idx.len());
+        assert_eq!(back.params(), idx.params());
+        assert!(!back.contains(7) && back.contains(8));
+        assert_eq!(back.to_bytes(), idx.to_bytes());
+        for q in rows[1450 * 12..].chunks_exact(12).take(10) {
+            for p in [SearchParams::new(), SearchParams::exhaustive()] {
+                assert_eq!(
+                    search(&idx, &st, q, 10, &p, None),
+                    search(&back, &st, q, 10, &p, None)
+                );
+            }
+        }
+        // Untrained indexes round-trip too.
+        let fresh = IvfPqIndex::new(12, metric, IvfPqParams::new(8, 3).with_train_size(0)).unwrap();
+        fresh.add(&st, 0..10).unwrap();
+        let b = IvfPqIndex::from_bytes(&fresh.to_bytes(), Path::new("x")).unwrap();
+        assert_eq!(b.pending_len(), 10);
+    }
+}
+
+#[test]
+fn corrupted_files_are_corruption_errors() {
+    let (_st, idx, _) = fixture(4, Metric::L2);
+    let good = idx.to_bytes();
+    let file = Path::new("ivf.bin");
+    // Every truncation.
+    for len in (0..good.len()).step_by(97).chain([good.len() - 1]) {
+        assert!(
+            matches!(
+                IvfPqIndex::from_bytes(&good[..len], file),
+                Err(Error::Corruption { .. })
+            ),
+            "len {len}"
+        );
+    }
+    // Bit flips anywhere are caught by the CRC.
+    for pos in (0..good.len()).step_by(61) {
+        let mut b = good.clone();
+        b[pos] ^= 0x10;
+        assert!(
+            matches!(
+                IvfPqIndex::from_bytes(&b, file),
+                Err(Error::Corruption { .. })
+            ),
+            "pos {pos}"
+        );
+    }
+    // Structurally wrong content with a valid CRC is caught by validation.
+    let reseal = |mut b: Vec<u8>| {
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    // Header: magic 8, version 4, dim 4, metric 1, nbits 1, nlist 4, m 4, ...
+    let mut b = good.clone();
+    b[17] = 5; // nbits
+    let e = IvfPqIndex::from_bytes(&reseal(b), file).unwrap_err();
+    assert!(matches!(e, Error::Corruption { .. }), "{e}");
+    let mut b = good.clone();
+    b[22..26].copy_from_slice(&5u32.to_le_bytes()); // m does not divide 12
+    assert!(matches!(
+        IvfPqIndex::from_bytes(&reseal(b), file),
+        Err(Error::Corruption { .. })
+    ));
+    // The first list's first slot id out of range (the last list's header sits
+    // before its ids; find a list entry by scanning for the known layout is fragile,
+    // so corrupt the pending count instead, then a huge list length).
+    let words_at = 8 + 4 + 4 + 1 + 1 + 4 + 4 + 8 * 5;
+    let mut b = good.clone();
+    b[words_at..words_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        IvfPqIndex::from_bytes(&reseal(b), file),
+        Err(Error::Corruption { .. })
+    ));
+    // A slot id beyond the bitsets inside a list.
+    let words = u64::from_le_bytes(good[words_at..words_at + 8].try_into().unwrap()) as usize;
+    let pending_at = words_at + 8 + 16 * words;
+    let trained_at = pending_at + 8; // no pending slots in this fixture
+    let coarse = 8 * 12 * 4;
+    let books = 16 * 12 * 4;
+    let list0 = trained_at + 1 + coarse + books;
+    let n0 = u64::from_le_bytes(good[list0..list0 + 8].try_into().unwrap());
+    assert!(n0 > 0);
+    let mut b = good.clone();
+    b[list0 + 8..list0 + 12].copy_from_slice(&(words as u32 * 64 + 5).to_le_bytes());
+    match IvfPqIndex::from_bytes(&reseal(b), file) {
+        Err(Error::Corruption { offset, detail, .. }) => {
+            assert_eq!(offset, (list0 + 8) as u64, "{detail}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // A list length beyond the file.
+    let mut b = good.clone();
+    b[list0..list0 + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(matches!(
+        IvfPqIndex::from_bytes(&reseal(b), file),
+        Err(Error::Corruption { .. })
+    ));
+    // A duplicated slot (second entry of list 0 = first entry).
+    if n0 > 1 {
+        let mut b = good.clone();
+        let first: [u8; 4] = b[list0 + 8..list0 + 12].try_into().unwrap();
+        b[list0 + 12..list0 + 16].copy_from_slice(&first);
+        assert!(matches!(
+            IvfPqIndex::from_bytes(&reseal(b), file),
+            Err(Error::Corruption { .. })
+        ));
+    }
+    // Non-finite centroid.
+    let mut b = good.clone();
+    b[trained_at + 1..trained_at + 5].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(matches!(
+        IvfPqIndex::from_bytes(&reseal(b), file),
+        Err(Error::Corruption { .. })
+    ));
+    assert!(IvfPqIndex::from_bytes(&good, file).is_ok());
+}
+
+#[test]
+fn concurrent_adds_and_searches() {
+    let dim = 16;
+    let rows = data(6000, dim, 9, false);
+    let st = MemoryStorage::new(dim).unwrap();
+    st.append_batch(&rows).unwrap();
+    let idx = IvfPqIndex::new(dim, Metric::L2, IvfPqParams::new(16, 4).with_train_size(0)).unwrap();
+    idx.train(&rows[..2000 * dim]).unwrap();
+    idx.add(&st, 0..1000).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for b in 10..60 {
+                idx.add(&st, (b * 100) as u32..(b * 100 + 100) as u32)
+                    .unwrap();
+            }
+        });
+        s.spawn(|| {
+            let p = SearchParams::exhaustive();
+            for i in 0..200 {
+                let q = &rows[(i % 1000) * dim..(i % 1000 + 1) * dim];
+                let r = search(&idx, &st, q, 5, &p, None);
+                // The query is stored (slot i % 1000 was added before): it is found.
+                assert_eq!(r[0].slot as usize, i % 1000);
+                assert!(r.windows(2).all(|w| w[0] <= w[1]));
+            }
+        });
+    });
+    assert_eq!(idx.len(), 6000);
+}

@@ -1,0 +1,746 @@
+use crate::config::{CollectionConfig, IndexKind, StorageKind};
+use crate::idmap::IdMap;
+use omen_core::simd::{Isa, Kernels};
+use omen_core::sync::{lock, read, write, Mutex, RwLock};
+use omen_core::validate::{check_finite, check_vector, normalize_into};
+use omen_core::{
+    Error, IndexStats, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch,
+    SlotId, VectorIndex, VectorStorage,
+};
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The longest external id accepted, in bytes of UTF-8.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// The largest squared Euclidean norm accepted for a vector or query under the
+/// `L2` and `InnerProduct` metrics (about 4.3e37, a norm of about 6.5e18).
+///
+/// Finite vectors can still have distances that overflow f32: `1e20²` is infinite,
+/// and a dot product can then be `inf - inf = NaN`, which would sort ahead of every
+/// real distance. With both norms at most this bound, `|a - b|² ≤ 2(|a|² + |b|²)`
+/// and `|a·b| ≤ |a||b|` stay below `f32::MAX / 2`, so every distance is finite.
+/// Under the cosine metric vectors are normalised (in f64) and the bound does not
+/// apply.
+pub const MAX_SQUARED_NORM: f64 = (f32::MAX / 8.0) as f64;
+
+/// Index searches a query runs without holding the id-map lock before it holds
+/// it (see `Collection::search_one`).
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// The instruction set the distance kernels use in this process.
+pub fn isa() -> Isa {
+    Kernels::best().isa()
+}
+
+/// Counters describing a collection; see [`Collection::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CollectionStats {
+    /// Live ids.
+    pub len: usize,
+    /// Slots in the storage, live or not (storage is append-only).
+    pub storage_slots: usize,
+    /// Storage slots that no longer hold a live id: deleted, overwritten by an
+    /// upsert, or left by a failed write. Reclaimed by a future compaction.
+    pub tombstones: usize,
+    /// Bytes held by the index's own structures.
+    pub index_memory_bytes: usize,
+    /// Bytes held for vectors by the storage.
+    pub storage_memory_bytes: usize,
+    /// Approximate bytes held by the id map (hash table, slot table, id text).
+    pub id_map_memory_bytes: usize,
+    /// The index's counters (searches, distance computations).
+    pub index: IndexStats,
+}
+
+/// A set of vectors named by string ids, over one storage and one index.
+///
+/// # Semantics
+/// * Ids are non-empty UTF-8 strings of at most [`MAX_ID_LEN`] bytes without NUL
+///   (NUL is reserved as a separator for on-disk formats and the command line).
+/// * Every write validates all of its input first and changes nothing when it
+///   returns an input error: wrong dimension ([`Error::DimensionMismatch`]), NaN
+///   or infinity ([`Error::NonFinite`]), a zero vector under cosine
+///   ([`Error::ZeroVector`]), a squared norm over [`MAX_SQUARED_NORM`] under L2 or
+///   inner product ([`Error::InvalidParameter`] named `vector`), a bad id
+///   ([`Error::InvalidId`]), an id already present or repeated within a batch
+///   ([`Error::DuplicateId`]), an unknown id on delete ([`Error::UnknownId`]).
+/// * Under [`Metric::Cosine`] vectors are normalised on insert and queries on
+///   search; reported distances are cosine distances and [`get`](Self::get)
+///   returns the stored, normalised vector.
+/// * Storage is append-only: an upsert writes a new slot and a delete only hides
+///   the old one. Such slots are counted as [`CollectionStats::tombstones`]; their
+///   space is reclaimed by a future compaction.
+///
+/// # Concurrency
+/// All methods take `&self` and a `Collection` is `Send + Sync`: share it with an
+/// `Arc` or scoped threads. Searches run concurrently with each other and with
+/// writes; writes are serialised by a mutex. A write is visible to every search
+/// that starts after it returned, and each search answers for one consistent
+/// state (see [`search_with`](Self::search_with)).
+///
+/// The protocol: a new slot is appended to the storage, recorded in the id map
+/// (not yet current), added to the index, and only then made current for its
+/// id, in the same id-map step that retires the slot it replaces; retired slots
+/// leave the index afterwards. So every current slot is always in the index. A
+/// search runs the index without holding the id-map lock and maps slots to ids
+/// afterwards, retrying if the map changed in between (after a few tries it
+/// holds the read lock across the index search), and over-fetches to skip the
+/// few indexed slots that are not current. The loom models in `loom_tests.rs`
+/// check this protocol.
+pub struct Collection {
+    dim: usize,
+    metric: Metric,
+    storage: Box<dyn VectorStorage>,
+    index: Box<dyn VectorIndex>,
+    ids: RwLock<IdMap>,
+    /// Serialises writers; holds their reusable normalisation buffer.
+    writer: Mutex<Vec<f32>>,
+    scratch_pool: Mutex<Vec<QueryScratch>>,
+    /// Scratch sets kept for reuse: twice the cores, since a graph index's visited
+    /// marks grow with the collection. More concurrent searches than this
+    /// allocate their own and drop them.
+    max_pooled: usize,
+}
+
+/// Per-search working memory, pooled so that a warmed-up search allocates only
+/// its result.
+#[derive(Default)]
+struct QueryScratch {
+    scratch: SearchScratch,
+    /// The normalised query (cosine).
+    query: Vec<f32>,
+    neighbors: Vec<Neighbor>,
+}
+
+impl fmt::Debug for Collection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collection")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("storage", &self.storage.name())
+            .field("index", &self.index.name())
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collection {
+    /// Creates an empty collection as `config` describes.
+    ///
+    /// Errors: `InvalidParameter` for a zero dimension, or whatever the chosen
+    /// backends refuse.
+    pub fn new(config: &CollectionConfig) -> Result<Collection> {
+        let dim = config.dim;
+        check_dim(dim)?;
+        let storage: Box<dyn VectorStorage> = match config.storage {
+            StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
+        };
+        let index: Box<dyn VectorIndex> = match config.index {
+            IndexKind::Flat => Box::new(omen_flat::FlatIndex::new(dim, config.metric)?),
+        };
+        Collection::with_backends(dim, config.metric, storage, index)
+    }
+
+    /// Creates an empty collection over any storage and index.
+    ///
+    /// Both must be empty and have width `dim`; the index must use `metric`, or,
+    /// for [`Metric::Cosine`], may use [`Metric::InnerProduct`] (the collection
+    /// normalises, so `1 - a·b` is the cosine distance). Otherwise
+    /// `InvalidParameter`.
+    pub fn with_backends(
+        dim: usize,
+        metric: Metric,
+        storage: Box<dyn VectorStorage>,
+        index: Box<dyn VectorIndex>,
+    ) -> Result<Collection> {
+        check_dim(dim)?;
+        if storage.dim() != dim {
+            return Err(Error::invalid_param(
+                "storage",
+                format!("storage has dimension {}, expected {dim}", storage.dim()),
+            ));
+        }
+        if index.dim() != dim {
+            return Err(Error::invalid_param(
+                "index",
+                format!("index has dimension {}, expected {dim}", index.dim()),
+            ));
+        }
+        let metric_ok = index.metric() == metric
+            || (metric == Metric::Cosine && index.metric() == Metric::InnerProduct);
+        if !metric_ok {
+            return Err(Error::invalid_param(
+                "index",
+                format!(
+                    "index uses metric {}, the collection {metric}",
+                    index.metric()
+                ),
+            ));
+        }
+        if !storage.is_empty() || !index.is_empty() {
+            return Err(Error::invalid_param(
+                "backends",
+                "storage and index must be empty: a collection cannot adopt vectors without ids",
+            ));
+        }
+        Ok(Collection {
+            dim,
+            metric,
+            storage,
+            index,
+            ids: RwLock::new(IdMap::default()),
+            writer: Mutex::new(Vec::new()),
+            scratch_pool: Mutex::new(Vec::new()),
+            max_pooled: std::thread::available_parallelism().map_or(8, |n| 2 * n.get()),
+        })
+    }
+
+    /// Width of every vector.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The metric distances are measured with.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The instruction set the distance kernels use (same as [`crate::isa`]).
+    pub fn isa(&self) -> Isa {
+        isa()
+    }
+
+    /// The index's short name (`flat`, ...).
+    pub fn index_name(&self) -> &'static str {
+        self.index.name()
+    }
+
+    /// The storage's short name (`memory`, ...).
+    pub fn storage_name(&self) -> &'static str {
+        self.storage.name()
+    }
+
+    /// Number of live ids.
+    pub fn len(&self) -> usize {
+        read(&self.ids).len()
+    }
+
+    /// Whether no id is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` is live.
+    pub fn contains(&self, id: &str) -> bool {
+        read(&self.ids).contains(id)
+    }
+
+    /// The stored vector of `id` (normalised under cosine), or `None` if `id` is
+    /// not live.
+    pub fn get(&self, id: &str) -> Option<Vec<f32>> {
+        let ids = read(&self.ids);
+        let slot = ids.slot(id)?;
+        self.storage.get(slot).map(<[f32]>::to_vec)
+    }
+
+    /// Counters: live ids, storage slots, tombstones, memory, index counters.
+    pub fn stats(&self) -> CollectionStats {
+        let (len, id_map_memory_bytes) = {
+            let ids = read(&self.ids);
+            (ids.len(), ids.memory_bytes())
+        };
+        let storage_slots = self.storage.len();
+        CollectionStats {
+            len,
+            storage_slots,
+            tombstones: storage_slots.saturating_sub(len),
+            index_memory_bytes: self.index.memory_bytes(),
+            storage_memory_bytes: self.storage.memory_bytes(),
+            id_map_memory_bytes,
+            index: self.index.stats(),
+        }
+    }
+
+    /// Inserts a new id. Errors (nothing changed): `InvalidId`,
+    /// `DimensionMismatch`, `NonFinite`, `ZeroVector` (cosine), `InvalidParameter`
+    /// (norm over [`MAX_SQUARED_NORM`]), `DuplicateId`, checked in that order;
+    /// backend errors (`CapacityExceeded`, `Io`).
+    pub fn insert(&self, id: &str, vector: &[f32]) -> Result<()> {
+        let mut buf = lock(&self.writer);
+        check_id(id)?;
+        check_vector(vector, self.dim, 0)?;
+        let row = self.prepare_row(vector, 0, &mut buf)?;
+        if read(&self.ids).contains(id) {
+            return Err(Error::DuplicateId { id: id.to_owned() });
+        }
+        let slot = self.storage.append(row)?;
+        self.publish_new(&[Arc::from(id)], slot..slot_end(slot, 1)?)
+    }
+
+    /// Inserts many new ids at once: `ids[i]` names row `i` of `rows`, a row-major
+    /// array of `ids.len() * dim` floats.
+    ///
+    /// All or nothing: every id and row is validated before anything is written,
+    /// and one bad id or row rejects the whole batch. Errors:
+    /// `DimensionMismatch` if `rows.len()` is not a multiple of the dimension,
+    /// `InvalidParameter` (`ids`) if the row count differs from `ids.len()`; then,
+    /// row by row, the errors of [`insert`](Self::insert) (with the row number),
+    /// `DuplicateId` also for an id repeated within the batch. An empty batch does
+    /// nothing.
+    ///
+    /// ```
+    /// # use omen::{CollectionConfig, Metric};
+    /// let c = CollectionConfig::new(2, Metric::L2).build()?;
+    /// c.insert_batch(&["a", "b"], &[0.0, 1.0, 2.0, 3.0])?;
+    /// assert_eq!(c.get("b"), Some(vec![2.0, 3.0]));
+    /// # Ok::<(), omen::Error>(())
+    /// ```
+    pub fn insert_batch<S: AsRef<str>>(&self, ids: &[S], rows: &[f32]) -> Result<()> {
+        let mut row_buf = lock(&self.writer);
+        let dim = self.dim;
+        if rows.len() % dim != 0 {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: rows.len() % dim,
+            });
+        }
+        let n = rows.len() / dim;
+        if n != ids.len() {
+            return Err(Error::invalid_param(
+                "ids",
+                format!("{} ids for {n} rows", ids.len()),
+            ));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // The normalised copy of a batch is per call: kept in the writer it would
+        // pin the largest batch's memory for good.
+        let mut normalised = Vec::new();
+        if self.metric.normalizes() {
+            normalised.reserve_exact(rows.len());
+        }
+        {
+            let map = read(&self.ids);
+            let mut seen: HashSet<&str> = HashSet::with_capacity(n);
+            for (i, (id, row)) in ids.iter().zip(rows.chunks_exact(dim)).enumerate() {
+                let id = id.as_ref();
+                check_id(id)?;
+                check_finite(row, i)?;
+                let row = self.prepare_row(row, i, &mut row_buf)?;
+                if map.contains(id) || !seen.insert(id) {
+                    return Err(Error::DuplicateId { id: id.to_owned() });
+                }
+                if self.metric.normalizes() {
+                    normalised.extend_from_slice(row);
+                }
+            }
+        }
+        let to_store: &[f32] = if self.metric.normalizes() {
+            &normalised
+        } else {
+            rows
+        };
+        let slots = self.storage.append_batch(to_store)?;
+        let names: Vec<Arc<str>> = ids.iter().map(|id| Arc::from(id.as_ref())).collect();
+        if slots.len() != n {
+            // A storage breaking its contract; the rows it wrote stay dead.
+            return Err(Error::CapacityExceeded {
+                what: format!("storage appended {} rows of {n}", slots.len()),
+            });
+        }
+        self.publish_new(&names, slots)
+    }
+
+    /// Inserts `id`, or replaces its vector if it is live. Errors (nothing
+    /// changed) as [`insert`](Self::insert), except that an existing id is not an
+    /// error.
+    ///
+    /// The new vector goes to a new slot; the old slot becomes a tombstone. A
+    /// concurrent search sees either the old or the new vector, never both and
+    /// never neither.
+    pub fn upsert(&self, id: &str, vector: &[f32]) -> Result<()> {
+        let mut buf = lock(&self.writer);
+        check_id(id)?;
+        check_vector(vector, self.dim, 0)?;
+        let row = self.prepare_row(vector, 0, &mut buf)?;
+        let slot = self.storage.append(row)?;
+        // publish_new switches the id from the old slot to the new one in one step,
+        // after the new one is in the index, and only then retires the old one.
+        self.publish_new(&[Arc::from(id)], slot..slot_end(slot, 1)?)
+    }
+
+    /// Removes a live id. Errors (nothing changed): `InvalidId` for an id that
+    /// could never be valid, `UnknownId` if it is not live. Its slot becomes a
+    /// tombstone.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let _w = lock(&self.writer);
+        check_id(id)?;
+        let slot = {
+            let mut ids = write(&self.ids);
+            let Some(slot) = ids.remove_id(id) else {
+                return Err(Error::UnknownId { id: id.to_owned() });
+            };
+            ids.kill(slot);
+            slot
+        };
+        self.retire(slot);
+        Ok(())
+    }
+
+    /// The `k` nearest live ids to `query` with the index's default parameters;
+    /// see [`search_with`](Self::search_with).
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
+        self.search_with(query, k, &SearchParams::default())
+    }
+
+    /// The `k` nearest live ids to `query` as `(id, distance)`, closest first
+    /// (ties in slot order: by when the vector was written). Fewer than `k` only when fewer are
+    /// live. Errors: `InvalidParameter` (`k` = 0, or a zero parameter),
+    /// `DimensionMismatch`, `NonFinite`, `ZeroVector` (cosine), `InvalidParameter`
+    /// (`vector`: norm over [`MAX_SQUARED_NORM`]), in that order.
+    ///
+    /// Allocates only the result once this collection's scratch pool has warmed
+    /// up. A search concurrent with writes answers for the collection as it was
+    /// at one instant between its start and its return: never a deleted id, never
+    /// an id twice, never both versions of an upserted id, never fewer than
+    /// `min(k, len)` hits.
+    pub fn search_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<(String, f32)>> {
+        SearchRequest::new(query, k, params).validate(self.dim)?;
+        check_finite(query, 0)?;
+        let mut qs = self.take_scratch();
+        let result = self.search_one(query, k, params, &mut qs);
+        self.return_scratch(qs);
+        result
+    }
+
+    /// Like [`search_with`](Self::search_with), returning only ids for which
+    /// `filter` returns `true` (still `k` of them when that many pass).
+    ///
+    /// The id map stays read-locked for the whole search, so writers wait for it;
+    /// `filter` must not call back into this collection.
+    pub fn search_filtered<F>(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: F,
+    ) -> Result<Vec<(String, f32)>>
+    where
+        F: Fn(&str) -> bool + Sync,
+    {
+        SearchRequest::new(query, k, params).validate(self.dim)?;
+        check_finite(query, 0)?;
+        let mut qs = self.take_scratch();
+        let result = self.search_filtered_one(query, k, params, &filter, &mut qs);
+        self.return_scratch(qs);
+        result
+    }
+
+    /// [`search_batch_with`](Self::search_batch_with) with the index's default
+    /// parameters.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(String, f32)>>> {
+        self.search_batch_with(queries, k, &SearchParams::default())
+    }
+
+    /// Answers many queries at once, in parallel: `queries` is row-major, one
+    /// query per `dim` floats; returns one result list per query, as
+    /// [`search_with`](Self::search_with) would. All queries are validated first
+    /// (errors name the row); `DimensionMismatch` if `queries.len()` is not a
+    /// multiple of the dimension. Under concurrent writes each query answers for
+    /// one consistent state, not necessarily the same one for all queries.
+    ///
+    /// The index may use a tiled kernel here that sums in another order than the
+    /// single-query path, so distances can differ from [`search_with`]'s in the
+    /// last bits and exact near-ties may swap places.
+    ///
+    /// [`search_with`]: Self::search_with
+    pub fn search_batch_with(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let dim = self.dim;
+        if k == 0 {
+            return Err(Error::invalid_param("k", "must be at least 1"));
+        }
+        if queries.len() % dim != 0 {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: queries.len() % dim,
+            });
+        }
+        params.validate()?;
+        let mut normalised = Vec::new();
+        let mut row_buf = Vec::new();
+        for (i, q) in queries.chunks_exact(dim).enumerate() {
+            check_finite(q, i)?;
+            let q = self.prepare_row(q, i, &mut row_buf)?;
+            if self.metric.normalizes() {
+                normalised.extend_from_slice(q);
+            }
+        }
+        let qs: &[f32] = if self.metric.normalizes() {
+            &normalised
+        } else {
+            queries
+        };
+        let fetch = k.saturating_add(1);
+        let version = read(&self.ids).version();
+        let mut raw = Vec::new();
+        self.index
+            .search_batch(&*self.storage, qs, fetch, params, None, &mut raw)?;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut redo = Vec::new();
+        {
+            let ids = read(&self.ids);
+            let unchanged = ids.version() == version;
+            for (i, neighbors) in raw.iter().enumerate() {
+                let (hits, complete) = map_hits(&ids, neighbors, k, fetch);
+                // See search_one for why an unchanged map makes the hits exact.
+                if !(unchanged && complete) {
+                    redo.push(i);
+                }
+                out.push(hits);
+            }
+        }
+        // A write landed during the batch, or too many hits were not current:
+        // those queries run alone, each answering for one consistent state.
+        for i in redo {
+            let q = &queries[i * dim..(i + 1) * dim];
+            out[i] = self.search_with(q, k, params)?;
+        }
+        Ok(out)
+    }
+
+    fn search_filtered_one(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: &(dyn Fn(&str) -> bool + Sync),
+        qs: &mut QueryScratch,
+    ) -> Result<Vec<(String, f32)>> {
+        let QueryScratch {
+            scratch,
+            query: qbuf,
+            neighbors,
+        } = qs;
+        let q = self.prepare_row(query, 0, qbuf)?;
+        let ids = read(&self.ids);
+        let map: &IdMap = &ids;
+        // Non-current slots are filtered out inside the index, so no retry is needed.
+        let allow = |slot: SlotId| map.current_id(slot).is_some_and(|id| filter(id));
+        let req = SearchRequest::new(q, k, params).with_filter(&allow);
+        self.index
+            .search(&*self.storage, &req, scratch, neighbors)?;
+        Ok(neighbors
+            .iter()
+            .filter_map(|n| {
+                map.current_id(n.slot)
+                    .map(|id| (id.to_string(), n.distance))
+            })
+            .take(k)
+            .collect())
+    }
+
+    fn search_one(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        qs: &mut QueryScratch,
+    ) -> Result<Vec<(String, f32)>> {
+        let QueryScratch {
+            scratch,
+            query: qbuf,
+            neighbors,
+        } = qs;
+        let q = self.prepare_row(query, 0, qbuf)?;
+        // Invariant kept by the writers: every current slot is in the index (a slot
+        // becomes current only after `index.add`, and leaves the index only after it
+        // stopped being current). So if the id map did not change while the index
+        // was searched, mapping its hits gives an exact answer, provided enough
+        // hits: non-current slots in the index (at most one per upsert or delete,
+        // a whole batch while it is published) are skipped, so ask for one more
+        // than `k` and for more again if that was not enough.
+        //
+        // The first attempts run the index search without the id-map lock, so
+        // writers are never held up by searches; if the map keeps changing under
+        // them, the last attempts hold the read lock across the search.
+        let mut fetch = k.saturating_add(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let hold = attempt > OPTIMISTIC_ATTEMPTS;
+            let held = hold.then(|| read(&self.ids));
+            let version = match &held {
+                Some(ids) => ids.version(),
+                None => read(&self.ids).version(),
+            };
+            let req = SearchRequest::new(q, fetch, params);
+            self.index
+                .search(&*self.storage, &req, scratch, neighbors)?;
+            let ids = match held {
+                Some(ids) => ids,
+                None => read(&self.ids),
+            };
+            if ids.version() != version {
+                continue;
+            }
+            let (hits, complete) = map_hits(&ids, neighbors, k, fetch);
+            if complete {
+                return Ok(hits);
+            }
+            fetch = fetch.saturating_add(neighbors.len() - hits.len());
+        }
+    }
+
+    /// Checks the value constraints of a row whose length and finiteness are
+    /// already checked, and returns what to store or search with: `row` itself, or
+    /// its normalised copy in `buf` under cosine.
+    fn prepare_row<'a>(
+        &self,
+        row: &'a [f32],
+        i: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> Result<&'a [f32]> {
+        if self.metric.normalizes() {
+            normalize_into(row, buf, i)?;
+            Ok(buf)
+        } else {
+            check_norm(row, i)?;
+            Ok(row)
+        }
+    }
+
+    /// Adds freshly appended slots to the index, then makes them current for
+    /// `names`: a slot is current only once the index holds it. On failure the
+    /// slots are left dead.
+    fn publish_new(&self, names: &[Arc<str>], slots: Range<SlotId>) -> Result<()> {
+        {
+            let mut ids = write(&self.ids);
+            for (name, slot) in names.iter().zip(slots.clone()) {
+                ids.record(slot, Arc::clone(name));
+            }
+        }
+        if let Err(e) = self.index.add(&*self.storage, slots.clone()) {
+            let mut ids = write(&self.ids);
+            for slot in slots {
+                ids.kill(slot);
+            }
+            return Err(e);
+        }
+        // Ids that were live (an upsert) switch to their new slot here; their old
+        // slots die in the same step and leave the index after it.
+        let mut replaced = Vec::new();
+        {
+            let mut ids = write(&self.ids);
+            for (name, slot) in names.iter().zip(slots) {
+                if let Some(old) = ids.make_current(name, slot) {
+                    ids.kill(old);
+                    replaced.push(old);
+                }
+            }
+        }
+        for old in replaced {
+            self.retire(old);
+        }
+        Ok(())
+    }
+
+    /// Takes a dead slot out of the index. The id map no longer reports it, so a
+    /// failure here (only possible if the index lost the slot: a bug) cannot show
+    /// in results; it is not reported to the caller, whose write has taken effect.
+    fn retire(&self, slot: SlotId) {
+        let removed = self.index.remove(slot);
+        debug_assert!(removed.is_ok(), "index lost slot {slot}: {removed:?}");
+    }
+
+    fn take_scratch(&self) -> QueryScratch {
+        lock(&self.scratch_pool).pop().unwrap_or_default()
+    }
+
+    fn return_scratch(&self, qs: QueryScratch) {
+        let mut pool = lock(&self.scratch_pool);
+        if pool.len() < self.max_pooled {
+            pool.push(qs);
+        }
+    }
+}
+
+/// Maps index hits to current ids, keeping at most `k`. Complete when `k` hits
+/// were found or the index returned fewer than `fetch` (it had no more).
+fn map_hits(
+    ids: &IdMap,
+    neighbors: &[Neighbor],
+    k: usize,
+    fetch: usize,
+) -> (Vec<(String, f32)>, bool) {
+    let mut hits = Vec::with_capacity(k.min(neighbors.len()));
+    for n in neighbors {
+        if hits.len() == k {
+            break;
+        }
+        if let Some(id) = ids.current_id(n.slot) {
+            hits.push((id.to_string(), n.distance));
+        }
+    }
+    let complete = hits.len() == k || neighbors.len() < fetch;
+    (hits, complete)
+}
+
+fn check_dim(dim: usize) -> Result<()> {
+    if dim == 0 {
+        return Err(Error::invalid_param("dim", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Checks an external id: non-empty, at most [`MAX_ID_LEN`] bytes, no NUL.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidId {
+            reason: "empty".into(),
+        });
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::InvalidId {
+            reason: format!("{} bytes, more than the limit of {MAX_ID_LEN}", id.len()),
+        });
+    }
+    if id.contains('\0') {
+        return Err(Error::InvalidId {
+            reason: "contains NUL".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Squared norm in f64, summed in order (the model tests repeat this exactly).
+fn check_norm(v: &[f32], row: usize) -> Result<()> {
+    let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if sq > MAX_SQUARED_NORM {
+        return Err(Error::invalid_param(
+            "vector",
+            format!("row {row}: squared norm {sq:e} exceeds {MAX_SQUARED_NORM:e}; distances would overflow f32"),
+        ));
+    }
+    Ok(())
+}
+
+fn slot_end(slot: SlotId, n: u32) -> Result<SlotId> {
+    slot.checked_add(n).ok_or_else(|| Error::CapacityExceeded {
+        what: "slot numbers".into(),
+    })
+}

@@ -1,0 +1,96 @@
+use crate::collection::Collection;
+use omen_core::{Metric, Result};
+
+/// Which index a [`CollectionConfig`] builds.
+///
+/// New index crates plug in as new variants; match with a wildcard arm.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexKind {
+    /// Exact search over every stored vector ([`omen_flat::FlatIndex`]).
+    #[default]
+    Flat,
+}
+
+impl IndexKind {
+    /// A short name for reports (`flat`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            IndexKind::Flat => "flat",
+        }
+    }
+}
+
+/// Where a [`CollectionConfig`] keeps vectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageKind {
+    /// The chunked in-memory arena ([`omen_storage::MemoryStorage`]).
+    #[default]
+    Memory,
+}
+
+impl StorageKind {
+    /// A short name for reports (`memory`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StorageKind::Memory => "memory",
+        }
+    }
+}
+
+/// What a [`Collection`] is made of: its dimension, metric, index and storage.
+///
+/// ```
+/// use omen::{CollectionConfig, IndexKind, Metric, StorageKind};
+///
+/// let collection = CollectionConfig::new(3, Metric::Cosine)
+///     .index(IndexKind::Flat)
+///     .storage(StorageKind::Memory)
+///     .build()?;
+/// collection.insert("a", &[1.0, 0.0, 0.0])?;
+/// assert_eq!(collection.len(), 1);
+/// # Ok::<(), omen::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CollectionConfig {
+    /// Width of every vector; at least 1.
+    pub dim: usize,
+    /// How distance is measured.
+    pub metric: Metric,
+    /// The index to build.
+    pub index: IndexKind,
+    /// The storage to keep vectors in.
+    pub storage: StorageKind,
+}
+
+impl CollectionConfig {
+    /// A configuration with the default index ([`IndexKind::Flat`]) and storage
+    /// ([`StorageKind::Memory`]).
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        CollectionConfig {
+            dim,
+            metric,
+            index: IndexKind::default(),
+            storage: StorageKind::default(),
+        }
+    }
+
+    /// Sets the index.
+    pub fn index(mut self, index: IndexKind) -> Self {
+        self.index = index;
+        self
+    }
+
+    /// Sets the storage.
+    pub fn storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Creates an empty collection; see [`Collection::new`].
+    pub fn build(&self) -> Result<Collection> {
+        Collection::new(self)
+    }
+}
