@@ -515,6 +515,7 @@ def run(args: argparse.Namespace) -> dict:
     ids_dir = Path(args.ids_dir)
     ids_dir.mkdir(parents=True, exist_ok=True)
 
+    load_start = os.getloadavg()
     rss_before = rss_bytes()
     adapter = cls(dim, args.metric, build)
 
@@ -604,6 +605,9 @@ def run(args: argparse.Namespace) -> dict:
             "cpu_count": os.cpu_count(),
             "warmup_queries": args.warmup,
             "batch_runs": args.batch_runs,
+            # 1-minute load averages: above the core count, timings are contended.
+            "loadavg_start": load_start[0],
+            "loadavg_end": os.getloadavg()[0],
         },
     }
 

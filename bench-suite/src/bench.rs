@@ -5,7 +5,9 @@
 
 use crate::config::{BenchConfig, IndexSpec, PeerSpec};
 use crate::latency::Latency;
-use crate::model::{BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint};
+use crate::model::{
+    BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint,
+};
 use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
 use crate::recall::{summarize, RecallInputs};
 use crate::runner::{run_omen, BenchData, Budget, OmenSystem, SweepPoint, RECALL_KS};
@@ -36,13 +38,16 @@ pub const TRUTH_K: usize = 100;
 /// Converts a loaded dataset (with ground truth) into the harness's form,
 /// keeping at most `max_queries` queries (0 = all).
 pub fn bench_data(ds: &Dataset, max_queries: usize) -> Result<BenchData> {
-    let gt = ds
-        .ground_truth
-        .as_ref()
-        .ok_or_else(|| Error::invalid_param("dataset", format!("{} has no ground truth", ds.name)))?;
+    let gt = ds.ground_truth.as_ref().ok_or_else(|| {
+        Error::invalid_param("dataset", format!("{} has no ground truth", ds.name))
+    })?;
     let dim = ds.base.dim();
     let nq_all = ds.queries.rows();
-    let nq = if max_queries == 0 { nq_all } else { nq_all.min(max_queries) };
+    let nq = if max_queries == 0 {
+        nq_all
+    } else {
+        nq_all.min(max_queries)
+    };
     let tk = gt.k();
     Ok(BenchData {
         info: DatasetInfo {
@@ -68,7 +73,10 @@ fn storage_maker(kind: &str) -> Result<crate::runner::StorageMaker> {
         "memory" => Ok(Box::new(|dim| {
             Ok(Box::new(omen_storage::MemoryStorage::new(dim)?) as Box<dyn VectorStorage>)
         })),
-        other => Err(Error::invalid_param("storage", format!("unknown storage {other:?}"))),
+        other => Err(Error::invalid_param(
+            "storage",
+            format!("unknown storage {other:?}"),
+        )),
     }
 }
 
@@ -84,19 +92,37 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                 build_params: json!({}),
                 make_storage: storage_maker(storage)?,
                 make_index: Box::new(|d: &BenchData, _| {
-                    Ok((Box::new(omen_flat::FlatIndex::new(d.dim, d.metric)?) as Box<dyn VectorIndex>, None))
+                    Ok((
+                        Box::new(omen_flat::FlatIndex::new(d.dim, d.metric)?)
+                            as Box<dyn VectorIndex>,
+                        None,
+                    ))
                 }),
-                sweep: vec![SweepPoint { label: "exact".into(), json: json!({}), params: SearchParams::new() }],
+                sweep: vec![SweepPoint {
+                    label: "exact".into(),
+                    json: json!({}),
+                    params: SearchParams::new(),
+                }],
             },
-            IndexSpec::Hnsw { m, ef_construction, ef_search } => OmenSystem {
+            IndexSpec::Hnsw {
+                m,
+                ef_construction,
+                ef_search,
+            } => OmenSystem {
                 name: format!("omen-hnsw(M={m},efc={ef_construction})/{storage}"),
                 index: "hnsw".into(),
                 storage: storage.into(),
                 build_params: json!({"M": m, "ef_construction": ef_construction}),
                 make_storage: storage_maker(storage)?,
                 make_index: Box::new(move |d: &BenchData, _| {
-                    let p = omen_hnsw::HnswParams::new().with_m(m).with_ef_construction(ef_construction);
-                    Ok((Box::new(omen_hnsw::HnswIndex::new(d.dim, d.metric, p)?) as Box<dyn VectorIndex>, None))
+                    let p = omen_hnsw::HnswParams::new()
+                        .with_m(m)
+                        .with_ef_construction(ef_construction);
+                    Ok((
+                        Box::new(omen_hnsw::HnswIndex::new(d.dim, d.metric, p)?)
+                            as Box<dyn VectorIndex>,
+                        None,
+                    ))
                 }),
                 sweep: ef_search
                     .iter()
@@ -107,7 +133,14 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                     })
                     .collect(),
             },
-            IndexSpec::Ivfpq { nlist, m, nbits, train_size, nprobe, rerank } => OmenSystem {
+            IndexSpec::Ivfpq {
+                nlist,
+                m,
+                nbits,
+                train_size,
+                nprobe,
+                rerank,
+            } => OmenSystem {
                 name: format!("omen-ivfpq(IVF{nlist},PQ{m}x{nbits})/{storage}"),
                 index: "ivfpq".into(),
                 storage: storage.into(),
@@ -248,7 +281,11 @@ fn peer_result_to_run(r: &peers::PeerResult, data: &BenchData, k: usize) -> RunR
 
 fn short_params(v: &serde_json::Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
         _ => "exact".into(),
     }
 }
@@ -289,9 +326,20 @@ fn run_peers(
     };
     let mut out = Vec::new();
     for spec in &cfg.peers {
-        let PeerSpec { system, build, sweep } = spec;
+        let PeerSpec {
+            system,
+            build,
+            sweep,
+        } = spec;
         progress(&format!("peer {system} ({threads} thread(s))"));
-        let mut req = PeerRun::new(peer_system(system)?, &base, &queries, metric, cfg.k, work.join(system));
+        let mut req = PeerRun::new(
+            peer_system(system)?,
+            &base,
+            &queries,
+            metric,
+            cfg.k,
+            work.join(system),
+        );
         req.venv = opts.venv.clone();
         req.threads = threads;
         let mut build = build.clone();
@@ -300,7 +348,11 @@ fn run_peers(
         }
         req.build_params = serde_json::Value::Object(build);
         if !sweep.is_empty() {
-            req.sweep = sweep.iter().cloned().map(serde_json::Value::Object).collect();
+            req.sweep = sweep
+                .iter()
+                .cloned()
+                .map(serde_json::Value::Object)
+                .collect();
         }
         // Bound the one-query-at-a-time loop as for omen systems.
         let est = (cfg.single_query_seconds * 2000.0) as usize;
@@ -316,9 +368,16 @@ fn run_peers(
 }
 
 /// Runs `cfg` and writes its report; returns the report and the path of `report.md`.
-pub fn run(cfg: &BenchConfig, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<(Report, PathBuf)> {
+pub fn run(
+    cfg: &BenchConfig,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Report, PathBuf)> {
     cfg.validate()?;
-    progress(&format!("loading {} (ground truth top-{TRUTH_K})", cfg.dataset));
+    progress(&format!(
+        "loading {} (ground truth top-{TRUTH_K})",
+        cfg.dataset
+    ));
     let ds = omen_datasets::load_named(&cfg.dataset, &opts.data_dir, TRUTH_K.max(cfg.k))?;
     let data = bench_data(&ds, cfg.max_queries)?;
     drop(ds);
@@ -349,11 +408,13 @@ pub fn run(cfg: &BenchConfig, opts: &BenchOptions, progress: &mut dyn FnMut(&str
     }
     let want_peers = opts.peers && !cfg.peers.is_empty();
     if want_peers && peers::peers_available(&opts.venv) {
-        let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
+        let work =
+            std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
         for &threads in &cfg.threads {
             let mut rs = run_peers(cfg, opts, &data, threads, &work, progress)?;
             if cfg.threads.len() > 1 {
-                rs.iter_mut().for_each(|r| r.name = format!("{} [{threads}t]", r.name));
+                rs.iter_mut()
+                    .for_each(|r| r.name = format!("{} [{threads}t]", r.name));
             }
             report.runs.extend(rs);
         }

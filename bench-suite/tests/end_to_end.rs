@@ -15,13 +15,19 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         rows: 3000,
         queries: 50,
         dim: 16,
-        distribution: Distribution::GaussianMixture { clusters: 20, spread: 0.3 },
+        distribution: Distribution::GaussianMixture {
+            clusters: 20,
+            spread: 0.3,
+        },
         seed: 7,
         normalize: false,
         metric: Metric::L2,
     };
     let ds_dir = tmp.path().join("tiny");
-    spec.generate().unwrap().save(&ds_dir, Some("test")).unwrap();
+    spec.generate()
+        .unwrap()
+        .save(&ds_dir, Some("test"))
+        .unwrap();
     let cfg = BenchConfig {
         name: "e2e".into(),
         dataset: ds_dir.to_string_lossy().into_owned(),
@@ -30,8 +36,19 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         storage: vec!["memory".into()],
         indexes: vec![
             IndexSpec::Flat,
-            IndexSpec::Hnsw { m: 8, ef_construction: 64, ef_search: vec![16, 64] },
-            IndexSpec::Ivfpq { nlist: 16, m: 8, nbits: 4, train_size: 2000, nprobe: vec![2, 16], rerank: vec![10] },
+            IndexSpec::Hnsw {
+                m: 8,
+                ef_construction: 64,
+                ef_search: vec![16, 64],
+            },
+            IndexSpec::Ivfpq {
+                nlist: 16,
+                m: 8,
+                nbits: 4,
+                train_size: 2000,
+                nprobe: vec![2, 16],
+                rerank: vec![10],
+            },
         ],
         peers: vec![],
         single_query_seconds: 1.0,
@@ -50,20 +67,53 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
     assert_eq!(report.runs.len(), 3);
     let flat = &report.runs[0];
     for p in &flat.points {
-        assert_eq!(p.recall.at(RecallKind::ById, 10), Some(1.0), "flat recall by id");
-        assert_eq!(p.recall.at(RecallKind::ByDistance, 10), Some(1.0), "flat recall by distance");
+        assert_eq!(
+            p.recall.at(RecallKind::ById, 10),
+            Some(1.0),
+            "flat recall by id"
+        );
+        assert_eq!(
+            p.recall.at(RecallKind::ByDistance, 10),
+            Some(1.0),
+            "flat recall by distance"
+        );
     }
     let build = flat.build.index_build.as_ref().unwrap();
     assert_eq!(build.vectors, 3000);
-    assert!(flat.build.storage_append.as_ref().unwrap().what.contains("storage-only"));
+    assert!(flat
+        .build
+        .storage_append
+        .as_ref()
+        .unwrap()
+        .what
+        .contains("storage-only"));
     let hnsw = &report.runs[1];
-    let best = hnsw.points.iter().filter_map(|p| p.recall.at(RecallKind::ById, 10)).fold(0.0, f64::max);
+    let best = hnsw
+        .points
+        .iter()
+        .filter_map(|p| p.recall.at(RecallKind::ById, 10))
+        .fold(0.0, f64::max);
     assert!(best >= 0.9, "hnsw best recall@10 {best}");
     let ivf = &report.runs[2];
-    assert!(ivf.build.index_train.is_some(), "IVF-PQ training is its own phase");
-    let best = ivf.points.iter().filter_map(|p| p.recall.at(RecallKind::ById, 10)).fold(0.0, f64::max);
+    assert!(
+        ivf.build.index_train.is_some(),
+        "IVF-PQ training is its own phase"
+    );
+    let best = ivf
+        .points
+        .iter()
+        .filter_map(|p| p.recall.at(RecallKind::ById, 10))
+        .fold(0.0, f64::max);
     assert!(best >= 0.9, "ivfpq best recall@10 {best}");
-    for f in ["results.json", "results.csv", "report.md", "recall_qps.svg", "build.svg", "latency.svg", "memory.svg"] {
+    for f in [
+        "results.json",
+        "results.csv",
+        "report.md",
+        "recall_qps.svg",
+        "build.svg",
+        "latency.svg",
+        "memory.svg",
+    ] {
         assert!(tmp.path().join("reports/e2e").join(f).exists(), "{f}");
     }
     assert!(log.iter().any(|m| m.contains("index build")));

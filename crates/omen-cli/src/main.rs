@@ -1,0 +1,43 @@
+//! `omen`: run benchmarks, manage datasets, and work with collection databases.
+//!
+//! Errors print one line on stderr and exit with status 1 (2 for bad usage); a panic
+//! is a bug.
+
+mod bench_cmd;
+mod dataset_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Omen: a vector storage engine and research testbed.
+#[derive(Parser)]
+#[command(name = "omen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a benchmark suite (`quick`, `glove-50`) or a TOML/JSON config file, and
+    /// write `reports/<name>/`.
+    Bench(bench_cmd::BenchArgs),
+    /// Generate, fetch, convert and describe datasets; compute ground truth.
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(a) => bench_cmd::run(a),
+        Command::Dataset(c) => dataset_cmd::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omen: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
