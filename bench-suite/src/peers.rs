@@ -607,7 +607,7 @@ pub fn read_ids(path: &Path) -> Result<IdMatrix> {
 /// Writes `data` (`n * dim` floats, row-major) as big-ann-benchmarks `.fbin`:
 /// u32 LE n, u32 LE dim, then f32 LE rows.
 pub fn write_fbin(path: &Path, dim: usize, data: &[f32]) -> Result<()> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(PeerError::InvalidRequest(format!(
             "{} floats do not make rows of dimension {dim}",
             data.len()

@@ -6,9 +6,7 @@
 //!   then `n × k` `f32` distances. A file with the ids only (the same header and
 //!   `n × k` ids, as an `.ibin` of ids) is accepted too.
 
-use crate::io::{
-    check_dim, check_writable, decode_into, read_file, u32_at, write_file, MAX_DIM,
-};
+use crate::io::{check_dim, check_writable, decode_into, read_file, u32_at, write_file, MAX_DIM};
 use crate::matrix::{Element, GroundTruth, IdSource, Matrix, NeighborTable, Vectors};
 use omen_core::{Error, Result};
 use std::path::Path;

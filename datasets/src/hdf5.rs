@@ -37,7 +37,10 @@ fn read_matrix_f32(file: &h5::File, path: &Path, name: &str) -> Result<Vectors> 
     if shape.len() != 2 || shape[1] == 0 || shape[1] > crate::MAX_DIM {
         return Err(corrupt(
             path,
-            format!("dataset {name:?} has shape {shape:?}; (rows, dim) with 1 <= dim <= {} expected", crate::MAX_DIM),
+            format!(
+                "dataset {name:?} has shape {shape:?}; (rows, dim) with 1 <= dim <= {} expected",
+                crate::MAX_DIM
+            ),
         ));
     }
     let elem = ds.dtype().map(|t| t.size()).unwrap_or(4) as u64;
@@ -45,7 +48,13 @@ fn read_matrix_f32(file: &h5::File, path: &Path, name: &str) -> Result<Vectors> 
         .read_raw::<f32>()
         .map_err(|e| h5err(path, &format!("cannot read {name:?} as float32"), e))?;
     if data.len() != shape[0] * shape[1] {
-        return Err(corrupt(path, format!("dataset {name:?} returned {} values for shape {shape:?}", data.len())));
+        return Err(corrupt(
+            path,
+            format!(
+                "dataset {name:?} returned {} values for shape {shape:?}",
+                data.len()
+            ),
+        ));
     }
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
         let base = ds.offset().unwrap_or(0);
@@ -78,8 +87,12 @@ fn read_metric(file: &h5::File, path: &Path) -> Result<Metric> {
                 .map(|s| s.as_str().to_string())
         })
         .map_err(|e| h5err(path, "attribute \"distance\" is not a string", e))?;
-    text.parse()
-        .map_err(|_| corrupt(path, format!("unsupported distance {text:?} (euclidean, angular, ip)")))
+    text.parse().map_err(|_| {
+        corrupt(
+            path,
+            format!("unsupported distance {text:?} (euclidean, angular, ip)"),
+        )
+    })
 }
 
 /// Reads an ann-benchmarks HDF5 file. The dataset is named after the file stem.
@@ -97,7 +110,11 @@ pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
     if queries.dim() != base.dim() {
         return Err(corrupt(
             path,
-            format!("\"test\" has dimension {} but \"train\" has {}", queries.dim(), base.dim()),
+            format!(
+                "\"test\" has dimension {} but \"train\" has {}",
+                queries.dim(),
+                base.dim()
+            ),
         ));
     }
     let ground_truth = if file.link_exists("neighbors") {
@@ -114,7 +131,14 @@ pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
         let mut ids = Vec::with_capacity(raw.len());
         for (i, &id) in raw.iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| {
-                corrupt(path, format!("\"neighbors\" holds id {id} at query {}, rank {}", i / shape[1], i % shape[1]))
+                corrupt(
+                    path,
+                    format!(
+                        "\"neighbors\" holds id {id} at query {}, rank {}",
+                        i / shape[1],
+                        i % shape[1]
+                    ),
+                )
             })?;
             ids.push(id);
         }
@@ -124,10 +148,13 @@ pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
             distances: None,
             source: None,
         };
-        let gt = crate::complete_ground_truth(table, &base, &queries, metric).map_err(|e| match e {
-            Error::Corruption { detail, .. } => corrupt(path, format!("\"neighbors\": {detail}")),
-            e => e,
-        })?;
+        let gt =
+            crate::complete_ground_truth(table, &base, &queries, metric).map_err(|e| match e {
+                Error::Corruption { detail, .. } => {
+                    corrupt(path, format!("\"neighbors\": {detail}"))
+                }
+                e => e,
+            })?;
         Some(gt)
     } else {
         None
@@ -153,7 +180,8 @@ fn metric_attr(metric: Metric) -> &'static str {
 /// ground truth, `neighbors` and `distances`; the `distance` attribute).
 pub fn write_hdf5(path: impl AsRef<Path>, ds: &Dataset) -> Result<()> {
     let path = path.as_ref();
-    let io = |what: &str, e: h5::Error| Error::io(path, std::io::Error::other(format!("{what}: {e}")));
+    let io =
+        |what: &str, e: h5::Error| Error::io(path, std::io::Error::other(format!("{what}: {e}")));
     let file = h5::File::create(path).map_err(|e| io("cannot create", e))?;
     for (name, m) in [("train", &ds.base), ("test", &ds.queries)] {
         file.new_dataset::<f32>()
@@ -166,7 +194,11 @@ pub fn write_hdf5(path: impl AsRef<Path>, ds: &Dataset) -> Result<()> {
         let ids: Vec<i32> = gt
             .ids()
             .iter()
-            .map(|&id| i32::try_from(id).map_err(|_| Error::invalid_param("ground_truth", format!("id {id} does not fit int32"))))
+            .map(|&id| {
+                i32::try_from(id).map_err(|_| {
+                    Error::invalid_param("ground_truth", format!("id {id} does not fit int32"))
+                })
+            })
             .collect::<Result<_>>()?;
         let distances: Vec<f32> = match ds.metric {
             Metric::L2 => gt.distances().iter().map(|d| d.max(0.0).sqrt()).collect(),
@@ -193,4 +225,3 @@ pub fn write_hdf5(path: impl AsRef<Path>, ds: &Dataset) -> Result<()> {
     file.flush().map_err(|e| io("flush", e))?;
     Ok(())
 }
-

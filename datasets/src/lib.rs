@@ -84,7 +84,9 @@ pub use bigann::{
     read_u8bin, write_fbin, write_groundtruth_bin, write_ibin, write_u8bin,
 };
 pub use checksum::{checksum_bytes, checksum_vectors, Checksum};
-pub use dataset::{default_data_dir, load_named, load_neighbors, load_vectors, Dataset, Format, DATASET_META};
+pub use dataset::{
+    default_data_dir, load_named, load_neighbors, load_vectors, Dataset, Format, DATASET_META,
+};
 pub use groundtruth::{
     cached_ground_truth, complete_ground_truth, compute_ground_truth, load_cached_ground_truth,
     store_ground_truth, CacheStatus, GROUNDTRUTH_FILE, GROUNDTRUTH_META,
@@ -92,7 +94,9 @@ pub use groundtruth::{
 pub use io::MAX_DIM;
 pub use matrix::{Element, GroundTruth, Matrix, NeighborTable, Vectors};
 pub use npy::{encode_npy, parse_npy, parse_npy_with, read_npy, write_npy, NpyOrder, NpyVersion};
-pub use synthetic::{generate, permutation, synthetic_default, Distribution, SyntheticSpec, SYNTHETIC_DEFAULT};
+pub use synthetic::{
+    generate, permutation, synthetic_default, Distribution, SyntheticSpec, SYNTHETIC_DEFAULT,
+};
 pub use texmex::{
     encode_bvecs, encode_fvecs, encode_ivecs, parse_bvecs, parse_fvecs, parse_ivecs, read_bvecs,
     read_fvecs, read_ivecs, write_bvecs, write_fvecs, write_ivecs,

@@ -102,7 +102,7 @@ impl<T: Copy> Matrix<T> {
         if dim == 0 {
             return Err(Error::invalid_param("dim", "must be at least 1"));
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::DimensionMismatch {
                 expected: dim,
                 got: data.len() % dim,
@@ -236,7 +236,7 @@ impl GroundTruth {
         if k == 0 {
             return Err(Error::invalid_param("k", "must be at least 1"));
         }
-        if ids.len() % k != 0 || ids.len() != distances.len() {
+        if !ids.len().is_multiple_of(k) || ids.len() != distances.len() {
             return Err(Error::invalid_param(
                 "ground_truth",
                 format!(
@@ -338,7 +338,10 @@ impl NeighborTable {
             Some(s) => {
                 let k = self.k.max(1) as u64;
                 let i = i as u64;
-                (s.file.clone(), s.first + (i / k) * s.row_stride + (i % k) * 4)
+                (
+                    s.file.clone(),
+                    s.first + (i / k) * s.row_stride + (i % k) * 4,
+                )
             }
             None => (std::path::PathBuf::from("<memory>"), 0),
         }

@@ -73,7 +73,10 @@ impl<'a> HeaderParser<'a> {
         if self.eat(c) {
             Ok(())
         } else {
-            Err(format!("expected {:?} at header byte {}", c as char, self.pos))
+            Err(format!(
+                "expected {:?} at header byte {}",
+                c as char, self.pos
+            ))
         }
     }
 
@@ -81,7 +84,12 @@ impl<'a> HeaderParser<'a> {
         self.skip_ws();
         let q = match self.s.get(self.pos) {
             Some(&q @ (b'\'' | b'"')) => q,
-            _ => return Err(format!("expected a quoted string at header byte {}", self.pos)),
+            _ => {
+                return Err(format!(
+                    "expected a quoted string at header byte {}",
+                    self.pos
+                ))
+            }
         };
         let start = self.pos + 1;
         let len = self.s[start..]
@@ -252,7 +260,10 @@ pub fn parse_npy_with(bytes: &[u8], file: impl AsRef<Path>, order: NpyOrder) -> 
         Some(Value::Tuple(s)) => {
             return Err(corrupt(
                 header_start,
-                format!("shape has {} dimensions; a 2-D (rows, dim) array is required", s.len()),
+                format!(
+                    "shape has {} dimensions; a 2-D (rows, dim) array is required",
+                    s.len()
+                ),
             ))
         }
         _ => return Err(corrupt(header_start, "header has no 'shape' tuple".into())),
@@ -272,7 +283,10 @@ pub fn parse_npy_with(bytes: &[u8], file: impl AsRef<Path>, order: NpyOrder) -> 
     if avail > need {
         return Err(corrupt(
             data_start + need as usize,
-            format!("{} trailing bytes after the ({rows}, {dim}) array", avail - need),
+            format!(
+                "{} trailing bytes after the ({rows}, {dim}) array",
+                avail - need
+            ),
         ));
     }
     let rows = rows as usize;
@@ -280,7 +294,14 @@ pub fn parse_npy_with(bytes: &[u8], file: impl AsRef<Path>, order: NpyOrder) -> 
         return parse_fortran(&bytes[data_start..], data_start, rows, dim, file);
     }
     let mut data = Vec::with_capacity(rows * dim);
-    decode_into(&bytes[data_start..], data_start as u64, &mut data, file, dim, 0)?;
+    decode_into(
+        &bytes[data_start..],
+        data_start as u64,
+        &mut data,
+        file,
+        dim,
+        0,
+    )?;
     Ok(Matrix::from_parts(rows, dim, data))
 }
 

@@ -53,7 +53,9 @@ pub enum Distribution {
 impl Distribution {
     fn validate(&self) -> Result<()> {
         let ok = match *self {
-            Distribution::Uniform { low, high } => low.is_finite() && high.is_finite() && low < high,
+            Distribution::Uniform { low, high } => {
+                low.is_finite() && high.is_finite() && low < high
+            }
             Distribution::Gaussian { mean, std_dev } => {
                 mean.is_finite() && std_dev.is_finite() && std_dev > 0.0
             }

@@ -1,4 +1,5 @@
 //! Round trips of every format and the errors of bad files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::Error;
 use omen_datasets::*;
@@ -90,13 +91,20 @@ fn bin_formats_round_trip() {
 
     // Zero rows is a valid .fbin (the header still carries the dimension).
     let empty = Matrix::<f32>::new(5, vec![]).unwrap();
-    assert_eq!(parse_fbin(&encode_fbin(&empty).unwrap(), "e").unwrap(), empty);
+    assert_eq!(
+        parse_fbin(&encode_fbin(&empty).unwrap(), "e").unwrap(),
+        empty
+    );
 }
 
 #[test]
 fn groundtruth_bin_round_trip_and_ids_only() {
-    let gt = GroundTruth::new(3, vec![5, 1, 9, 0, 2, 4], vec![0.5, 1.0, 1.5, -0.25, 0.0, 3.0])
-        .unwrap();
+    let gt = GroundTruth::new(
+        3,
+        vec![5, 1, 9, 0, 2, 4],
+        vec![0.5, 1.0, 1.5, -0.25, 0.0, 3.0],
+    )
+    .unwrap();
     let bytes = encode_groundtruth_bin(&gt).unwrap();
     assert_eq!(bytes.len(), 8 + 6 * 8);
     let t = parse_groundtruth_bin(&bytes, "gt.ibin").unwrap();
@@ -117,11 +125,14 @@ fn npy_round_trip_every_version() {
         let bytes = encode_npy(&v, version).unwrap();
         let data_start = bytes.len() - 17 * 5 * 4;
         assert_eq!(data_start % 64, 0, "{version:?}: data 64-aligned");
-        assert_eq!(bytes[6], match version {
-            NpyVersion::V1 => 1,
-            NpyVersion::V2 => 2,
-            _ => 3,
-        });
+        assert_eq!(
+            bytes[6],
+            match version {
+                NpyVersion::V1 => 1,
+                NpyVersion::V2 => 2,
+                _ => 3,
+            }
+        );
         assert_bits_eq(&parse_npy(&bytes, "a.npy").unwrap(), &v);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -169,15 +180,39 @@ fn npy_refuses_other_dtypes_fortran_order_and_bad_shapes() {
     let ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
     assert!(parse_npy(&npy_with_header(ok), "x.npy").is_ok());
     let cases = [
-        ("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", "'<f4'"),
-        ("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", "not supported"),
-        ("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", "big-endian"),
-        ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", "Fortran"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", "2-D"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }", "2-D"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (24, 0), }", "dimension 0"),
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+            "'<f4'",
+        ),
+        (
+            "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }",
+            "not supported",
+        ),
+        (
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
+            "big-endian",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+            "Fortran",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+            "2-D",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }",
+            "2-D",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (24, 0), }",
+            "dimension 0",
+        ),
         ("{'descr': '<f4', 'fortran_order': False}", "'shape'"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)", "malformed"),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)",
+            "malformed",
+        ),
         ("['descr']", "malformed"),
     ];
     for (dict, needle) in cases {
@@ -197,7 +232,11 @@ fn npy_refuses_bad_magic_version_and_truncation() {
     // Data cut in the middle of row 2 (rows are 12 bytes).
     let data = (good.len() - 48) as u64;
     assert_eq!(data % 64, 0);
-    assert_corrupt(parse_npy(&good[..data as usize + 30], "x.npy"), data + 24, "truncated");
+    assert_corrupt(
+        parse_npy(&good[..data as usize + 30], "x.npy"),
+        data + 24,
+        "truncated",
+    );
     let mut long = good.clone();
     long.push(0);
     assert_corrupt(parse_npy(&long, "x.npy"), data + 48, "trailing");
@@ -211,15 +250,25 @@ fn absurd_header_counts_are_refused_before_allocating() {
     h.extend_from_slice(&65_536u32.to_le_bytes());
     assert_corrupt(parse_fbin(&h, "x.fbin"), 8, "truncated");
     assert_corrupt(parse_groundtruth_bin(&h, "gt.ibin"), 8, "truncated");
-    let npy = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 65536), }");
+    let npy = npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 65536), }",
+    );
     assert_corrupt(parse_npy(&npy, "x.npy"), 10 + 82, "truncated");
     // Dimension beyond MAX_DIM.
     let mut h = Vec::new();
     h.extend_from_slice(&1u32.to_le_bytes());
     h.extend_from_slice(&(MAX_DIM as u32 + 1).to_le_bytes());
     assert_corrupt(parse_fbin(&h, "x.fbin"), 4, "out of range");
-    assert_corrupt(parse_fvecs(&(1i32 << 30).to_le_bytes(), "x.fvecs"), 0, "out of range");
-    assert_corrupt(parse_fvecs(&(-3i32).to_le_bytes(), "x.fvecs"), 0, "out of range");
+    assert_corrupt(
+        parse_fvecs(&(1i32 << 30).to_le_bytes(), "x.fvecs"),
+        0,
+        "out of range",
+    );
+    assert_corrupt(
+        parse_fvecs(&(-3i32).to_le_bytes(), "x.fvecs"),
+        0,
+        "out of range",
+    );
 }
 
 #[test]
@@ -232,7 +281,11 @@ fn fvecs_errors_name_the_offset() {
     bad_dim[20..24].copy_from_slice(&5i32.to_le_bytes());
     // Row 1 now claims 5 components: the file still parses as rows of 20 bytes, and
     // row 1's header is the culprit.
-    assert_corrupt(parse_fvecs(&bad_dim, "x.fvecs"), 20, "row 1 declares dimension 5");
+    assert_corrupt(
+        parse_fvecs(&bad_dim, "x.fvecs"),
+        20,
+        "row 1 declares dimension 5",
+    );
     let mut nan = good.clone();
     nan[20 + 4 + 8..20 + 4 + 12].copy_from_slice(&f32::NAN.to_le_bytes());
     assert_corrupt(parse_fvecs(&nan, "x.fvecs"), 32, "row 1, component 2");
@@ -246,7 +299,11 @@ fn fbin_errors_name_the_offset() {
     let good = encode_fbin(&vectors(3, 4)).unwrap(); // rows of 16 bytes after 8
     assert_corrupt(parse_fbin(&good[..2], "x.fbin"), 0, "row count");
     assert_corrupt(parse_fbin(&good[..6], "x.fbin"), 4, "dimension");
-    assert_corrupt(parse_fbin(&good[..8 + 20], "x.fbin"), 8 + 16, "row 1 is incomplete");
+    assert_corrupt(
+        parse_fbin(&good[..8 + 20], "x.fbin"),
+        8 + 16,
+        "row 1 is incomplete",
+    );
     let mut zero_dim = good.clone();
     zero_dim[4..8].copy_from_slice(&0u32.to_le_bytes());
     assert_corrupt(parse_fbin(&zero_dim, "x.fbin"), 4, "dimension 0");
@@ -267,14 +324,26 @@ fn fbin_errors_name_the_offset() {
 fn groundtruth_bin_errors_name_the_offset() {
     let gt = GroundTruth::new(2, vec![1, 2, 3, 4], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
     let good = encode_groundtruth_bin(&gt).unwrap(); // 8 + 16 ids + 16 distances
-    assert_corrupt(parse_groundtruth_bin(&good[..8 + 10], "g.ibin"), 8 + 8, "truncated");
-    assert_corrupt(parse_groundtruth_bin(&good[..8 + 16 + 12], "g.ibin"), 8 + 16 + 8, "truncated distances");
+    assert_corrupt(
+        parse_groundtruth_bin(&good[..8 + 10], "g.ibin"),
+        8 + 8,
+        "truncated",
+    );
+    assert_corrupt(
+        parse_groundtruth_bin(&good[..8 + 16 + 12], "g.ibin"),
+        8 + 16 + 8,
+        "truncated distances",
+    );
     let mut more = good.clone();
     more.push(0);
     assert_corrupt(parse_groundtruth_bin(&more, "g.ibin"), 40, "trailing");
     let mut neg = good.clone();
     neg[8 + 12..8 + 16].copy_from_slice(&(-1i32).to_le_bytes());
-    assert_corrupt(parse_groundtruth_bin(&neg, "g.ibin"), 20, "negative id -1 for query 1, rank 1");
+    assert_corrupt(
+        parse_groundtruth_bin(&neg, "g.ibin"),
+        20,
+        "negative id -1 for query 1, rank 1",
+    );
     let mut nan = good;
     nan[8 + 16 + 4..8 + 16 + 8].copy_from_slice(&f32::INFINITY.to_le_bytes());
     assert_corrupt(parse_groundtruth_bin(&nan, "g.ibin"), 28, "non-finite");
@@ -285,12 +354,22 @@ fn writers_refuse_what_readers_would_refuse() {
     let nan = Matrix::new(2, vec![1.0, f32::NAN]).unwrap();
     assert!(matches!(
         encode_fbin(&nan),
-        Err(Error::NonFinite { row: 0, component: 1, .. })
+        Err(Error::NonFinite {
+            row: 0,
+            component: 1,
+            ..
+        })
     ));
     assert!(matches!(encode_fvecs(&nan), Err(Error::NonFinite { .. })));
-    assert!(matches!(encode_npy(&nan, NpyVersion::V1), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        encode_npy(&nan, NpyVersion::V1),
+        Err(Error::NonFinite { .. })
+    ));
     let empty = Matrix::<f32>::new(2, vec![]).unwrap();
-    assert!(matches!(encode_fvecs(&empty), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        encode_fvecs(&empty),
+        Err(Error::InvalidParameter { .. })
+    ));
     // A failed write leaves no file behind.
     let dir = tempfile::tempdir().unwrap();
     assert!(write_fbin(dir.path().join("n.fbin"), &nan).is_err());
@@ -299,8 +378,14 @@ fn writers_refuse_what_readers_would_refuse() {
 
 #[test]
 fn format_is_detected_by_extension() {
-    assert_eq!(Format::from_path(Path::new("a/b.FVECS")).unwrap(), Format::Fvecs);
-    assert_eq!(Format::from_path(Path::new("gt.public.1K.bin")).unwrap(), Format::Ibin);
+    assert_eq!(
+        Format::from_path(Path::new("a/b.FVECS")).unwrap(),
+        Format::Fvecs
+    );
+    assert_eq!(
+        Format::from_path(Path::new("gt.public.1K.bin")).unwrap(),
+        Format::Ibin
+    );
     assert_eq!(Format::from_path(Path::new("x.h5")).unwrap(), Format::Hdf5);
     assert!(matches!(
         Format::from_path(Path::new("x.csv")),
@@ -321,11 +406,24 @@ fn query_file_of_another_width_is_corruption_at_its_dimension_field() {
     write_fvecs(d.join("q.fvecs"), &vectors(2, 7)).unwrap();
     write_npy(d.join("q.npy"), &vectors(2, 7)).unwrap();
     for (q, off) in [("q.fbin", 4), ("q.fvecs", 0), ("q.npy", 10)] {
-        match Dataset::from_files("x", omen_core::Metric::L2, d.join("base.fbin"), d.join(q), None) {
-            Err(Error::Corruption { file, offset, detail }) => {
+        match Dataset::from_files(
+            "x",
+            omen_core::Metric::L2,
+            d.join("base.fbin"),
+            d.join(q),
+            None,
+        ) {
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+            }) => {
                 assert_eq!(file, d.join(q));
                 assert_eq!(offset, off, "{q}");
-                assert!(detail.contains("dimension 7") && detail.contains("has 8"), "{detail}");
+                assert!(
+                    detail.contains("dimension 7") && detail.contains("has 8"),
+                    "{detail}"
+                );
             }
             other => panic!("{q}: {other:?}"),
         }
@@ -341,7 +439,11 @@ fn ground_truth_files_are_checked_against_the_vectors() {
     write_fbin(d.join("base.fbin"), &base).unwrap();
     write_fbin(d.join("q.fbin"), &queries).unwrap();
     // ivecs ground truth: ids only; distances are computed.
-    write_ivecs(d.join("gt.ivecs"), &Matrix::new(3, vec![0, 1, 2, 9, 8, 7]).unwrap()).unwrap();
+    write_ivecs(
+        d.join("gt.ivecs"),
+        &Matrix::new(3, vec![0, 1, 2, 9, 8, 7]).unwrap(),
+    )
+    .unwrap();
     let ds = Dataset::from_files(
         "x",
         omen_core::Metric::L2,
@@ -356,7 +458,11 @@ fn ground_truth_files_are_checked_against_the_vectors() {
     let want = k.l2_sq(queries.row(1).unwrap(), base.row(8).unwrap());
     assert!((gt.query_distances(1).unwrap()[1] - want).abs() <= 1e-5 * want.max(1.0));
     // An id outside the base: the offset of that id in the .ivecs file.
-    write_ivecs(d.join("bad.ivecs"), &Matrix::new(3, vec![0, 1, 2, 9, 10, 7]).unwrap()).unwrap();
+    write_ivecs(
+        d.join("bad.ivecs"),
+        &Matrix::new(3, vec![0, 1, 2, 9, 10, 7]).unwrap(),
+    )
+    .unwrap();
     let r = Dataset::from_files(
         "x",
         omen_core::Metric::L2,
@@ -366,7 +472,11 @@ fn ground_truth_files_are_checked_against_the_vectors() {
     );
     assert_corrupt(r, 16 + 4 + 4, "id 10 (query 1, rank 1)");
     // Wrong number of queries.
-    write_ivecs(d.join("short.ivecs"), &Matrix::new(3, vec![0, 1, 2]).unwrap()).unwrap();
+    write_ivecs(
+        d.join("short.ivecs"),
+        &Matrix::new(3, vec![0, 1, 2]).unwrap(),
+    )
+    .unwrap();
     let r = Dataset::from_files(
         "x",
         omen_core::Metric::L2,

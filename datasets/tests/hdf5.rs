@@ -1,6 +1,7 @@
 //! ann-benchmarks HDF5 (feature `hdf5`): our own round trip, a file written by
 //! h5py the way ann-benchmarks writes it, and bad files.
 #![cfg(feature = "hdf5")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::{Error, Metric};
 use omen_datasets::hdf5::{read_hdf5, write_hdf5};
@@ -8,8 +9,28 @@ use omen_datasets::*;
 use std::path::Path;
 
 fn small(metric: Metric) -> Dataset {
-    let base = generate(300, 12, &Distribution::GaussianMixture { clusters: 5, spread: 0.3 }, 1, false).unwrap();
-    let queries = generate(15, 12, &Distribution::Gaussian { mean: 0.0, std_dev: 1.0 }, 2, false).unwrap();
+    let base = generate(
+        300,
+        12,
+        &Distribution::GaussianMixture {
+            clusters: 5,
+            spread: 0.3,
+        },
+        1,
+        false,
+    )
+    .unwrap();
+    let queries = generate(
+        15,
+        12,
+        &Distribution::Gaussian {
+            mean: 0.0,
+            std_dev: 1.0,
+        },
+        2,
+        false,
+    )
+    .unwrap();
     Dataset::new("small", metric, base, queries, None)
         .unwrap()
         .with_ground_truth(10)
@@ -30,11 +51,17 @@ fn round_trip_keeps_vectors_bit_exact() {
         assert_eq!(bits(&back.base), bits(&ds.base));
         assert_eq!(bits(&back.queries), bits(&ds.queries));
         assert_eq!((back.base.dim(), back.queries.rows()), (12, 15));
-        let (g, h) = (ds.ground_truth.as_ref().unwrap(), back.ground_truth.as_ref().unwrap());
+        let (g, h) = (
+            ds.ground_truth.as_ref().unwrap(),
+            back.ground_truth.as_ref().unwrap(),
+        );
         assert_eq!(g.ids(), h.ids());
         // Distances are recomputed on read; they agree with the flat index's.
         for (a, b) in g.distances().iter().zip(h.distances()) {
-            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{metric}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{metric}: {a} vs {b}"
+            );
         }
         // Dataset::open dispatches on the extension.
         assert_eq!(Dataset::open(&p).unwrap().base, ds.base);
@@ -46,7 +73,10 @@ fn reads_an_ann_benchmarks_file_written_by_h5py() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/h5py-tiny-angular.hdf5");
     let ds = read_hdf5(&p).unwrap();
     assert_eq!(ds.metric, Metric::Cosine);
-    assert_eq!((ds.base.rows(), ds.base.dim(), ds.queries.rows()), (200, 8, 10));
+    assert_eq!(
+        (ds.base.rows(), ds.base.dim(), ds.queries.rows()),
+        (200, 8, 10)
+    );
     let file_gt = ds.ground_truth.as_ref().unwrap();
     assert_eq!(file_gt.k(), 10);
     // numpy's exact neighbours (float64) are our flat index's: the vectors were
@@ -74,8 +104,14 @@ fn bad_files_are_errors_naming_the_file() {
     let p = dir.path().join("nan.hdf5");
     write_hdf5(&p, &ds).unwrap();
     let mut bytes = std::fs::read(&p).unwrap();
-    let needle: Vec<u8> = ds.base.row(3).unwrap()[..2].iter().flat_map(|x| x.to_le_bytes()).collect();
-    let at = bytes.windows(8).position(|w| w == needle.as_slice()).unwrap();
+    let needle: Vec<u8> = ds.base.row(3).unwrap()[..2]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == needle.as_slice())
+        .unwrap();
     bytes[at + 4..at + 8].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&p, &bytes).unwrap();
     match read_hdf5(&p) {
@@ -83,6 +119,44 @@ fn bad_files_are_errors_naming_the_file() {
             assert_eq!(offset, (at + 4) as u64, "{detail}");
             assert!(detail.contains("row 3, component 1"), "{detail}");
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_parts_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // No ground truth: loads without it.
+    let mut ds = small(Metric::L2);
+    ds.ground_truth = None;
+    let p = dir.path().join("nogt.hdf5");
+    write_hdf5(&p, &ds).unwrap();
+    assert!(read_hdf5(&p).unwrap().ground_truth.is_none());
+
+    // No `distance` attribute, no `test` dataset.
+    let p = dir.path().join("bare.hdf5");
+    {
+        let f = hdf5_metno::File::create(&p).unwrap();
+        f.new_dataset::<f32>()
+            .shape((2, 3))
+            .create("train")
+            .and_then(|d| d.write_raw(&[0.0f32; 6]))
+            .unwrap();
+    }
+    match read_hdf5(&p) {
+        Err(Error::Corruption { detail, .. }) => assert!(detail.contains("distance"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    {
+        let f = hdf5_metno::File::append(&p).unwrap();
+        let v: hdf5_metno::types::VarLenUnicode = "euclidean".parse().unwrap();
+        f.new_attr::<hdf5_metno::types::VarLenUnicode>()
+            .create("distance")
+            .and_then(|a| a.write_scalar(&v))
+            .unwrap();
+    }
+    match read_hdf5(&p) {
+        Err(Error::Corruption { detail, .. }) => assert!(detail.contains("\"test\""), "{detail}"),
         other => panic!("{other:?}"),
     }
 }

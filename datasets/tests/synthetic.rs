@@ -1,4 +1,5 @@
 //! Seeded generators: determinism, parameters, and the pinned default.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::{Error, Metric};
 use omen_datasets::*;
@@ -13,8 +14,14 @@ fn mixture(clusters: usize) -> Distribution {
 #[test]
 fn same_seed_same_vectors_other_seed_other_vectors() {
     for dist in [
-        Distribution::Uniform { low: -1.0, high: 2.0 },
-        Distribution::Gaussian { mean: 0.5, std_dev: 2.0 },
+        Distribution::Uniform {
+            low: -1.0,
+            high: 2.0,
+        },
+        Distribution::Gaussian {
+            mean: 0.5,
+            std_dev: 2.0,
+        },
         mixture(7),
     ] {
         let a = generate(500, 13, &dist, 7, false).unwrap();
@@ -36,8 +43,20 @@ fn same_seed_same_vectors_other_seed_other_vectors() {
 #[test]
 fn outputs_are_pinned() {
     let cases = [
-        (Distribution::Uniform { low: 0.0, high: 1.0 }, "crc32:ceee5a40"),
-        (Distribution::Gaussian { mean: 0.0, std_dev: 1.0 }, "crc32:3a2ed40e"),
+        (
+            Distribution::Uniform {
+                low: 0.0,
+                high: 1.0,
+            },
+            "crc32:ceee5a40",
+        ),
+        (
+            Distribution::Gaussian {
+                mean: 0.0,
+                std_dev: 1.0,
+            },
+            "crc32:3a2ed40e",
+        ),
         (mixture(10), "crc32:1ab9694d"),
     ];
     for (dist, want) in cases {
@@ -46,23 +65,54 @@ fn outputs_are_pinned() {
     }
     let ds = synthetic_default().unwrap();
     assert_eq!(ds.name, "synthetic-default");
-    assert_eq!((ds.base.rows(), ds.queries.rows(), ds.dim()), (100_000, 1_000, 64));
+    assert_eq!(
+        (ds.base.rows(), ds.queries.rows(), ds.dim()),
+        (100_000, 1_000, 64)
+    );
     assert_eq!(ds.metric, Metric::L2);
     assert_eq!(ds.checksum(), "crc32:86710d2e");
 }
 
 #[test]
 fn distributions_have_their_shape() {
-    let u = generate(2000, 8, &Distribution::Uniform { low: -3.0, high: -1.0 }, 1, false).unwrap();
+    let u = generate(
+        2000,
+        8,
+        &Distribution::Uniform {
+            low: -3.0,
+            high: -1.0,
+        },
+        1,
+        false,
+    )
+    .unwrap();
     assert!(u.data().iter().all(|&x| (-3.0..-1.0).contains(&x)));
     let mean = u.data().iter().sum::<f32>() / u.data().len() as f32;
     assert!((mean + 2.0).abs() < 0.05, "uniform mean {mean}");
 
-    let g = generate(4000, 8, &Distribution::Gaussian { mean: 5.0, std_dev: 2.0 }, 1, false).unwrap();
+    let g = generate(
+        4000,
+        8,
+        &Distribution::Gaussian {
+            mean: 5.0,
+            std_dev: 2.0,
+        },
+        1,
+        false,
+    )
+    .unwrap();
     let n = g.data().len() as f64;
     let m = g.data().iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = g.data().iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n;
-    assert!((m - 5.0).abs() < 0.05 && (var.sqrt() - 2.0).abs() < 0.05, "{m} {var}");
+    let var = g
+        .data()
+        .iter()
+        .map(|&x| (x as f64 - m).powi(2))
+        .sum::<f64>()
+        / n;
+    assert!(
+        (m - 5.0).abs() < 0.05 && (var.sqrt() - 2.0).abs() < 0.05,
+        "{m} {var}"
+    );
 
     // A tight mixture: every point lies within a few spreads of one of few centres,
     // so points cluster: the nearest other point is far closer than a random one.
@@ -78,7 +128,13 @@ fn distributions_have_their_shape() {
 
 #[test]
 fn normalised_vectors_have_unit_length() {
-    for dist in [Distribution::Gaussian { mean: 0.0, std_dev: 1.0 }, mixture(4)] {
+    for dist in [
+        Distribution::Gaussian {
+            mean: 0.0,
+            std_dev: 1.0,
+        },
+        mixture(4),
+    ] {
         let v = generate(300, 24, &dist, 3, true).unwrap();
         for r in v.iter_rows() {
             let n: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -90,15 +146,36 @@ fn normalised_vectors_have_unit_length() {
 #[test]
 fn bad_parameters_are_refused() {
     for dist in [
-        Distribution::Uniform { low: 1.0, high: 1.0 },
-        Distribution::Uniform { low: f32::NAN, high: 1.0 },
-        Distribution::Gaussian { mean: 0.0, std_dev: 0.0 },
-        Distribution::Gaussian { mean: f32::INFINITY, std_dev: 1.0 },
-        Distribution::GaussianMixture { clusters: 0, spread: 1.0 },
-        Distribution::GaussianMixture { clusters: 2, spread: -1.0 },
+        Distribution::Uniform {
+            low: 1.0,
+            high: 1.0,
+        },
+        Distribution::Uniform {
+            low: f32::NAN,
+            high: 1.0,
+        },
+        Distribution::Gaussian {
+            mean: 0.0,
+            std_dev: 0.0,
+        },
+        Distribution::Gaussian {
+            mean: f32::INFINITY,
+            std_dev: 1.0,
+        },
+        Distribution::GaussianMixture {
+            clusters: 0,
+            spread: 1.0,
+        },
+        Distribution::GaussianMixture {
+            clusters: 2,
+            spread: -1.0,
+        },
     ] {
         assert!(
-            matches!(generate(10, 4, &dist, 0, false), Err(Error::InvalidParameter { .. })),
+            matches!(
+                generate(10, 4, &dist, 0, false),
+                Err(Error::InvalidParameter { .. })
+            ),
             "{dist:?}"
         );
     }

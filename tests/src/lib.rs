@@ -332,7 +332,7 @@ pub fn storage_blocks_cover_all_rows_in_order(factory: StorageFactory<'_>) {
     assert_eq!(covered, 5000);
     for start in [0usize, 1, 2, 3, 63, 64, 1023, 1024, 1025, 4095, 4999] {
         let b = s.block(start as SlotId).unwrap();
-        assert!(!b.is_empty() && b.len() % dim == 0 && start + b.len() / dim <= 5000);
+        assert!(!b.is_empty() && b.len().is_multiple_of(dim) && start + b.len() / dim <= 5000);
         assert_eq!(b, &rows[start * dim..start * dim + b.len()]);
     }
     assert!(s.block(5000).is_none());
@@ -763,7 +763,7 @@ pub fn index_filters(factory: IndexFactory<'_>, storage: StorageFactory<'_>) {
         fx.remove(slot);
     }
     let q = clustered_rows(62, 10, dim, false);
-    let even = |s: SlotId| s % 2 == 0;
+    let even = |s: SlotId| s.is_multiple_of(2);
     let rare = |s: SlotId| s % 97 == 5;
     let none = |_: SlotId| false;
     fx.check_queries(&q, 10, Some(&even));

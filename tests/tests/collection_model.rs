@@ -181,7 +181,7 @@ impl Model {
     }
 
     fn insert_batch(&mut self, ids: &[String], rows: &[f32]) -> Result<(), ErrKind> {
-        if rows.len() % self.dim != 0 {
+        if !rows.len().is_multiple_of(self.dim) {
             return Err(ErrKind::Dim {
                 expected: self.dim,
                 got: rows.len() % self.dim,
@@ -248,7 +248,7 @@ impl Model {
         if k == 0 {
             return Err(ErrKind::Param("k"));
         }
-        if qs.len() % self.dim != 0 {
+        if !qs.len().is_multiple_of(self.dim) {
             return Err(ErrKind::Dim {
                 expected: self.dim,
                 got: qs.len() % self.dim,

@@ -7,7 +7,10 @@ use omen_ivfpq::{IvfPqIndex, IvfPqParams};
 /// One sub-quantizer per component up to 16 components, else the largest divisor
 /// of `dim` not above 16.
 fn m_for(dim: usize) -> usize {
-    (1..=dim.min(16)).rev().find(|m| dim % m == 0).unwrap_or(1)
+    (1..=dim.min(16))
+        .rev()
+        .find(|m| dim.is_multiple_of(*m))
+        .unwrap_or(1)
 }
 
 #[test]

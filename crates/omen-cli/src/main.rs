@@ -5,6 +5,7 @@
 
 mod bench_cmd;
 mod dataset_cmd;
+mod db_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     /// Generate, fetch, convert and describe datasets; compute ground truth.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
+    /// Work with a collection kept in a directory.
+    #[command(subcommand)]
+    Db(db_cmd::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(a) => bench_cmd::run(a),
         Command::Dataset(c) => dataset_cmd::run(c),
+        Command::Db(c) => db_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

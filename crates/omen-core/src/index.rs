@@ -102,7 +102,7 @@ pub trait VectorIndex: Send + Sync {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim();
-        if dim == 0 || queries.len() % dim != 0 {
+        if dim == 0 || !queries.len().is_multiple_of(dim) {
             return Err(crate::Error::DimensionMismatch {
                 expected: dim,
                 got: queries.len() % dim.max(1),

@@ -31,7 +31,7 @@ pub fn check_finite(v: &[f32], row: usize) -> Result<()> {
 
 /// Checks a row-major batch: a whole number of `dim`-wide rows, all finite.
 pub fn check_rows(rows: &[f32], dim: usize) -> Result<usize> {
-    if dim == 0 || rows.len() % dim != 0 {
+    if dim == 0 || !rows.len().is_multiple_of(dim) {
         return Err(Error::DimensionMismatch {
             expected: dim,
             got: if dim == 0 {

@@ -354,7 +354,7 @@ impl VectorIndex for FlatIndex {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim;
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(Error::DimensionMismatch {
                 expected: dim,
                 got: queries.len() % dim,

@@ -25,12 +25,36 @@ fn read_fbin(path: &std::path::Path) -> (usize, Vec<f32>) {
     assert!(bytes.len() >= 8, "{}: too short", path.display());
     let n = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
     let dim = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-    assert_eq!(bytes.len(), 8 + n * dim * 4, "{}: size mismatch", path.display());
+    assert_eq!(
+        bytes.len(),
+        8 + n * dim * 4,
+        "{}: size mismatch",
+        path.display()
+    );
     let rows = bytes[8..]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     (dim, rows)
+}
+
+/// This thread's CPU time in seconds (Linux `schedstat`), or `None` elsewhere: on a
+/// shared machine it is steadier than the wall clock.
+fn thread_cpu() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 * 1e-9)
+}
+
+/// CPU seconds used by the whole process so far (Linux `/proc/self/stat`, 100 Hz
+/// ticks), or `None` elsewhere.
+fn process_cpu() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn normalise(rows: &mut [f32], dim: usize) {
@@ -77,7 +101,10 @@ fn main() {
     let nq = queries.len() / dim;
     let storage = MemoryStorage::new(dim).unwrap();
     let slots = storage.append_batch(&base).unwrap();
-    println!("# data {} n={n} dim={dim} queries={nq} metric={metric}", data.display());
+    println!(
+        "# data {} n={n} dim={dim} queries={nq} metric={metric}",
+        data.display()
+    );
 
     let params = HnswParams::default().with_m(m).with_ef_construction(efc);
     let index = HnswIndex::new(dim, metric, params).unwrap();
@@ -88,19 +115,21 @@ fn main() {
     let graph = arg("--graph").map(std::path::PathBuf::from);
     let index = match graph.as_ref().filter(|p| p.exists()) {
         Some(p) => {
-            let loaded =
-                HnswIndex::load(&mut std::fs::File::open(p).unwrap(), p).unwrap();
+            let loaded = HnswIndex::load(&mut std::fs::File::open(p).unwrap(), p).unwrap();
             println!("# graph loaded from {} (no build)", p.display());
             loaded
         }
         None => {
             let t = Instant::now();
+            let c = process_cpu();
             pool.install(|| index.add(&storage, slots.clone())).unwrap();
             let build = t.elapsed().as_secs_f64();
+            let cpu = c.and_then(|c| Some(process_cpu()? - c));
             println!(
-                "build (index only): M={m} efc={efc} threads={threads}: {:.1}s, {:.0} vectors/s, top level {:?}",
+                "build (index only): M={m} efc={efc} threads={threads}: {:.1}s, {:.0} vectors/s wall, {:.0} vectors per process-CPU-second, top level {:?}",
                 build,
                 n as f64 / build,
+                cpu.map_or(f64::NAN, |c| n as f64 / c),
                 index.top_level()
             );
             if let Some(p) = &graph {
@@ -120,11 +149,21 @@ fn main() {
     flat.add(&storage, slots).unwrap();
     let t = Instant::now();
     let mut gt = Vec::new();
-    flat.search_batch(&storage, &queries, 10, &SearchParams::exhaustive(), None, &mut gt)
-        .unwrap();
-    println!("# ground truth (flat, all threads): {:.1}s", t.elapsed().as_secs_f64());
+    flat.search_batch(
+        &storage,
+        &queries,
+        10,
+        &SearchParams::exhaustive(),
+        None,
+        &mut gt,
+    )
+    .unwrap();
+    println!(
+        "# ground truth (flat, all threads): {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
-    println!("ef\trecall@10\tQPS(1 thread)\tdistances/query");
+    println!("ef\trecall@10\tQPS(1 thread, wall)\tQPS(thread CPU)\tdistances/query");
     let mut scratch = SearchScratch::new();
     let mut out = Vec::new();
     for &ef in &efs {
@@ -132,15 +171,26 @@ fn main() {
         // Warm the caches and the scratch.
         for q in queries.chunks_exact(dim).take(200) {
             index
-                .search(&storage, &SearchRequest::new(q, 10, &p), &mut scratch, &mut out)
+                .search(
+                    &storage,
+                    &SearchRequest::new(q, 10, &p),
+                    &mut scratch,
+                    &mut out,
+                )
                 .unwrap();
         }
         let before = index.stats();
         let mut hits = 0usize;
         let t = Instant::now();
+        let c = thread_cpu();
         for (q, want) in queries.chunks_exact(dim).zip(&gt) {
             index
-                .search(&storage, &SearchRequest::new(q, 10, &p), &mut scratch, &mut out)
+                .search(
+                    &storage,
+                    &SearchRequest::new(q, 10, &p),
+                    &mut scratch,
+                    &mut out,
+                )
                 .unwrap();
             hits += out
                 .iter()
@@ -148,11 +198,13 @@ fn main() {
                 .count();
         }
         let secs = t.elapsed().as_secs_f64();
+        let cpu = c.and_then(|c| Some(thread_cpu()? - c));
         let dcs = index.stats().search_distance_computations - before.search_distance_computations;
         println!(
-            "{ef}\t{:.4}\t{:.0}\t{:.0}",
+            "{ef}\t{:.4}\t{:.0}\t{:.0}\t{:.0}",
             hits as f64 / (10 * nq) as f64,
             nq as f64 / secs,
+            cpu.map_or(f64::NAN, |c| nq as f64 / c),
             dcs as f64 / nq as f64
         );
     }

@@ -68,10 +68,10 @@ use omen_core::simd::Kernels;
 use omen_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
 use omen_core::{
-    Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats,
-    SlotId, VectorIndex, VectorStorage,
+    Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats, SlotId,
+    VectorIndex, VectorStorage,
 };
-use search::Work;
+use search::{Work, ROW_CACHE};
 use std::ops::Range;
 
 /// `add` calls with at least this many slots insert them in parallel.
@@ -266,6 +266,7 @@ impl HnswIndex {
         };
         if ep == NO_ENTRY {
             node.state.store(pack(PRESENT, level), Ordering::Release);
+            g.set_live(q, true);
             self.present.fetch_add(1, Ordering::AcqRel);
             self.entry.store(entry_word(q, level), Ordering::Release);
             return 0;
@@ -299,6 +300,7 @@ impl HnswIndex {
                 self.params.ef_construction,
                 lc,
                 Some(q),
+                false,
                 None,
                 false,
                 work,
@@ -311,8 +313,11 @@ impl HnswIndex {
             // them wastes a slot until the repair. Only if nothing live was found.
             work.found.clear();
             work.found.extend(eps.iter().copied().filter(|n| {
-                g.node(n.slot)
-                    .is_some_and(|x| matches!(status_of(x.word()), PRESENT | RESERVED))
+                // The live bit answers for almost every node from a dense bitmap;
+                // only the rest need their state word.
+                g.is_live(n.slot)
+                    || g.node(n.slot)
+                        .is_some_and(|x| status_of(x.word()) == RESERVED)
             }));
             if work.found.is_empty() {
                 work.found.extend_from_slice(&eps);
@@ -338,6 +343,7 @@ impl HnswIndex {
         work.levels = levels;
         work.eps = eps;
         node.state.store(pack(PRESENT, level), Ordering::Release);
+        g.set_live(q, true);
         self.present.fetch_add(1, Ordering::AcqRel);
         if level > top {
             self.entry.store(entry_word(q, level), Ordering::Release);
@@ -382,7 +388,15 @@ impl HnswIndex {
         }
         cands.sort_unstable();
         let mut out = std::mem::take(&mut work.sel2);
-        self.select(storage, &cands, g.cap(level), self.params.keep_pruned, &mut out, work, dc);
+        self.select(
+            storage,
+            &cands,
+            g.cap(level),
+            self.params.keep_pruned,
+            &mut out,
+            work,
+            dc,
+        );
         graph::write_list(list, out.iter().map(|n| n.slot));
         work.sel2 = out;
         work.tmp = cands;
@@ -458,6 +472,9 @@ impl HnswIndex {
             return;
         }
         work.pruned.clear();
+        // Rows of the kept neighbours, so that each pairwise distance costs no
+        // storage lookup (a virtual call); beyond the cache, rows are looked up.
+        let mut kept: [&[f32]; ROW_CACHE] = [&[]; ROW_CACHE];
         for &c in cands {
             if out.len() >= m {
                 break;
@@ -466,8 +483,12 @@ impl HnswIndex {
                 continue;
             };
             let mut good = true;
-            for s in out.iter() {
-                if let Some(sv) = storage.get(s.slot) {
+            for (i, s) in out.iter().enumerate() {
+                let sv = match kept.get(i) {
+                    Some(r) => Some(*r),
+                    None => storage.get(s.slot),
+                };
+                if let Some(sv) = sv {
                     *dc += 1;
                     if self.dist(cv, sv) < c.distance {
                         good = false;
@@ -476,6 +497,9 @@ impl HnswIndex {
                 }
             }
             if good {
+                if let Some(r) = kept.get_mut(out.len()) {
+                    *r = cv;
+                }
                 out.push(c);
             } else {
                 work.pruned.push(c);
@@ -523,9 +547,13 @@ impl HnswIndex {
             if let Some(n) = g.node(id as u32) {
                 let w = n.word();
                 if status_of(w) == DELETED
-                    && n
-                        .state
-                        .compare_exchange(w, pack(PURGED, level_of(w)), Ordering::AcqRel, Ordering::Relaxed)
+                    && n.state
+                        .compare_exchange(
+                            w,
+                            pack(PURGED, level_of(w)),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                 {
                     repaired += 1;
@@ -552,7 +580,11 @@ impl HnswIndex {
             return;
         };
         read_list(list, &mut work.ids);
-        if !work.ids.iter().any(|&i| doomed.get(i as usize).copied().unwrap_or(false)) {
+        if !work
+            .ids
+            .iter()
+            .any(|&i| doomed.get(i as usize).copied().unwrap_or(false))
+        {
             return;
         }
         let live = |id: u32| {
@@ -720,14 +752,14 @@ impl VectorIndex for HnswIndex {
         {
             return Err(Error::UnknownSlot { slot });
         }
+        g.set_live(slot, false);
         self.tombstones.fetch_add(1, Ordering::AcqRel);
         self.present.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
 
     fn contains(&self, slot: SlotId) -> bool {
-        let g = read(&self.graph);
-        g.node(slot).is_some_and(|n| status_of(n.word()) == PRESENT)
+        read(&self.graph).is_live(slot)
     }
 
     fn len(&self) -> usize {

@@ -43,11 +43,20 @@ impl VectorStorage for Rows {
 }
 
 fn index() -> HnswIndex {
-    let p = HnswParams::default().with_m(2).with_ef_construction(2).with_seed(1);
+    let p = HnswParams::default()
+        .with_m(2)
+        .with_ef_construction(2)
+        .with_seed(1);
     HnswIndex::new(1, Metric::L2, p).unwrap()
 }
 
-fn find(index: &HnswIndex, rows: &Rows, q: f32, k: usize, scratch: &mut SearchScratch) -> Vec<Neighbor> {
+fn find(
+    index: &HnswIndex,
+    rows: &Rows,
+    q: f32,
+    k: usize,
+    scratch: &mut SearchScratch,
+) -> Vec<Neighbor> {
     let p = SearchParams::new().with_ef(2);
     let mut out = Vec::new();
     let query = [q];
@@ -62,7 +71,9 @@ fn find(index: &HnswIndex, rows: &Rows, q: f32, k: usize, scratch: &mut SearchSc
 #[test]
 fn entry_point_publication_races_an_insert() {
     loom::model(|| {
-        let rows = Arc::new(Rows { data: vec![0.0, 1.0] });
+        let rows = Arc::new(Rows {
+            data: vec![0.0, 1.0],
+        });
         let idx = Arc::new(index());
         let (r2, i2) = (rows.clone(), idx.clone());
         let t = thread::spawn(move || i2.add(&*r2, 1..2).unwrap());
@@ -85,7 +96,9 @@ fn entry_point_publication_races_an_insert() {
 #[test]
 fn neighbour_list_update_races_a_reader_reusing_its_scratch() {
     loom::model(|| {
-        let rows = Arc::new(Rows { data: vec![0.0, 4.0, 1.0] });
+        let rows = Arc::new(Rows {
+            data: vec![0.0, 4.0, 1.0],
+        });
         let idx = Arc::new(index());
         idx.add(&*rows, 0..2).unwrap();
         let (r2, i2) = (rows.clone(), idx.clone());
@@ -111,7 +124,9 @@ fn neighbour_list_update_races_a_reader_reusing_its_scratch() {
 #[test]
 fn remove_races_a_search() {
     loom::model(|| {
-        let rows = Arc::new(Rows { data: vec![0.0, 1.0] });
+        let rows = Arc::new(Rows {
+            data: vec![0.0, 1.0],
+        });
         let idx = Arc::new(index());
         idx.add(&*rows, 0..2).unwrap();
         let i2 = idx.clone();

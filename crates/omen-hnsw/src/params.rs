@@ -91,10 +91,16 @@ impl HnswParams {
     /// Refuses values out of range.
     pub fn validate(&self) -> Result<()> {
         if !(2..=2048).contains(&self.m) {
-            return Err(Error::invalid_param("m", format!("must be in 2..=2048, got {}", self.m)));
+            return Err(Error::invalid_param(
+                "m",
+                format!("must be in 2..=2048, got {}", self.m),
+            ));
         }
         if self.ef_construction == 0 || self.ef_construction > u32::MAX as usize {
-            return Err(Error::invalid_param("ef_construction", "must be in 1..=2^32-1"));
+            return Err(Error::invalid_param(
+                "ef_construction",
+                "must be in 1..=2^32-1",
+            ));
         }
         if self.ef_search == 0 || self.ef_search > u32::MAX as usize {
             return Err(Error::invalid_param("ef_search", "must be in 1..=2^32-1"));

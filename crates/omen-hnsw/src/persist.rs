@@ -285,7 +285,10 @@ impl HnswIndex {
                 if count > g.cap(lc) {
                     return Err(r.bad(
                         at,
-                        format!("node {id} level {lc}: {count} links, capacity {}", g.cap(lc)),
+                        format!(
+                            "node {id} level {lc}: {count} links, capacity {}",
+                            g.cap(lc)
+                        ),
                     ));
                 }
                 ids.clear();
@@ -303,6 +306,7 @@ impl HnswIndex {
             if let Some(n) = g.node(id) {
                 n.state.store(pack(status, level), Ordering::Release);
             }
+            g.set_live(id, status == PRESENT);
         }
         if r.pos != body_end {
             return Err(r.bad(r.pos, format!("{} trailing bytes", body_end - r.pos)));

@@ -1,12 +1,17 @@
 //! Graph walks: greedy descent, the layer beam search, the query path with its
 //! filter and exact fallbacks.
 
-use crate::graph::{read_list, status_of, Graph, PRESENT};
+use crate::graph::{read_list, Graph};
 use crate::{entry_parts, splitmix, HnswIndex, NO_ENTRY};
 use omen_core::sync::atomic::Ordering;
-use omen_core::{Metric, Neighbor, SearchRequest, SearchScratch, SlotFilter, SlotId, TopK, VectorStorage, VisitedSet};
+use omen_core::{
+    Metric, Neighbor, SearchRequest, SearchScratch, SlotFilter, SlotId, TopK, VectorStorage,
+};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+/// Rows remembered per expanded node: M0 = 64 covers M up to 32.
+pub(crate) const ROW_CACHE: usize = 64;
 
 /// Nodes sampled to estimate a filter's selectivity.
 const SELECTIVITY_SAMPLES: usize = 256;
@@ -17,10 +22,46 @@ const FLAT_FRACTION: f64 = 0.02;
 /// ... or when fewer than this many times `ef` nodes are expected to match.
 const FLAT_EF_FACTOR: f64 = 8.0;
 
+/// Generation-stamped visited marks of one byte per node: a quarter of
+/// `omen_core::VisitedSet`'s footprint, so that the marks of a few hundred
+/// thousand nodes stay in L2. The marks are zeroed once every 255 walks.
+#[derive(Default)]
+pub(crate) struct Visited {
+    marks: Vec<u8>,
+    generation: u8,
+}
+
+impl Visited {
+    /// Prepares for a new walk over nodes `0..n`.
+    pub(crate) fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Marks `id`; returns whether it was unmarked in this walk.
+    #[inline]
+    pub(crate) fn insert(&mut self, id: SlotId) -> bool {
+        let i = id as usize;
+        if i >= self.marks.len() {
+            self.marks.resize(i + 1, 0);
+        }
+        let m = &mut self.marks[i];
+        let fresh = *m != self.generation;
+        *m = self.generation;
+        fresh
+    }
+}
+
 /// Per-thread working memory of inserts and searches, reused across calls.
 #[derive(Default)]
 pub(crate) struct Work {
-    pub(crate) visited: VisitedSet,
+    pub(crate) visited: Visited,
     pub(crate) cand: BinaryHeap<Reverse<Neighbor>>,
     pub(crate) top: BinaryHeap<Neighbor>,
     pub(crate) ids: Vec<u32>,
@@ -34,23 +75,30 @@ pub(crate) struct Work {
     pub(crate) levels: Vec<Vec<Neighbor>>,
 }
 
-/// Asks the CPU to start loading a vector that will be read soon. A hint: it
-/// never faults and changes no result.
+/// Asks the CPU to start loading every cache line of `s` (a vector, a list) that
+/// will be read soon. A hint: it never faults and changes no result.
 #[inline(always)]
-fn prefetch(v: Option<&[f32]>) {
+fn prefetch<T>(s: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(v) = v {
-        // SAFETY: `_mm_prefetch` only hints the cache; it does not dereference the
-        // pointer architecturally and cannot fault. SSE is part of the x86_64
-        // baseline, so the intrinsic is available on every x86_64 CPU.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                v.as_ptr().cast::<i8>(),
-            )
-        };
+    {
+        let base = s.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(s);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: `_mm_prefetch` only hints the cache; it does not dereference
+            // the pointer architecturally and cannot fault. The address stays inside
+            // `s` (`wrapping_add` by less than its size). SSE is part of the x86_64
+            // baseline, so the intrinsic exists on every x86_64 CPU.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    base.wrapping_add(off),
+                )
+            };
+            off += 64;
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = s;
 }
 
 impl HnswIndex {
@@ -90,8 +138,8 @@ impl HnswIndex {
     }
 
     /// Beam search of width `ef` on `level` from `eps`. Leaves in `work.top` up to
-    /// `ef` nodes, the closest found among those `eligible` accepts (all nodes when
-    /// `None`). `exclude` is never returned nor expanded (an insert's own node).
+    /// `ef` nodes, the closest found among the eligible ones: present nodes when
+    /// `live_only` (all otherwise) that `filter` allows. `exclude` is never returned nor expanded (an insert's own node).
     /// With `restricted`, the walk does not stop while fewer than `ef` eligible
     /// nodes are held (hnswlib's rule with deletions or a filter).
     #[allow(clippy::too_many_arguments)]
@@ -104,11 +152,14 @@ impl HnswIndex {
         ef: usize,
         level: usize,
         exclude: Option<SlotId>,
-        eligible: Option<&dyn Fn(SlotId) -> bool>,
+        live_only: bool,
+        filter: Option<&dyn SlotFilter>,
         restricted: bool,
         work: &mut Work,
         dc: &mut u64,
     ) {
+        let eligible =
+            |id: SlotId| (!live_only || g.is_live(id)) && filter.is_none_or(|f| f.allows(id));
         let Work {
             visited,
             cand,
@@ -127,7 +178,7 @@ impl HnswIndex {
                 continue;
             }
             cand.push(Reverse(e));
-            if eligible.is_none_or(|f| f(e.slot)) {
+            if eligible(e.slot) {
                 top.push(e);
                 if top.len() > ef {
                     top.pop();
@@ -142,23 +193,41 @@ impl HnswIndex {
             let Some(list) = g.list(c.slot, level) else {
                 continue;
             };
-            read_list(list, ids);
-            ids.retain(|&id| visited.insert(id));
-            let mut next = ids.first().and_then(|&id| storage.get(id));
-            prefetch(next);
-            for j in 0..ids.len() {
-                let cur = next;
-                next = ids.get(j + 1).and_then(|&id| storage.get(id));
-                prefetch(next);
-                let Some(v) = cur else {
-                    continue;
+            // Unvisited neighbours first, their vectors prefetched all at once: the
+            // loads overlap with each other and with the distances below.
+            // The rows found while prefetching are kept for the distance loop (a
+            // storage lookup is a virtual call); lists longer than the cache, only
+            // possible with M > 32, look the rest up again.
+            ids.clear();
+            let mut rows: [&[f32]; ROW_CACHE] = [&[]; ROW_CACHE];
+            if let Some((count, words)) = list.split_first() {
+                let n = (count.load(Ordering::Acquire) as usize).min(words.len());
+                for w in &words[..n] {
+                    let id = w.load(Ordering::Acquire);
+                    if visited.insert(id) {
+                        if let Some(v) = storage.get(id) {
+                            prefetch(v);
+                            if let Some(r) = rows.get_mut(ids.len()) {
+                                *r = v;
+                            }
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            for (j, &id) in ids.iter().enumerate() {
+                let v = match rows.get(j) {
+                    Some(v) => *v,
+                    None => match storage.get(id) {
+                        Some(v) => v,
+                        None => continue,
+                    },
                 };
-                let id = ids[j];
                 *dc += 1;
                 let d = self.dist(q, v);
                 if top.len() < ef || d < lower {
                     cand.push(Reverse(Neighbor::new(id, d)));
-                    if eligible.is_none_or(|f| f(id)) {
+                    if eligible(id) {
                         top.push(Neighbor::new(id, d));
                         if top.len() > ef {
                             top.pop();
@@ -166,6 +235,10 @@ impl HnswIndex {
                     }
                     lower = top.peek().map_or(f32::INFINITY, |n| n.distance);
                 }
+            }
+            // The next node to expand is known now: start loading its list.
+            if let Some(l) = cand.peek().and_then(|Reverse(n)| g.list(n.slot, level)) {
+                prefetch(l);
             }
         }
     }
@@ -217,9 +290,6 @@ impl HnswIndex {
         for lc in (1..=top_level).rev() {
             cur = self.greedy(g, storage, q, cur, lc, work, &mut dc);
         }
-        let eligible = |id: SlotId| {
-            g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT) && req.allows(id)
-        };
         let restricted =
             req.filter.is_some() || self.tombstones.load(Ordering::Relaxed) > 0 || present < ef;
         self.search_layer(
@@ -230,7 +300,8 @@ impl HnswIndex {
             ef,
             0,
             None,
-            Some(&eligible),
+            true,
+            req.filter,
             restricted,
             work,
             &mut dc,
@@ -268,8 +339,7 @@ impl HnswIndex {
         let top = &mut work.topk;
         top.reset(req.k);
         for id in 0..g.capacity().min(u32::MAX as usize) as SlotId {
-            let present = g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT);
-            if !present || !req.allows(id) {
+            if !g.is_live(id) || !req.allows(id) {
                 continue;
             }
             if let Some(v) = storage.get(id) {
@@ -293,7 +363,7 @@ impl HnswIndex {
                 break;
             }
             let id = (splitmix(&mut state) % cap) as SlotId;
-            if g.node(id).is_some_and(|n| status_of(n.word()) == PRESENT) {
+            if g.is_live(id) {
                 seen += 1;
                 allowed += usize::from(filter.allows(id));
             }

@@ -254,6 +254,26 @@ impl Members {
 }
 
 /// IVF-PQ index over one storage. See the crate documentation.
+///
+/// ```
+/// use omen_core::{Metric, SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage};
+/// use omen_ivfpq::{IvfPqIndex, IvfPqParams};
+/// use omen_storage::MemoryStorage;
+///
+/// let dim = 8;
+/// let rows: Vec<f32> = (0..2000 * dim).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+/// let storage = MemoryStorage::new(dim)?;
+/// let slots = storage.append_batch(&rows)?;
+/// // 16 lists, 4 sub-quantizers of 4 bits; trains itself once 1,024 slots are held.
+/// let index = IvfPqIndex::new(dim, Metric::L2, IvfPqParams::new(16, 4))?;
+/// index.add(&storage, slots)?;
+/// assert!(index.is_trained());
+/// let params = SearchParams::new().with_nprobe(4).with_rerank_factor(10);
+/// let (mut scratch, mut out) = (SearchScratch::new(), Vec::new());
+/// index.search(&storage, &SearchRequest::new(&rows[..dim], 5, &params), &mut scratch, &mut out)?;
+/// assert_eq!(out[0].slot, 0);
+/// # Ok::<(), omen_core::Error>(())
+/// ```
 pub struct IvfPqIndex {
     dim: usize,
     metric: Metric,
@@ -279,6 +299,11 @@ impl std::fmt::Debug for IvfPqIndex {
             .finish()
     }
 }
+
+/// Rows per call of the tiled kernel when assigning lists. The kernel packs both
+/// operands on every call: 256 rows keep the repacking of the centroids small next
+/// to the arithmetic, and the distance tile (256 × nlist floats) within L2.
+const ASSIGN_TILE: usize = 256;
 
 /// Re-ranking prefetches the rows of this many candidates ahead.
 const PREFETCH_AHEAD: usize = 16;
@@ -508,38 +533,47 @@ impl IvfPqIndex {
     /// The list of each row: nearest centroid for L2, largest inner product otherwise.
     fn assign_lists(&self, coarse: &[f32], rows: &[f32]) -> Vec<u32> {
         let dim = self.dim;
-        let nlist = coarse.len() / dim;
-        let n = rows.len() / dim;
-        let mut out = vec![0u32; n];
-        // The tile kernel packs both operands on every call: 256 rows per call keep
-        // the repacking of the centroids small next to the arithmetic.
-        const T: usize = 256;
-        let l2 = self.metric == Metric::L2;
-        let k = self.kernels;
-        rows.par_chunks(T * dim)
-            .zip(out.par_chunks_mut(T))
+        let mut out = vec![0u32; rows.len() / dim];
+        rows.par_chunks(ASSIGN_TILE * dim)
+            .zip(out.par_chunks_mut(ASSIGN_TILE))
             .for_each_init(
                 || (Vec::new(), Vec::new()),
                 |(tile, scratch): &mut (Vec<f32>, Vec<f32>), (r, o)| {
-                    let nq = r.len() / dim;
-                    tile.resize(nq * nlist, 0.0);
-                    if l2 {
-                        k.l2_sq_tile(r, coarse, dim, tile, scratch);
-                        for (o, t) in o.iter_mut().zip(tile.chunks_exact(nlist)) {
-                            *o = kmeans::argmin(t).0 as u32;
-                        }
-                    } else {
-                        k.dot_tile(r, coarse, dim, tile, scratch);
-                        for (o, t) in o.iter_mut().zip(tile.chunks_exact(nlist)) {
-                            *o = kmeans::argmax(t).0 as u32;
-                        }
-                    }
+                    self.assign_tile(coarse, r, o, tile, scratch)
                 },
             );
         out
     }
 
-    /// Computes list and code of each slot (reads the rows from storage).
+    /// [`assign_lists`](Self::assign_lists) for one tile of rows, with reusable
+    /// buffers.
+    fn assign_tile(
+        &self,
+        coarse: &[f32],
+        rows: &[f32],
+        out: &mut [u32],
+        tile: &mut Vec<f32>,
+        scratch: &mut Vec<f32>,
+    ) {
+        let dim = self.dim;
+        let nlist = coarse.len() / dim;
+        let nq = rows.len() / dim;
+        tile.resize(nq * nlist, 0.0);
+        if self.metric == Metric::L2 {
+            self.kernels.l2_sq_tile(rows, coarse, dim, tile, scratch);
+            for (o, t) in out.iter_mut().zip(tile.chunks_exact(nlist)) {
+                *o = kmeans::argmin(t).0 as u32;
+            }
+        } else {
+            self.kernels.dot_tile(rows, coarse, dim, tile, scratch);
+            for (o, t) in out.iter_mut().zip(tile.chunks_exact(nlist)) {
+                *o = kmeans::argmax(t).0 as u32;
+            }
+        }
+    }
+
+    /// Computes list and code of each slot, reading the rows from storage a tile at
+    /// a time (no copy of the whole batch).
     fn encode(
         &self,
         storage: &dyn VectorStorage,
@@ -548,25 +582,46 @@ impl IvfPqIndex {
     ) -> Result<Encoded> {
         let dim = self.dim;
         let m = model.pq.m();
-        let mut rows = Vec::with_capacity(slots.len() * dim);
         for &s in slots {
-            rows.extend_from_slice(storage.get(s).ok_or(Error::UnknownSlot { slot: s })?);
+            storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
         }
-        let lists = self.assign_lists(&model.coarse, &rows);
+        let mut lists = vec![0u32; slots.len()];
         let mut codes = vec![0u8; slots.len() * m];
         let k = self.kernels;
-        rows.par_chunks(256 * dim)
-            .zip(codes.par_chunks_mut(256 * m))
-            .zip(lists.par_chunks(256))
+        slots
+            .par_chunks(ASSIGN_TILE)
+            .zip(lists.par_chunks_mut(ASSIGN_TILE))
+            .zip(codes.par_chunks_mut(ASSIGN_TILE * m))
             .for_each_init(
-                || (vec![0f32; dim], Vec::new()),
-                |(resid, scratch), ((r, c), l)| {
-                    for ((x, code), &li) in r.chunks_exact(dim).zip(c.chunks_exact_mut(m)).zip(l) {
+                || {
+                    (
+                        Vec::new(),
+                        Vec::new(),
+                        Vec::new(),
+                        vec![0f32; dim],
+                        Vec::new(),
+                    )
+                },
+                |(rows, tile, scratch, resid, pq_scratch), ((ss, l), c)| {
+                    rows.clear();
+                    for &s in ss {
+                        // Published rows stay published: checked above.
+                        match storage.get(s) {
+                            Some(v) => rows.extend_from_slice(v),
+                            None => rows.resize(rows.len() + dim, 0.0),
+                        }
+                    }
+                    self.assign_tile(&model.coarse, rows, l, tile, scratch);
+                    for ((x, code), &li) in rows
+                        .chunks_exact(dim)
+                        .zip(c.chunks_exact_mut(m))
+                        .zip(l.iter())
+                    {
                         let cen = &model.coarse[li as usize * dim..(li as usize + 1) * dim];
                         for ((d, &a), &b) in resid.iter_mut().zip(x).zip(cen) {
                             *d = a - b;
                         }
-                        model.pq.encode(k, resid, code, scratch);
+                        model.pq.encode(k, resid, code, pq_scratch);
                     }
                 },
             );

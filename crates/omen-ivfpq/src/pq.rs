@@ -16,6 +16,13 @@ pub struct ProductQuantizer {
     /// `m × ksub × dsub` floats: sub-quantizer `j`'s centroid `c` starts at
     /// `(j * ksub + c) * dsub`.
     codebooks: Vec<f32>,
+    /// One-component sub-spaces (`dsub = 1`), derived from the codebooks: per
+    /// sub-quantizer, its centroids' indices in ascending order of value
+    /// (`m × ksub`) and the midpoints between consecutive sorted values
+    /// (`m × (ksub - 1)`). The nearest centroid to `x` is then the sorted one at
+    /// position `#{midpoints < x}`: a branch-free count instead of a search.
+    order: Vec<u8>,
+    mids: Vec<f32>,
 }
 
 impl ProductQuantizer {
@@ -83,12 +90,35 @@ impl ProductQuantizer {
                 Ok(kmeans(kernels, &sub, dsub, &p)?.centroids)
             })
             .collect();
-        Ok(ProductQuantizer {
+        Ok(Self::assemble(dim, m, nbits, books?.concat()))
+    }
+
+    fn assemble(dim: usize, m: usize, nbits: u32, codebooks: Vec<f32>) -> Self {
+        let ksub = 1usize << nbits;
+        let (mut order, mut mids) = (Vec::new(), Vec::new());
+        if dim == m {
+            for book in codebooks.chunks_exact(ksub) {
+                let mut idx: Vec<u8> = (0..ksub).map(|c| c as u8).collect();
+                idx.sort_by(|&a, &b| {
+                    book[a as usize]
+                        .total_cmp(&book[b as usize])
+                        .then(a.cmp(&b))
+                });
+                mids.extend(
+                    idx.windows(2)
+                        .map(|w| 0.5 * (book[w[0] as usize] + book[w[1] as usize])),
+                );
+                order.extend_from_slice(&idx);
+            }
+        }
+        ProductQuantizer {
             dim,
             m,
             nbits,
-            codebooks: books?.concat(),
-        })
+            codebooks,
+            order,
+            mids,
+        }
     }
 
     /// Rebuilds a quantizer from its parts (used by loading); checks the shape.
@@ -97,12 +127,7 @@ impl ProductQuantizer {
         if codebooks.len() != (1usize << nbits) * dim {
             return Err(Error::invalid_param("codebooks", "wrong number of floats"));
         }
-        Ok(ProductQuantizer {
-            dim,
-            m,
-            nbits,
-            codebooks,
-        })
+        Ok(Self::assemble(dim, m, nbits, codebooks))
     }
 
     /// Vector width.
@@ -145,6 +170,15 @@ impl ProductQuantizer {
     pub fn encode(&self, kernels: &Kernels, x: &[f32], codes: &mut [u8], scratch: &mut Vec<f32>) {
         let dsub = self.dsub();
         let ksub = self.ksub();
+        if dsub == 1 && !self.order.is_empty() {
+            for (j, code) in codes.iter_mut().enumerate().take(self.m) {
+                let x = x[j];
+                let mids = &self.mids[j * (ksub - 1)..(j + 1) * (ksub - 1)];
+                let pos = mids.iter().map(|&t| (x > t) as usize).sum::<usize>();
+                *code = self.order[j * ksub + pos];
+            }
+            return;
+        }
         scratch.resize(ksub, 0.0);
         for (j, code) in codes.iter_mut().enumerate().take(self.m) {
             let xs = &x[j * dsub..(j + 1) * dsub];
@@ -266,6 +300,32 @@ mod tests {
             let via_ip: f32 = (0..4).map(|j| ti[j * 256 + codes[j] as usize]).sum();
             assert!((via_table - k.l2_sq(&q, &rec)).abs() < 1e-3);
             assert!((via_ip + k.dot(&q, &rec)).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn one_component_fast_path_finds_the_nearest_centroid() {
+        let k = Kernels::best();
+        for nbits in [4, 8] {
+            let data = gaussian(2000, 6, 11);
+            let pq = ProductQuantizer::train(k, &data, 6, 6, nbits, 2, 6).unwrap();
+            assert!(!pq.order.is_empty());
+            let (mut codes, mut s) = (vec![0u8; 6], Vec::new());
+            for x in gaussian(300, 6, 12).chunks_exact(6) {
+                pq.encode(k, x, &mut codes, &mut s);
+                for j in 0..6 {
+                    let book = &pq.codebooks()[j * pq.ksub()..(j + 1) * pq.ksub()];
+                    let best = book
+                        .iter()
+                        .map(|c| (x[j] - c).abs())
+                        .fold(f32::INFINITY, f32::min);
+                    assert_eq!(
+                        (x[j] - book[codes[j] as usize]).abs(),
+                        best,
+                        "nbits {nbits}, sub-space {j}"
+                    );
+                }
+            }
         }
     }
 

@@ -583,3 +583,85 @@ fn concurrent_adds_and_searches() {
     });
     assert_eq!(idx.len(), 6000);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Damaged files (bytes overwritten, inserted or cut, then the CRC resealed so
+    /// that structural validation is reached) load as `Corruption` or as an index
+    /// that re-serialises identically; never a panic.
+    #[test]
+    fn damaged_files_never_panic(
+        nbits in proptest::sample::select(vec![4u32, 8]),
+        edits in proptest::collection::vec((0usize..100_000, 0u8..3, proptest::num::u8::ANY), 1..4),
+        cut in proptest::option::of(0usize..100_000),
+    ) {
+        use std::sync::OnceLock;
+        static FILES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+        let files = FILES.get_or_init(|| (fixture(4, Metric::L2).1.to_bytes(), fixture(8, Metric::Cosine).1.to_bytes()));
+        let good = if nbits == 4 { &files.0 } else { &files.1 };
+        let mut b = good[..good.len() - 4].to_vec();
+        for (pos, kind, val) in edits {
+            let p = pos % b.len().max(1);
+            match kind {
+                0 => b[p] = val,
+                1 => b.insert(p, val),
+                _ => { b.remove(p); }
+            }
+        }
+        if let Some(c) = cut {
+            b.truncate(c % (b.len() + 1));
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        match IvfPqIndex::from_bytes(&b, Path::new("f")) {
+            Ok(idx) => proptest::prop_assert_eq!(idx.to_bytes(), b),
+            Err(Error::Corruption { offset, .. }) => proptest::prop_assert!(offset <= b.len() as u64),
+            Err(e) => proptest::prop_assert!(false, "non-corruption error {e}"),
+        }
+    }
+}
+
+/// Writes seed inputs for `fuzz/fuzz_targets/ivfpq_load.rs` into `$IVFPQ_SEED_DIR`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("IVFPQ_SEED_DIR") else {
+        return;
+    };
+    for (i, (nbits, metric)) in [(4, Metric::L2), (8, Metric::Cosine)]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = fixture(nbits, metric).1.to_bytes();
+        // Mode byte 1: the target recomputes the CRC over the rest.
+        let mut seed = vec![1u8];
+        seed.extend_from_slice(&bytes[..bytes.len() - 4]);
+        std::fs::write(Path::new(&dir).join(format!("seed{i}")), seed).unwrap();
+    }
+}
+
+#[test]
+fn simd_and_scalar_fast_scan_give_identical_results() {
+    use omen_ivfpq::fastscan::Scanner;
+    for metric in [Metric::L2, Metric::Cosine] {
+        let dim = 30;
+        // m = 15: odd, so the padding sub-quantizer is exercised too.
+        let (st, mut idx, _flat, queries) = build(metric, 4, 4000, dim, 15);
+        let p = SearchParams::new().with_nprobe(4).with_rerank_factor(2);
+        let mut runs = Vec::new();
+        for s in [Some(Scanner::scalar()), Scanner::avx2(), Scanner::avx512()]
+            .into_iter()
+            .flatten()
+        {
+            idx.set_scanner(s);
+            let r: Vec<Vec<Neighbor>> = queries
+                .chunks_exact(dim)
+                .map(|q| search(&idx, &st, q, 10, &p, None))
+                .collect();
+            runs.push((s.name(), r));
+        }
+        for (name, r) in &runs[1..] {
+            assert_eq!(r, &runs[0].1, "{metric}: {name} differs from scalar");
+        }
+    }
+}

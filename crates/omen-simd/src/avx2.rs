@@ -58,7 +58,8 @@ fn step1<const L2: bool>(x: f32, y: f32) -> f32 {
 /// Below this length the one-to-one L2 and dot kernels hand over to the scalar
 /// loop, which wins there: the vector loop's setup and horizontal sum cost more
 /// than the few multiplies it saves (best-of-200 on the Zen4 dev box, via
-/// `examples/pair_probe.rs`: at 4 and 12 components scalar takes 2.2/3.0 ns to AVX2's 3.5/3.8, at 16 3.7 to 3.3).
+/// `examples/pair_probe.rs`: at 4 and 12 components scalar
+/// takes 2.2/3.0 ns to AVX2's 3.5/3.8, at 16 3.7 to 3.3).
 const PAIR_SCALAR_BELOW: usize = 16;
 /// The same for cosine, whose scalar loop is slower (single accumulators): scalar
 /// wins only at 4 components.

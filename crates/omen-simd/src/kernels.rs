@@ -23,7 +23,9 @@ type TileFn = fn(&[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
 ///
 /// Lengths: one-to-one kernels use the first `min(a.len(), b.len())` elements.
 /// One-to-many kernels treat `rows` as `out.len()` rows of `query.len()` floats and
-/// write `out[i]`; rows missing from a short `rows` slice are left untouched.
+/// write `out[i]`; rows missing from a short `rows` slice are left untouched, and
+/// an empty query sets every `out[i]` to 0 (1 for cosine). Tile kernels: see
+/// [`Kernels::l2_sq_tile`].
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
@@ -153,7 +155,7 @@ impl Kernels {
     /// [`Kernels::l2_sq`] to rounding and is never negative.
     ///
     /// `scratch` is working memory: the SIMD kernels pack rows and queries into it
-    /// (at most `(nr + 31 + nq + 7) * dim` floats), growing it on first use; pass
+    /// (at most `(nr + 63 + nq + 7) * dim` floats), growing it on first use; pass
     /// the same vector to every call and the kernel does not allocate. Its
     /// contents on return are unspecified. For block sizes see the crate docs.
     #[inline]

@@ -44,6 +44,19 @@ fn abs_dot(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
+fn l2_f64(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum()
+}
+
+/// A positive dimension, biased to the edge lengths.
+fn dim_strategy(max: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![prop::sample::select(edge_lengths()), 1usize..max]
+        .prop_filter("dim > 0", |d| *d > 0)
+}
+
 fn check_close(what: &str, isa: Isa, n: usize, got: f32, want: f32, mag: f64) {
     assert!(
         got.is_finite() == want.is_finite(),
@@ -60,11 +73,7 @@ fn check_close(what: &str, isa: Isa, n: usize, got: f32, want: f32, mag: f64) {
 fn check_pair(k: &Kernels, a: &[f32], b: &[f32]) {
     let n = a.len().min(b.len());
     let (a2, b2) = (&a[..n], &b[..n]);
-    let l2_mag: f64 = a2
-        .iter()
-        .zip(b2)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
+    let l2_mag = l2_f64(a2, b2);
     check_close(
         "l2_sq",
         k.isa(),
@@ -121,7 +130,10 @@ proptest! {
     }
 
     #[test]
-    fn one_to_one_unequal_lengths_use_the_shorter((a, b) in pair_strategy(10.0), cut in 0usize..40) {
+    fn one_to_one_unequal_lengths_use_the_shorter(
+        (a, b) in pair_strategy(10.0),
+        cut in 0usize..40,
+    ) {
         let short = &b[..b.len().saturating_sub(cut)];
         for k in tables() {
             check_pair(&k, &a, short);
@@ -132,7 +144,7 @@ proptest! {
     #[test]
     fn one_to_many_matches_scalar(
         // dim 0 has its own rule (the whole output is filled): `empty_query_fills_the_output`.
-        (dim, rows) in (prop_oneof![prop::sample::select(edge_lengths()), 1usize..100].prop_filter("dim > 0", |d| *d > 0), 0usize..11)
+        (dim, rows) in (dim_strategy(100), 0usize..11)
             .prop_flat_map(|(dim, n)| (Just(dim), vec_strategy(dim * (n + 1), 10.0))),
         extra_out in 0usize..3,
         short_out in 0usize..3,
@@ -156,12 +168,14 @@ proptest! {
                 for (j, &got) in out.iter().enumerate() {
                     if j < nrows {
                         let r = &rows[j * dim..(j + 1) * dim];
-                        let mag = if name == "cosine_many" { 1.0 } else {
-                            abs_dot(query, r) + query.iter().zip(r).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>()
+                        let mag = if name == "cosine_many" {
+                            1.0
+                        } else {
+                            abs_dot(query, r) + l2_f64(query, r)
                         };
                         check_close(name, k.isa(), dim, got, one(query, r), mag);
                     } else {
-                        prop_assert!(got.is_nan(), "{name} [{}] wrote past the rows at {j}", k.isa());
+                        prop_assert!(got.is_nan(), "{name} [{}] wrote past the rows: {j}", k.isa());
                     }
                 }
             }
@@ -170,8 +184,9 @@ proptest! {
 
     #[test]
     fn tile_matches_scalar(
-        (dim, nq, nr, data) in (prop_oneof![prop::sample::select(edge_lengths()), 1usize..70], 0usize..14, 0usize..72)
-            .prop_flat_map(|(dim, nq, nr)| (Just(dim), Just(nq), Just(nr), vec_strategy(dim * (nq + nr), 10.0))),
+        (dim, nq, nr, data) in (dim_strategy(70), 0usize..14, 0usize..72).prop_flat_map(
+            |(dim, nq, nr)| (Just(dim), Just(nq), Just(nr), vec_strategy(dim * (nq + nr), 10.0)),
+        ),
         short_out in 0usize..2,
     ) {
         let (queries, rows) = data.split_at(dim * nq);
@@ -191,13 +206,15 @@ proptest! {
                 }
                 for (idx, (&got, &exp)) in out.iter().zip(&want).enumerate() {
                     if exp.is_nan() {
-                        prop_assert!(got.is_nan(), "tile [{}] l2={l2} wrote {got} at {idx}, outside its shape", k.isa());
+                        prop_assert!(got.is_nan(), "[{}] l2={l2}: {got} at {idx}", k.isa());
                         continue;
                     }
                     let (i, j) = (idx / nr, idx % nr);
-                    let (q, r) = (&queries[i * dim..(i + 1) * dim], &rows[j * dim..(j + 1) * dim]);
-                    let mag = abs_dot(q, r) + q.iter().zip(r).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>();
-                    check_close(if l2 { "l2_sq_tile" } else { "dot_tile" }, k.isa(), dim, got, exp, mag);
+                    let q = &queries[i * dim..(i + 1) * dim];
+                    let r = &rows[j * dim..(j + 1) * dim];
+                    let mag = abs_dot(q, r) + l2_f64(q, r);
+                    let name = if l2 { "l2_sq_tile" } else { "dot_tile" };
+                    check_close(name, k.isa(), dim, got, exp, mag);
                 }
             }
         }

@@ -7,4 +7,4 @@
 
 mod memory;
 
-pub use memory::MemoryStorage;
+pub use memory::{MemoryStorage, DEFAULT_CHUNK_ROWS};

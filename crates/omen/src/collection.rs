@@ -139,8 +139,21 @@ impl Collection {
         let storage: Box<dyn VectorStorage> = match config.storage {
             StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
         };
-        let index: Box<dyn VectorIndex> = match config.index {
-            IndexKind::Flat => Box::new(omen_flat::FlatIndex::new(dim, config.metric)?),
+        // Cosine collections store unit vectors, so `1 - a·b` is already the cosine
+        // distance: the index computes a dot product instead of two norms per pair.
+        let index_metric = if config.metric == Metric::Cosine {
+            Metric::InnerProduct
+        } else {
+            config.metric
+        };
+        let index: Box<dyn VectorIndex> = match &config.index {
+            IndexKind::Flat => Box::new(omen_flat::FlatIndex::new(dim, index_metric)?),
+            IndexKind::Hnsw(p) => {
+                Box::new(omen_hnsw::HnswIndex::new(dim, index_metric, p.clone())?)
+            }
+            IndexKind::IvfPq(p) => {
+                Box::new(omen_ivfpq::IvfPqIndex::new(dim, index_metric, p.clone())?)
+            }
         };
         Collection::with_backends(dim, config.metric, storage, index)
     }
@@ -247,6 +260,16 @@ impl Collection {
         self.storage.get(slot).map(<[f32]>::to_vec)
     }
 
+    /// Every live id with a copy of its stored vector, in write order. Holds the id
+    /// map's read lock while copying.
+    pub fn live_entries(&self) -> Vec<(String, Vec<f32>)> {
+        let ids = read(&self.ids);
+        ids.live()
+            .into_iter()
+            .filter_map(|(id, slot)| Some((id.to_string(), self.storage.get(slot)?.to_vec())))
+            .collect()
+    }
+
     /// Counters: live ids, storage slots, tombstones, memory, index counters.
     pub fn stats(&self) -> CollectionStats {
         let (len, id_map_memory_bytes) = {
@@ -302,7 +325,7 @@ impl Collection {
     pub fn insert_batch<S: AsRef<str>>(&self, ids: &[S], rows: &[f32]) -> Result<()> {
         let mut row_buf = lock(&self.writer);
         let dim = self.dim;
-        if rows.len() % dim != 0 {
+        if !rows.len().is_multiple_of(dim) {
             return Err(Error::DimensionMismatch {
                 expected: dim,
                 got: rows.len() % dim,
@@ -474,7 +497,7 @@ impl Collection {
         if k == 0 {
             return Err(Error::invalid_param("k", "must be at least 1"));
         }
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(Error::DimensionMismatch {
                 expected: dim,
                 got: queries.len() % dim,

@@ -4,12 +4,18 @@ use omen_core::{Metric, Result};
 /// Which index a [`CollectionConfig`] builds.
 ///
 /// New index crates plug in as new variants; match with a wildcard arm.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub enum IndexKind {
     /// Exact search over every stored vector ([`omen_flat::FlatIndex`]).
     #[default]
     Flat,
+    /// HNSW graph ([`omen_hnsw::HnswIndex`]).
+    Hnsw(omen_hnsw::HnswParams),
+    /// IVF-PQ with exact re-ranking ([`omen_ivfpq::IvfPqIndex`]); it trains itself
+    /// once `train_size` vectors have been added (searches before that scan the
+    /// buffered vectors exactly).
+    IvfPq(omen_ivfpq::IvfPqParams),
 }
 
 impl IndexKind {
@@ -17,6 +23,8 @@ impl IndexKind {
     pub fn name(&self) -> &'static str {
         match self {
             IndexKind::Flat => "flat",
+            IndexKind::Hnsw(_) => "hnsw",
+            IndexKind::IvfPq(_) => "ivfpq",
         }
     }
 }
@@ -52,7 +60,7 @@ impl StorageKind {
 /// assert_eq!(collection.len(), 1);
 /// # Ok::<(), omen::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CollectionConfig {
     /// Width of every vector; at least 1.

@@ -48,6 +48,17 @@ impl IdMap {
         self.by_id.contains_key(id)
     }
 
+    /// Every live id with its current slot, in slot order (the order of writes).
+    pub(crate) fn live(&self) -> Vec<(Arc<str>, SlotId)> {
+        let mut v: Vec<(Arc<str>, SlotId)> = self
+            .by_id
+            .iter()
+            .map(|(id, &s)| (Arc::clone(id), s))
+            .collect();
+        v.sort_unstable_by_key(|&(_, s)| s);
+        v
+    }
+
     /// The id of `slot` if the slot is current.
     #[inline]
     pub(crate) fn current_id(&self, slot: SlotId) -> Option<&Arc<str>> {

@@ -19,6 +19,7 @@
 mod collection;
 mod config;
 mod idmap;
+pub mod snapshot;
 
 pub use collection::{check_id, isa, Collection, CollectionStats, MAX_ID_LEN, MAX_SQUARED_NORM};
 pub use config::{CollectionConfig, IndexKind, StorageKind};
