@@ -130,7 +130,8 @@ pub fn parse_snapshot(bytes: &[u8], name: &Path) -> Result<SnapshotContents> {
     }
     let stored = u32_at(bytes, 28);
     let actual = crc32fast::hash(&bytes[..28]);
-    if stored != actual {
+    // The fuzzer cannot forge checksums; skipping them lets it reach the parser.
+    if stored != actual && !cfg!(fuzzing) {
         return Err(bad(
             28,
             format!("header checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
@@ -155,7 +156,7 @@ pub fn parse_snapshot(bytes: &[u8], name: &Path) -> Result<SnapshotContents> {
     }
     let stored = u32_at(bytes, bytes.len() - 4);
     let actual = crc32fast::hash(body);
-    if stored != actual {
+    if stored != actual && !cfg!(fuzzing) {
         return Err(bad(
             bytes.len() - 4,
             format!("records checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
