@@ -354,9 +354,9 @@ fn run_peers(
                 .map(serde_json::Value::Object)
                 .collect();
         }
-        // Bound the one-query-at-a-time loop as for omen systems.
-        let est = (cfg.single_query_seconds * 2000.0) as usize;
-        req.single_queries = Some(data.nq().min(est.max(200)));
+        // Bound the one-query-at-a-time loop: the first 2,000 queries (all of them
+        // in the batch call, whose ids give the recall).
+        req.single_queries = Some(data.nq().min(2000));
         match peers::run_peer(&req) {
             Ok(r) => out.push(peer_result_to_run(&r, data, cfg.k)),
             Err(e) => {

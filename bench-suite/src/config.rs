@@ -114,11 +114,12 @@ impl BenchConfig {
         Ok(cfg)
     }
 
-    /// A built-in suite by name: `quick`, `glove-50`.
+    /// A built-in suite by name: `quick`, `glove-50`, `flat-glove-50`.
     pub fn named(name: &str) -> Option<BenchConfig> {
         let text = match name {
             "quick" => include_str!("../suites/quick.toml"),
             "glove-50" => include_str!("../suites/glove-50.toml"),
+            "flat-glove-50" => include_str!("../suites/flat-glove-50.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()
@@ -190,7 +191,7 @@ mod tests {
 
     #[test]
     fn named_suites_parse_and_validate() {
-        for name in ["quick", "glove-50"] {
+        for name in ["quick", "glove-50", "flat-glove-50"] {
             let c = BenchConfig::named(name).unwrap_or_else(|| panic!("suite {name}"));
             c.validate().unwrap();
             assert!(!c.indexes.is_empty());

@@ -42,7 +42,9 @@ impl VectorStorage for Rows {
         self.data.get(s..s + self.dim)
     }
     fn block(&self, start: SlotId) -> Option<&[f32]> {
-        self.data.get(start as usize * self.dim..).filter(|b| !b.is_empty())
+        self.data
+            .get(start as usize * self.dim..)
+            .filter(|b| !b.is_empty())
     }
     fn memory_bytes(&self) -> usize {
         self.data.len() * 4
@@ -61,15 +63,27 @@ fuzz_target!(|data: &[u8]| {
             if dim <= 16 && nodes <= 4096 {
                 let rows = Rows {
                     dim,
-                    data: (0..(nodes + 1) * dim).map(|i| (i % 7) as f32 - 3.0).collect(),
+                    data: (0..(nodes + 1) * dim)
+                        .map(|i| (i % 7) as f32 - 3.0)
+                        .collect(),
                 };
                 let p = SearchParams::new().with_ef(4);
                 let q = vec![0.5f32; dim];
                 let (mut scratch, mut out) = (SearchScratch::new(), Vec::new());
-                let _ = index.search(&rows, &SearchRequest::new(&q, 3, &p), &mut scratch, &mut out);
+                let _ = index.search(
+                    &rows,
+                    &SearchRequest::new(&q, 3, &p),
+                    &mut scratch,
+                    &mut out,
+                );
                 let top = rows.len() as SlotId;
                 let _ = index.add(&rows, top - 1..top);
-                let _ = index.search(&rows, &SearchRequest::new(&q, 3, &p), &mut scratch, &mut out);
+                let _ = index.search(
+                    &rows,
+                    &SearchRequest::new(&q, 3, &p),
+                    &mut scratch,
+                    &mut out,
+                );
             }
         }
         Err(Error::Corruption { offset, .. }) => assert!(offset <= data.len() as u64),

@@ -212,5 +212,4 @@ fn main() {
             }
         }
     }
-    let _ = storage.len();
 }

@@ -62,25 +62,37 @@ pub fn get_code(block: &[u8], i: usize, j: usize) -> u8 {
 pub fn quantize_lut(table: &[f32], m: usize, lut: &mut Vec<u8>) -> (f32, f32) {
     lut.clear();
     lut.resize(block_bytes(m), 0);
+    // Per-row minima (m <= 256 by the fast-scan contract; longer tables are cut).
+    let m = m.min(256);
+    let mut lows = [0f32; 256];
     let mut bias = 0f32;
     let mut span = 0f32;
-    for j in 0..m {
-        let row = &table[j * 16..(j + 1) * 16];
-        let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
-        let hi = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (j, row) in table.chunks_exact(16).take(m).enumerate() {
+        // Compare-and-select (not `f32::min`, whose NaN rule blocks vectorising).
+        let (mut lo, mut hi) = (row[0], row[0]);
+        for &v in &row[1..] {
+            lo = if v < lo { v } else { lo };
+            hi = if v > hi { v } else { hi };
+        }
+        lows[j] = lo;
         bias += lo;
-        span = span.max(hi - lo);
+        span = if hi - lo > span { hi - lo } else { span };
     }
     let scale = if span > 0.0 && span.is_finite() {
         255.0 / span
     } else {
         1.0
     };
-    for j in 0..m {
-        let row = &table[j * 16..(j + 1) * 16];
-        let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
-        for (dst, &v) in lut[j * 16..(j + 1) * 16].iter_mut().zip(row) {
-            *dst = ((v - lo) * scale).round().clamp(0.0, 255.0) as u8;
+    for ((row, dst), &lo) in table
+        .chunks_exact(16)
+        .zip(lut.chunks_exact_mut(16))
+        .zip(&lows[..m])
+    {
+        for (d, &v) in dst.iter_mut().zip(row) {
+            // Round half up by hand: `f32::round` is a libm call at the baseline
+            // x86_64 target, and this runs for every probed list. The value is
+            // non-negative; `as u8` saturates (and maps NaN to 0).
+            *d = ((v - lo) * scale + 0.5) as u8;
         }
     }
     (scale, bias)

@@ -207,6 +207,20 @@ impl ProductQuantizer {
     /// Distance table for squared L2: `table[j * ksub + c] = |x_j - centroid_{j,c}|²`.
     pub fn l2_table(&self, kernels: &Kernels, x: &[f32], table: &mut [f32]) {
         let (dsub, ksub) = (self.dsub(), self.ksub());
+        if dsub == 1 {
+            // One component per sub-space: a kernel call per 16 or 256 products
+            // costs more than the arithmetic; this loop vectorises instead.
+            for ((t, book), &xj) in table
+                .chunks_exact_mut(ksub)
+                .zip(self.codebooks.chunks_exact(ksub))
+                .zip(x)
+            {
+                for (o, &c) in t.iter_mut().zip(book) {
+                    *o = (xj - c) * (xj - c);
+                }
+            }
+            return;
+        }
         for j in 0..self.m {
             kernels.l2_sq_many(
                 &x[j * dsub..(j + 1) * dsub],
