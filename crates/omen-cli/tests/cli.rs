@@ -1,6 +1,8 @@
 //! The `omen` binary end to end: dataset generation, the db commands, and clear
 //! one-line errors with a non-zero exit status.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 use std::process::{Command, Output};
 
