@@ -329,7 +329,7 @@ impl HnswIndex {
                 &mut dc,
             );
             eps.clear();
-            eps.extend(work.top.drain());
+            eps.extend(work.top.drain().map(search::unkey));
             eps.sort_unstable();
             // Link to live nodes; routing through removed ones is fine, linking to
             // them wastes a slot until the repair. Only if nothing live was found.

@@ -58,12 +58,45 @@ impl Visited {
     }
 }
 
+/// A neighbour packed in a `u64` whose integer order is [`Neighbor`]'s order
+/// (distance by IEEE total order, then slot): the heaps compare one integer
+/// instead of two floats' total-order transforms and a slot.
+#[inline]
+pub(crate) fn key(n: Neighbor) -> u64 {
+    let b = n.distance.to_bits();
+    let ordered = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
+    ((ordered as u64) << 32) | n.slot as u64
+}
+
+/// The inverse of [`key`].
+#[inline]
+pub(crate) fn unkey(k: u64) -> Neighbor {
+    let u = (k >> 32) as u32;
+    let b = if u & 0x8000_0000 != 0 {
+        u & 0x7fff_ffff
+    } else {
+        !u
+    };
+    Neighbor::new(k as u32, f32::from_bits(b))
+}
+
+#[inline]
+fn key_distance(k: u64) -> f32 {
+    unkey(k).distance
+}
+
 /// Per-thread working memory of inserts and searches, reused across calls.
 #[derive(Default)]
 pub(crate) struct Work {
     pub(crate) visited: Visited,
-    pub(crate) cand: BinaryHeap<Reverse<Neighbor>>,
-    pub(crate) top: BinaryHeap<Neighbor>,
+    /// Candidates to expand, closest on top ([`key`]s).
+    pub(crate) cand: BinaryHeap<Reverse<u64>>,
+    /// Results so far, farthest on top ([`key`]s).
+    pub(crate) top: BinaryHeap<u64>,
     pub(crate) ids: Vec<u32>,
     pub(crate) ids2: Vec<u32>,
     pub(crate) eps: Vec<Neighbor>,
@@ -177,16 +210,17 @@ impl HnswIndex {
             if !visited.insert(e.slot) {
                 continue;
             }
-            cand.push(Reverse(e));
+            cand.push(Reverse(key(e)));
             if eligible(e.slot) {
-                top.push(e);
+                top.push(key(e));
                 if top.len() > ef {
                     top.pop();
                 }
             }
         }
-        let mut lower = top.peek().map_or(f32::INFINITY, |n| n.distance);
+        let mut lower = top.peek().map_or(f32::INFINITY, |&k| key_distance(k));
         while let Some(Reverse(c)) = cand.pop() {
+            let c = unkey(c);
             if c.distance > lower && (top.len() >= ef || !restricted) {
                 break;
             }
@@ -226,18 +260,19 @@ impl HnswIndex {
                 *dc += 1;
                 let d = self.dist(q, v);
                 if top.len() < ef || d < lower {
-                    cand.push(Reverse(Neighbor::new(id, d)));
+                    let k = key(Neighbor::new(id, d));
+                    cand.push(Reverse(k));
                     if eligible(id) {
-                        top.push(Neighbor::new(id, d));
+                        top.push(k);
                         if top.len() > ef {
                             top.pop();
                         }
                     }
-                    lower = top.peek().map_or(f32::INFINITY, |n| n.distance);
+                    lower = top.peek().map_or(f32::INFINITY, |&k| key_distance(k));
                 }
             }
             // The next node to expand is known now: start loading its list.
-            if let Some(l) = cand.peek().and_then(|Reverse(n)| g.list(n.slot, level)) {
+            if let Some(l) = cand.peek().and_then(|&Reverse(k)| g.list(k as u32, level)) {
                 prefetch(l);
             }
         }
@@ -309,7 +344,7 @@ impl HnswIndex {
         while work.top.len() > k {
             work.top.pop();
         }
-        out.extend(work.top.drain());
+        out.extend(work.top.drain().map(unkey));
         if self.metric == Metric::Cosine {
             for n in out.iter_mut() {
                 if let Some(v) = storage.get(n.slot) {

@@ -507,6 +507,40 @@ fn damaged_files_are_corruption_errors() {
 const HEADER_LEN: usize = 72;
 
 #[test]
+fn packed_keys_order_as_neighbors() {
+    let ds = [
+        f32::NEG_INFINITY,
+        -3.5,
+        -0.0,
+        0.0,
+        1e-30,
+        1.0,
+        2.5,
+        f32::INFINITY,
+    ];
+    let mut ns = Vec::new();
+    for &d in &ds {
+        for s in [0u32, 1, 7, u32::MAX] {
+            ns.push(Neighbor::new(s, d));
+        }
+    }
+    for a in &ns {
+        assert_eq!(search::unkey(search::key(*a)), *a);
+        assert_eq!(
+            search::unkey(search::key(*a)).distance.to_bits(),
+            a.distance.to_bits()
+        );
+        for b in &ns {
+            assert_eq!(
+                search::key(*a).cmp(&search::key(*b)),
+                a.cmp(b),
+                "{a:?} {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn empty_index_and_k_above_len() {
     let storage = MemoryStorage::new(2).unwrap();
     let index = HnswIndex::new(2, Metric::L2, HnswParams::default()).unwrap();
