@@ -59,7 +59,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let (report, md) = run_bench(&cfg, &opts, &mut |m| {
-        bar.println(format!("  {m}"));
+        // A hidden bar (stderr is not a terminal: CI, a log file) prints nothing,
+        // so the phase log goes to stderr directly there.
+        if bar.is_hidden() {
+            eprintln!("  {m}");
+        } else {
+            bar.println(format!("  {m}"));
+        }
         bar.set_message(m.to_string());
     })?;
     bar.finish_and_clear();
