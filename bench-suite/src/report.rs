@@ -64,7 +64,8 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(m, "- **recall by id**: fraction of the true top-k ids returned. **recall by distance**: fraction of returned results whose distance (recomputed by the harness from the base vectors, never taken from the system) is within 1e-3 of the true k-th distance, so ties count (ann-benchmarks' rule).");
     let _ = writeln!(m, "- **QPS at recall r**: interpolated on each system's Pareto frontier of (recall@{k} by id, 1-thread QPS), geometrically in QPS between the two bracketing points; — means the system never reached r.");
-    let _ = writeln!(m, "- Build phases are separate figures: **storage append** (vectors copied into the storage backend, no index), **index train** (k-means/codebooks), **index build** (adding every vector to the index). They are never summed into one number.\n");
+    let _ = writeln!(m, "- Build phases are separate figures: **storage append** (vectors copied into the storage backend, no index), **index train** (k-means/codebooks), **index build** (adding every vector to the index). They are never summed into one number.");
+    let _ = writeln!(m, "- **index bytes/vector**: for omen systems, the index's own structures only (graph links, codes, lists); the full vectors live in the storage backend and are not included. For peers, what the library's index holds as a whole, which for FAISS Flat/HNSW, `IndexRefineFlat` and hnswlib/USearch includes the full vectors (4 × dim bytes each). Compare like with like: add 4 × dim to omen's figure, or subtract it from the peer's.\n");
 
     let _ = writeln!(m, "## QPS at recall@{k} (by id), one thread\n");
     let _ = writeln!(
