@@ -47,6 +47,32 @@ pub fn check_rows(rows: &[f32], dim: usize) -> Result<usize> {
     Ok(rows.len() / dim)
 }
 
+/// Checks that `storage` holds rows of the index's width `dim`.
+pub fn check_storage_dim(dim: usize, storage: &dyn crate::VectorStorage) -> Result<()> {
+    if storage.dim() != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: storage.dim(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the [`crate::VectorIndex::add`] contract that every slot of `slots` is
+/// published: `UnknownSlot` naming the first one that is not.
+pub fn check_published(
+    storage: &dyn crate::VectorStorage,
+    slots: &std::ops::Range<crate::SlotId>,
+) -> Result<()> {
+    let published = storage.len();
+    if slots.end as usize > published {
+        return Err(Error::UnknownSlot {
+            slot: slots.start.max(published as crate::SlotId),
+        });
+    }
+    Ok(())
+}
+
 /// Writes `v / |v|` into `out` (resized). Errors with `ZeroVector` for a zero vector
 /// and `NonFinite` if the norm overflows.
 pub fn normalize_into(v: &[f32], out: &mut Vec<f32>, row: usize) -> Result<()> {

@@ -98,13 +98,7 @@ impl FlatIndex {
     }
 
     fn check_storage(&self, storage: &dyn VectorStorage) -> Result<()> {
-        if storage.dim() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: storage.dim(),
-            });
-        }
-        Ok(())
+        omen_core::validate::check_storage_dim(self.dim, storage)
     }
 
     fn record(&self, queries: u64, stats: SearchStats) {
@@ -305,12 +299,7 @@ impl VectorIndex for FlatIndex {
         if slots.is_empty() {
             return Ok(());
         }
-        let published = storage.len();
-        if slots.end as usize > published {
-            return Err(Error::UnknownSlot {
-                slot: slots.start.max(published as SlotId),
-            });
-        }
+        omen_core::validate::check_published(storage, &slots)?;
         self.present.insert_range(slots)
     }
 

@@ -230,13 +230,7 @@ impl HnswIndex {
     }
 
     fn check_storage(&self, storage: &dyn VectorStorage) -> Result<()> {
-        if storage.dim() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: storage.dim(),
-            });
-        }
-        Ok(())
+        omen_core::validate::check_storage_dim(self.dim, storage)
     }
 
     fn draw_level(&self, rng: &mut u64) -> usize {
@@ -699,12 +693,7 @@ impl VectorIndex for HnswIndex {
         if slots.is_empty() {
             return Ok(());
         }
-        let published = storage.len();
-        if slots.end as usize > published {
-            return Err(Error::UnknownSlot {
-                slot: slots.start.max(published as SlotId),
-            });
-        }
+        omen_core::validate::check_published(storage, &slots)?;
         // A non-finite vector would poison every distance that touches it.
         for (row, s) in slots.clone().enumerate() {
             let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;

@@ -956,12 +956,7 @@ impl VectorIndex for IvfPqIndex {
 
     fn add(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
         let _w = sync::lock(&self.writer);
-        if storage.dim() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: storage.dim(),
-            });
-        }
+        omen_core::validate::check_storage_dim(self.dim, storage)?;
         {
             let mem = sync::read(&self.members);
             for s in slots.clone() {
