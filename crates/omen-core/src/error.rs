@@ -98,6 +98,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another process (or another open collection in this one) holds the
+    /// directory's lock.
+    #[error("{} is locked by another writer (its LOCK file is held); one process per collection directory", path.display())]
+    Locked {
+        /// The collection directory.
+        path: PathBuf,
+    },
     /// An earlier I/O failure (such as a failed fsync) left durable state uncertain;
     /// writes are refused until the collection is reopened.
     #[error("collection is poisoned by an earlier I/O failure; reopen it")]

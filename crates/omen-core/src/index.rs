@@ -131,4 +131,13 @@ pub trait VectorIndex: Send + Sync {
 
     /// Counters since creation.
     fn stats(&self) -> IndexStats;
+
+    /// The index's own state (graph links, codebooks, inverted lists; never the
+    /// storage's vectors) as bytes for a checkpoint, or `None` when the index keeps
+    /// nothing worth saving and is rebuilt on reopen by adding the live slots
+    /// (the flat index). Takes a consistent copy: callers hold off writers while
+    /// it runs.
+    fn persist(&self) -> Option<Vec<u8>> {
+        None
+    }
 }

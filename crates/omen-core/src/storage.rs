@@ -51,6 +51,12 @@ pub trait VectorStorage: Send + Sync {
 
     /// Bytes of memory (or mapped file) held for vectors.
     fn memory_bytes(&self) -> usize;
+
+    /// Makes every published row durable, for file-backed storages (the mmap
+    /// storage syncs its mapped files); a no-op for memory.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl dyn VectorStorage + '_ {

@@ -810,6 +810,10 @@ impl VectorIndex for HnswIndex {
             build_distance_computations: self.build_distances.load(Ordering::Relaxed),
         }
     }
+
+    fn persist(&self) -> Option<Vec<u8>> {
+        Some(self.to_bytes())
+    }
 }
 
 impl std::fmt::Debug for HnswIndex {

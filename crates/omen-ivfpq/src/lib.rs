@@ -1069,6 +1069,10 @@ impl VectorIndex for IvfPqIndex {
             build_distance_computations: self.build_dc.load(Ordering::Relaxed),
         }
     }
+
+    fn persist(&self) -> Option<Vec<u8>> {
+        Some(self.to_bytes())
+    }
 }
 
 #[cfg(all(test, loom))]

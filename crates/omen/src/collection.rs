@@ -1,4 +1,5 @@
 use crate::config::{CollectionConfig, IndexKind, StorageKind};
+use crate::durable::wal::Op;
 use crate::idmap::IdMap;
 use omen_core::simd::{Isa, Kernels};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
@@ -92,18 +93,21 @@ pub struct CollectionStats {
 /// few indexed slots that are not current. The loom models in `loom_tests.rs`
 /// check this protocol.
 pub struct Collection {
-    dim: usize,
-    metric: Metric,
-    storage: Box<dyn VectorStorage>,
-    index: Box<dyn VectorIndex>,
-    ids: RwLock<IdMap>,
+    pub(crate) dim: usize,
+    pub(crate) metric: Metric,
+    pub(crate) storage: Box<dyn VectorStorage>,
+    pub(crate) index: Box<dyn VectorIndex>,
+    pub(crate) ids: RwLock<IdMap>,
     /// Serialises writers; holds their reusable normalisation buffer.
-    writer: Mutex<Vec<f32>>,
+    pub(crate) writer: Mutex<Vec<f32>>,
     scratch_pool: Mutex<Vec<QueryScratch>>,
     /// Scratch sets kept for reuse: twice the cores, since a graph index's visited
     /// marks grow with the collection. More concurrent searches than this
     /// allocate their own and drop them.
     max_pooled: usize,
+    /// The write-ahead log and checkpoints of a collection opened from a
+    /// directory; `None` for an in-memory one.
+    pub(crate) durable: Option<crate::durable::Durable>,
 }
 
 /// Per-search working memory, pooled so that a warmed-up search allocates only
@@ -138,7 +142,23 @@ impl Collection {
         check_dim(dim)?;
         let storage: Box<dyn VectorStorage> = match config.storage {
             StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
+            StorageKind::Mmap => {
+                return Err(Error::invalid_param(
+                    "storage",
+                    "mmap storage lives in a collection directory: use Collection::create",
+                ))
+            }
         };
+        let index = new_index(config)?;
+        Collection::with_backends(dim, config.metric, storage, index)
+    }
+}
+
+/// The empty index `config` names.
+pub(crate) fn new_index(config: &CollectionConfig) -> Result<Box<dyn VectorIndex>> {
+    let dim = config.dim;
+    check_dim(dim)?;
+    {
         // Cosine collections store unit vectors, so `1 - a·b` is already the cosine
         // distance: the index computes a dot product instead of two norms per pair.
         let index_metric = if config.metric == Metric::Cosine {
@@ -155,9 +175,11 @@ impl Collection {
                 Box::new(omen_ivfpq::IvfPqIndex::new(dim, index_metric, p.clone())?)
             }
         };
-        Collection::with_backends(dim, config.metric, storage, index)
+        Ok(index)
     }
+}
 
+impl Collection {
     /// Creates an empty collection over any storage and index.
     ///
     /// Both must be empty and have width `dim`; the index must use `metric`, or,
@@ -200,16 +222,34 @@ impl Collection {
                 "storage and index must be empty: a collection cannot adopt vectors without ids",
             ));
         }
-        Ok(Collection {
+        Ok(Collection::assemble(
             dim,
             metric,
             storage,
             index,
-            ids: RwLock::new(IdMap::default()),
+            IdMap::default(),
+        ))
+    }
+
+    /// A collection over loaded parts, unchecked (the caller checked them).
+    pub(crate) fn assemble(
+        dim: usize,
+        metric: Metric,
+        storage: Box<dyn VectorStorage>,
+        index: Box<dyn VectorIndex>,
+        ids: IdMap,
+    ) -> Collection {
+        Collection {
+            dim,
+            metric,
+            storage,
+            index,
+            ids: RwLock::new(ids),
             writer: Mutex::new(Vec::new()),
             scratch_pool: Mutex::new(Vec::new()),
             max_pooled: std::thread::available_parallelism().map_or(8, |n| 2 * n.get()),
-        })
+            durable: None,
+        }
     }
 
     /// Width of every vector.
@@ -293,15 +333,20 @@ impl Collection {
     /// (norm over [`MAX_SQUARED_NORM`]), `DuplicateId`, checked in that order;
     /// backend errors (`CapacityExceeded`, `Io`).
     pub fn insert(&self, id: &str, vector: &[f32]) -> Result<()> {
-        let mut buf = lock(&self.writer);
-        check_id(id)?;
-        check_vector(vector, self.dim, 0)?;
-        let row = self.prepare_row(vector, 0, &mut buf)?;
-        if read(&self.ids).contains(id) {
-            return Err(Error::DuplicateId { id: id.to_owned() });
-        }
-        let slot = self.storage.append(row)?;
-        self.publish_new(&[Arc::from(id)], slot..slot_end(slot, 1)?)
+        let ticket = {
+            let mut buf = lock(&self.writer);
+            self.check_writable()?;
+            check_id(id)?;
+            check_vector(vector, self.dim, 0)?;
+            let row = self.prepare_row(vector, 0, &mut buf)?;
+            if read(&self.ids).contains(id) {
+                return Err(Error::DuplicateId { id: id.to_owned() });
+            }
+            let ticket = self.log(Op::Insert, &[id], row)?;
+            let applied = self.apply_rows(&[Arc::from(id)], row);
+            self.after_apply(applied, ticket)?
+        };
+        self.commit(ticket)
     }
 
     /// Inserts many new ids at once: `ids[i]` names row `i` of `rows`, a row-major
@@ -324,6 +369,7 @@ impl Collection {
     /// ```
     pub fn insert_batch<S: AsRef<str>>(&self, ids: &[S], rows: &[f32]) -> Result<()> {
         let mut row_buf = lock(&self.writer);
+        self.check_writable()?;
         let dim = self.dim;
         if !rows.len().is_multiple_of(dim) {
             return Err(Error::DimensionMismatch {
@@ -368,15 +414,12 @@ impl Collection {
         } else {
             rows
         };
-        let slots = self.storage.append_batch(to_store)?;
         let names: Vec<Arc<str>> = ids.iter().map(|id| Arc::from(id.as_ref())).collect();
-        if slots.len() != n {
-            // A storage breaking its contract; the rows it wrote stay dead.
-            return Err(Error::CapacityExceeded {
-                what: format!("storage appended {} rows of {n}", slots.len()),
-            });
-        }
-        self.publish_new(&names, slots)
+        let ticket = self.log(Op::Insert, &names, to_store)?;
+        let applied = self.apply_rows(&names, to_store);
+        let ticket = self.after_apply(applied, ticket)?;
+        drop(row_buf);
+        self.commit(ticket)
     }
 
     /// Inserts `id`, or replaces its vector if it is live. Errors (nothing
@@ -387,22 +430,61 @@ impl Collection {
     /// concurrent search sees either the old or the new vector, never both and
     /// never neither.
     pub fn upsert(&self, id: &str, vector: &[f32]) -> Result<()> {
-        let mut buf = lock(&self.writer);
-        check_id(id)?;
-        check_vector(vector, self.dim, 0)?;
-        let row = self.prepare_row(vector, 0, &mut buf)?;
-        let slot = self.storage.append(row)?;
-        // publish_new switches the id from the old slot to the new one in one step,
-        // after the new one is in the index, and only then retires the old one.
-        self.publish_new(&[Arc::from(id)], slot..slot_end(slot, 1)?)
+        let ticket = {
+            let mut buf = lock(&self.writer);
+            self.check_writable()?;
+            check_id(id)?;
+            check_vector(vector, self.dim, 0)?;
+            let row = self.prepare_row(vector, 0, &mut buf)?;
+            let ticket = self.log(Op::Upsert, &[id], row)?;
+            // publish_new switches the id from the old slot to the new one in one
+            // step, after the new one is in the index, and only then retires the
+            // old one.
+            let applied = self.apply_rows(&[Arc::from(id)], row);
+            self.after_apply(applied, ticket)?
+        };
+        self.commit(ticket)
     }
 
     /// Removes a live id. Errors (nothing changed): `InvalidId` for an id that
     /// could never be valid, `UnknownId` if it is not live. Its slot becomes a
     /// tombstone.
     pub fn delete(&self, id: &str) -> Result<()> {
-        let _w = lock(&self.writer);
-        check_id(id)?;
+        let ticket = {
+            let _w = lock(&self.writer);
+            self.check_writable()?;
+            check_id(id)?;
+            if !read(&self.ids).contains(id) {
+                return Err(Error::UnknownId { id: id.to_owned() });
+            }
+            let ticket = self.log(Op::Delete, &[id], &[])?;
+            let applied = self.apply_delete(id);
+            self.after_apply(applied, ticket)?
+        };
+        self.commit(ticket)
+    }
+
+    /// Appends validated, prepared rows for `names` and publishes them (insert,
+    /// batch insert, upsert; replay uses it too).
+    pub(crate) fn apply_rows(&self, names: &[Arc<str>], rows: &[f32]) -> Result<()> {
+        let n = names.len();
+        let slots = if n == 1 {
+            let slot = self.storage.append(rows)?;
+            slot..slot_end(slot, 1)?
+        } else {
+            self.storage.append_batch(rows)?
+        };
+        if slots.len() != n {
+            // A storage breaking its contract; the rows it wrote stay dead.
+            return Err(Error::CapacityExceeded {
+                what: format!("storage appended {} rows of {n}", slots.len()),
+            });
+        }
+        self.publish_new(names, slots)
+    }
+
+    /// Removes a live id (delete; replay uses it too). `UnknownId` if not live.
+    pub(crate) fn apply_delete(&self, id: &str) -> Result<()> {
         let slot = {
             let mut ids = write(&self.ids);
             let Some(slot) = ids.remove_id(id) else {

@@ -33,9 +33,14 @@ impl IndexKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StorageKind {
-    /// The chunked in-memory arena ([`omen_storage::MemoryStorage`]).
+    /// The chunked in-memory arena ([`omen_storage::MemoryStorage`]). In a
+    /// durable collection its rows are saved to segment files at each checkpoint.
     #[default]
     Memory,
+    /// Memory-mapped chunk files in the collection directory
+    /// ([`omen_storage::MmapStorage`]); only for durable collections
+    /// ([`Collection::create`]).
+    Mmap,
 }
 
 impl StorageKind {
@@ -43,6 +48,7 @@ impl StorageKind {
     pub fn name(&self) -> &'static str {
         match self {
             StorageKind::Memory => "memory",
+            StorageKind::Mmap => "mmap",
         }
     }
 }

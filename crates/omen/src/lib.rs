@@ -18,11 +18,14 @@
 
 mod collection;
 mod config;
+mod durable;
 mod idmap;
 pub mod snapshot;
 
 pub use collection::{check_id, isa, Collection, CollectionStats, MAX_ID_LEN, MAX_SQUARED_NORM};
 pub use config::{CollectionConfig, IndexKind, StorageKind};
+pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo};
+pub use omen_fs as fs;
 
 pub use omen_core::simd::Isa;
 pub use omen_core::{

@@ -1,0 +1,240 @@
+//! [`RealFs`]: the [`FileSystem`] over `std::fs`.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{FileSystem, LockGuard, WritableFile};
+
+/// The real file system, through `std::fs`.
+///
+/// `sync_data` is `fdatasync`, [`sync_file`](FileSystem::sync_file) is `fsync` of
+/// the file, and [`sync_dir`](FileSystem::sync_dir) is `fsync` of the directory
+/// (a no-op on platforms that cannot open a directory as a file).
+/// [`lock`](FileSystem::lock) is an advisory exclusive lock (`flock` on Unix) on
+/// the lock file, taken without waiting: another holder, in this process through
+/// another open of the file or in another process, makes it fail with
+/// [`io::ErrorKind::WouldBlock`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+impl RealFs {
+    /// The real file system.
+    pub fn new() -> RealFs {
+        RealFs
+    }
+}
+
+/// A file of the real file system open for writing at its end.
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+    len: u64,
+}
+
+impl WritableFile for RealFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                self.len = self.len.saturating_add(buf.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the buffer may have been written: ask the file.
+                if let Ok(meta) = self.file.metadata() {
+                    self.len = meta.len();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A held lock: the open lock file (closing it releases the lock).
+#[derive(Debug)]
+struct RealLock {
+    _file: File,
+}
+
+impl LockGuard for RealLock {}
+
+impl FileSystem for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = File::create(path)?;
+        Ok(Box::new(RealFile { file, len: 0 }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Box::new(RealFile { file, len }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            // Names that are not UTF-8 are none of ours: skip them.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
+        OpenOptions::new().write(true).open(path)?.set_len(len)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    #[cfg(unix)]
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    #[cfg(not(unix))]
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // A directory cannot be opened as a file here; its entries are made
+        // durable by the file system itself. Still report a missing directory.
+        fs::metadata(dir).map(|_| ())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(RealLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another holder", path.display()),
+            )),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn real_path(&self, path: &Path) -> Option<PathBuf> {
+        Some(path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_in_a_tempdir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealFs::new();
+        let dir = tmp.path().join("a/b");
+        fs.create_dir_all(&dir).unwrap();
+        fs.create_dir_all(&dir).unwrap(); // not an error if it exists
+        let p = dir.join("log");
+        assert!(!fs.exists(&p));
+        let mut f = fs.create(&p).unwrap();
+        assert!(f.is_empty());
+        f.write_all(b"hello ").unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(f.len(), 6);
+        drop(f);
+        let mut f = fs.open_append(&p).unwrap();
+        assert_eq!(f.len(), 6);
+        f.write_all(b"world").unwrap();
+        assert_eq!(f.len(), 11);
+        drop(f);
+        assert!(fs.exists(&p));
+        assert_eq!(fs.read(&p).unwrap(), b"hello world");
+        fs.sync_file(&p).unwrap();
+        fs.sync_dir(&dir).unwrap();
+
+        // create truncates
+        let mut f = fs.create(&p).unwrap();
+        f.write_all(b"x").unwrap();
+        drop(f);
+        assert_eq!(fs.read(&p).unwrap(), b"x");
+
+        fs.set_len(&p, 3).unwrap();
+        assert_eq!(fs.read(&p).unwrap(), b"x\0\0");
+        fs.set_len(&p, 1).unwrap();
+        assert_eq!(fs.read(&p).unwrap(), b"x");
+
+        let q = dir.join("final");
+        fs.rename(&p, &q).unwrap();
+        assert!(!fs.exists(&p));
+        assert_eq!(fs.read(&q).unwrap(), b"x");
+        fs.create(&dir.join("c")).unwrap();
+        assert_eq!(
+            fs.list(&dir).unwrap(),
+            vec!["c".to_string(), "final".to_string()]
+        );
+        fs.remove_file(&q).unwrap();
+        assert_eq!(fs.list(&dir).unwrap(), vec!["c".to_string()]);
+        assert_eq!(fs.real_path(&q), Some(q.clone()));
+
+        assert_eq!(
+            fs.open_append(&q).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
+        assert_eq!(
+            fs.read(&q).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
+        assert!(fs.list(&dir.join("nope")).is_err());
+    }
+
+    /// `File::try_lock` is `flock` on Linux: locks belong to the open file
+    /// description, so a second open of the same path in the same process
+    /// conflicts with the first.
+    #[test]
+    fn lock_contention_in_one_process_is_would_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealFs::new();
+        let p = tmp.path().join("LOCK");
+        let g = fs.lock(&p).unwrap();
+        assert!(fs.exists(&p));
+        let err = fs.lock(&p).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop(g);
+        let g2 = fs.lock(&p).unwrap();
+        assert_eq!(
+            fs.lock(&p).err().map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        drop(g2);
+    }
+}
