@@ -24,7 +24,7 @@ pub mod snapshot;
 
 pub use collection::{check_id, isa, Collection, CollectionStats, MAX_ID_LEN, MAX_SQUARED_NORM};
 pub use config::{CollectionConfig, IndexKind, StorageKind};
-pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo};
+pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};
 pub use omen_fs as fs;
 
 pub use omen_core::simd::Isa;

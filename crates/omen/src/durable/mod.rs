@@ -297,7 +297,7 @@ impl Collection {
                     // Left by an earlier create that did not finish.
                     std::fs::remove_dir_all(&real).map_err(io_err(&real))?;
                 }
-                Box::new(omen_storage::MmapStorage::create(&real, dim)?)
+                mmap_create(&real, dim)?
             }
         };
         let index = new_index(config)?;
@@ -363,9 +363,9 @@ impl Collection {
                 let real = fs.real_path(&dir.join("vectors")).ok_or_else(|| {
                     Error::invalid_param("storage", "mmap storage needs the real file system")
                 })?;
-                let s = omen_storage::MmapStorage::open(&real, dim, m.rows as usize)?;
+                let s = mmap_open(&real, dim, m.rows as usize)?;
                 for seg in &m.segments {
-                    let crc = segment_crc(&s, seg);
+                    let crc = segment_crc(&*s, seg);
                     if crc != seg.crc {
                         return Err(Error::corruption(
                             &real,
@@ -379,7 +379,7 @@ impl Collection {
                         ));
                     }
                 }
-                Box::new(s)
+                s
             }
             _ => {
                 let s = omen_storage::MemoryStorage::new(dim)?;
@@ -814,6 +814,30 @@ struct Cut {
     wal_gen: u64,
 }
 
+#[cfg(not(loom))]
+fn mmap_create(dir: &Path, dim: usize) -> Result<Box<dyn VectorStorage>> {
+    Ok(Box::new(omen_storage::MmapStorage::create(dir, dim)?))
+}
+
+#[cfg(not(loom))]
+fn mmap_open(dir: &Path, dim: usize, rows: usize) -> Result<Box<dyn VectorStorage>> {
+    Ok(Box::new(omen_storage::MmapStorage::open(dir, dim, rows)?))
+}
+
+/// The loom build has no mmap storage (loom does not model file I/O).
+#[cfg(loom)]
+fn mmap_create(_: &Path, _: usize) -> Result<Box<dyn VectorStorage>> {
+    Err(Error::invalid_param(
+        "storage",
+        "no mmap storage under loom",
+    ))
+}
+
+#[cfg(loom)]
+fn mmap_open(dir: &Path, dim: usize, _: usize) -> Result<Box<dyn VectorStorage>> {
+    mmap_create(dir, dim)
+}
+
 /// CRC-32C of a segment's rows in `storage`.
 fn segment_crc(storage: &dyn VectorStorage, seg: &Segment) -> u32 {
     let dim = storage.dim();
@@ -996,3 +1020,154 @@ impl Drop for Durable {
 #[cfg(test)]
 #[cfg(not(loom))]
 mod tests;
+
+/// What [`Collection::verify`] checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Live ids checked against the storage and the index.
+    pub live: usize,
+    /// Storage rows.
+    pub rows: usize,
+    /// Files whose checksums were checked (manifest, segments, ids, index, logs).
+    pub files: usize,
+    /// Log records that parsed (not yet in a checkpoint).
+    pub log_records: u64,
+}
+
+impl Collection {
+    /// Checks every checksum of the collection's files (durable collections) and
+    /// the agreement of the id map, the storage and the index: every live id's
+    /// slot holds a finite vector, and the index holds exactly the live slots.
+    /// Writers wait while it runs. Errors: `Corruption` naming what disagrees.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = lock(&self.writer);
+        let mut report = VerifyReport {
+            rows: self.storage.len(),
+            ..VerifyReport::default()
+        };
+        let here = self
+            .dir()
+            .map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
+        {
+            let ids = read(&self.ids);
+            let live = ids.live();
+            report.live = live.len();
+            for (id, slot) in &live {
+                let Some(v) = self.storage.get(*slot) else {
+                    return Err(Error::corruption(
+                        &here,
+                        0,
+                        format!(
+                            "id {id:?} names slot {slot}, beyond the {} stored rows",
+                            report.rows
+                        ),
+                    ));
+                };
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::corruption(
+                        &here,
+                        0,
+                        format!("id {id:?}: non-finite vector"),
+                    ));
+                }
+                if !self.index.contains(*slot) {
+                    return Err(Error::corruption(
+                        &here,
+                        0,
+                        format!("id {id:?} (slot {slot}) is missing from the index"),
+                    ));
+                }
+            }
+            if self.index.len() != live.len() {
+                return Err(Error::corruption(
+                    &here,
+                    0,
+                    format!(
+                        "the index holds {} slots for {} live ids",
+                        self.index.len(),
+                        live.len()
+                    ),
+                ));
+            }
+        }
+        let Some(d) = &self.durable else {
+            return Ok(report);
+        };
+        // The files, as on disk now (buffered log records are flushed first).
+        d.queue.flush(false).inspect_err(|_| d.poison())?;
+        let fs = &*d.fs;
+        let dir = &d.dir;
+        let mpath = dir.join("MANIFEST");
+        let m = files::parse_manifest(&fs.read(&mpath).map_err(io_err(&mpath))?, &mpath)?;
+        report.files += 1;
+        for seg in &m.segments {
+            match &seg.file {
+                Some(name) => {
+                    let path = dir.join(name);
+                    files::parse_segment(
+                        &fs.read(&path).map_err(io_err(&path))?,
+                        &path,
+                        m.dim,
+                        seg,
+                    )?;
+                }
+                None => {
+                    let crc = segment_crc(&*self.storage, seg);
+                    if crc != seg.crc {
+                        return Err(Error::corruption(
+                            dir.join("vectors"),
+                            0,
+                            format!(
+                                "rows {}..{} fail their checksum",
+                                seg.first_row,
+                                seg.first_row + seg.rows
+                            ),
+                        ));
+                    }
+                }
+            }
+            report.files += 1;
+        }
+        let ipath = dir.join(&m.ids_file);
+        files::parse_ids(&fs.read(&ipath).map_err(io_err(&ipath))?, &ipath, m.rows)?;
+        report.files += 1;
+        if let Some(name) = &m.index_file {
+            let path = dir.join(name);
+            let bytes = fs.read(&path).map_err(io_err(&path))?;
+            let n = match m.index.as_str() {
+                "hnsw" => omen_hnsw::HnswIndex::from_bytes(&bytes, &path)?.len(),
+                _ => omen_ivfpq::IvfPqIndex::from_bytes(&bytes, &path)?.len(),
+            };
+            if n as u64 != m.live {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    format!(
+                        "index file holds {n} slots, the checkpoint {} live ids",
+                        m.live
+                    ),
+                ));
+            }
+            report.files += 1;
+        }
+        let mut gens: Vec<u64> = fs
+            .list(dir)
+            .map_err(io_err(dir))?
+            .iter()
+            .filter_map(|n| parse_wal_name(n))
+            .filter(|&g| g >= m.wal_gen)
+            .collect();
+        gens.sort_unstable();
+        let mut next = m.last_seq + 1;
+        for (i, &g) in gens.iter().enumerate() {
+            let path = dir.join(wal_name(g));
+            let bytes = fs.read(&path).map_err(io_err(&path))?;
+            let scan = wal::scan(&bytes, &path, m.dim, g, next, i + 1 == gens.len())?;
+            next += scan.records.len() as u64;
+            report.log_records += scan.records.len() as u64;
+            report.files += 1;
+        }
+        Ok(report)
+    }
+}
