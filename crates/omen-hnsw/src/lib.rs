@@ -257,9 +257,7 @@ impl HnswIndex {
         {
             return Ok(());
         }
-        let g = read(&self.graph);
-        let dc = self.repair_graph(&g, storage);
-        drop(g);
+        let dc = self.repair_graph(storage);
         self.build_distances.fetch_add(dc, Ordering::Relaxed);
         self.repairing.store(false, Ordering::Release);
         Ok(())
@@ -528,16 +526,28 @@ impl HnswIndex {
     }
 
     /// Rewires live lists that link to `DELETED` nodes; returns distances computed.
-    fn repair_graph(&self, g: &Graph, storage: &dyn VectorStorage) -> u64 {
+    ///
+    /// The graph's read lock is never held across the parallel loop: a rayon
+    /// worker waiting inside it may run another job (an insert of another batch)
+    /// that takes the read lock again, and with a writer queued in between
+    /// (`grow_to`), a read lock held across the loop would deadlock. Each node's
+    /// repair takes the read lock for itself instead.
+    fn repair_graph(&self, storage: &dyn VectorStorage) -> u64 {
         use rayon::prelude::*;
-        let cap = g.capacity();
-        let doomed: Vec<bool> = (0..cap as u32)
-            .map(|id| g.node(id).is_some_and(|n| status_of(n.word()) == DELETED))
-            .collect();
+        let (cap, doomed) = {
+            let g = read(&self.graph);
+            let cap = g.capacity();
+            let doomed: Vec<bool> = (0..cap as u32)
+                .map(|id| g.node(id).is_some_and(|n| status_of(n.word()) == DELETED))
+                .collect();
+            (cap, doomed)
+        };
         if !doomed.iter().any(|&d| d) {
             return 0;
         }
         let fix = |work: &mut Work, u: u32| -> u64 {
+            let g = read(&self.graph);
+            let g: &Graph = &g;
             let mut dc = 0u64;
             let Some(node) = g.node(u) else { return 0 };
             let word = node.word();
@@ -558,6 +568,7 @@ impl HnswIndex {
                 .map_init(Work::default, |w, u| fix(w, u))
                 .sum()
         };
+        let g = read(&self.graph);
         let mut repaired = 0;
         for (id, _) in doomed.iter().enumerate().filter(|(_, &d)| d) {
             if let Some(n) = g.node(id as u32) {
@@ -577,7 +588,7 @@ impl HnswIndex {
             }
         }
         self.tombstones.fetch_sub(repaired, Ordering::AcqRel);
-        self.move_entry_off_removed(g);
+        self.move_entry_off_removed(&g);
         dc
     }
 
