@@ -29,8 +29,9 @@
 //! protected by a lock file held by the storage's owner (the durable collection),
 //! and nothing in Omen touches the chunk files of an open storage; another process
 //! that modifies them anyway breaks this contract (a truncation turns reads into
-//! `SIGBUS`). Chunk files are sparse, so a write into a hole can also fault with
-//! `SIGBUS` when the file system is full.
+//! `SIGBUS`). Chunk files are sparse; rows are written with `pwrite` (not through
+//! the mapping), so a full file system is an `Io` error (ENOSPC) on append, never
+//! a fault.
 //!
 //! # Length and durability
 //! The storage does not persist its own length. Its owner records how many rows
