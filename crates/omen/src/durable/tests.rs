@@ -87,3 +87,66 @@ fn real_fs_mmap_round_trip() {
     }
     assert_eq!(c.recovery_info().unwrap().replayed_records, 100);
 }
+
+/// Searches run while inserts and checkpoints proceed; every acknowledged id is
+/// found afterwards and after reopening, and a search never sees an id without
+/// its vector.
+#[test]
+fn searches_inserts_and_checkpoints_run_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cfg = CollectionConfig::new(4, Metric::L2)
+        .index(IndexKind::Hnsw(omen_hnsw::HnswParams::default()));
+    let opts = DurableOptions::default().checkpoint_log_bytes(8 << 10);
+    let c = Collection::create(&dir, &cfg, opts.clone()).unwrap();
+    let vec_of = |t: usize, i: usize| [t as f32, i as f32, (i % 7) as f32, 1.0];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..300 {
+                        c.insert(&format!("t{t}-{i}"), &vec_of(t, i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let cp = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                c.checkpoint().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let searcher = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (id, _) in c.search(&[1.0, 5.0, 5.0, 1.0], 5).unwrap() {
+                    // A reported id always has its vector.
+                    assert!(c.get(&id).is_some() || !c.contains(&id));
+                }
+                n += 1;
+            }
+            n
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(cp.join().unwrap() > 0);
+        assert!(searcher.join().unwrap() > 0);
+    });
+    assert_eq!(c.len(), 600);
+    c.verify().unwrap();
+    drop(c);
+    let c = Collection::open(&dir, opts).unwrap();
+    assert_eq!(c.len(), 600);
+    for t in 0..2 {
+        for i in 0..300 {
+            assert_eq!(c.get(&format!("t{t}-{i}")), Some(vec_of(t, i).to_vec()));
+        }
+    }
+    c.verify().unwrap();
+}
