@@ -256,6 +256,9 @@ impl HnswIndex {
         let mut offsets = Vec::with_capacity(nodes);
         let mut ids = Vec::new();
         let (mut present, mut deleted, mut max_level) = (0u32, 0u32, None::<usize>);
+        // The highest level of a present node: the entry point is at least that
+        // high (a repair moves it off removed nodes, which may stand higher).
+        let mut max_present_level = 0usize;
         for id in 0..nodes as u32 {
             let at = r.pos;
             offsets.push(at);
@@ -279,6 +282,9 @@ impl HnswIndex {
             present += u32::from(status == PRESENT);
             deleted += u32::from(status == DELETED);
             max_level = max_level.max(Some(level));
+            if status == PRESENT {
+                max_present_level = max_present_level.max(level);
+            }
             g.set_levels(id, level);
             for lc in 0..=level {
                 let count = r.u16()? as usize;
@@ -345,15 +351,21 @@ impl HnswIndex {
         let entry = match max_level {
             None if ep_slot == u32::MAX => NO_ENTRY,
             None => return Err(r.bad(64, "entry point in an empty graph")),
-            Some(top) => {
+            Some(_) => {
                 let ew = g.node(ep_slot).map_or(0, |n| n.word());
-                if ep_level != top || status_of(ew) == ABSENT || level_of(ew) != top {
+                if status_of(ew) == ABSENT
+                    || level_of(ew) != ep_level
+                    || ep_level < max_present_level
+                {
                     return Err(r.bad(
                         64,
-                        format!("entry point {ep_slot} at level {ep_level} is not a node of the top level {top}"),
+                        format!(
+                            "entry point {ep_slot} at level {ep_level} is not a node of that level \
+                             at or above every present node (top present level {max_present_level})"
+                        ),
                     ));
                 }
-                entry_word(ep_slot, top)
+                entry_word(ep_slot, ep_level)
             }
         };
         let index = HnswIndex::build(dim, metric, params, g);

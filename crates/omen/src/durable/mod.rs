@@ -20,8 +20,9 @@
 //! * A checkpoint creates and syncs log generation `G + 1`, then, holding the
 //!   writer lock, syncs the old log and switches writers to the new one, and takes
 //!   the state as of that cut (rows, id map, the index's bytes). It writes the new
-//!   segment, id and index files (each synced), writes `MANIFEST.tmp`, syncs it,
-//!   renames it over `MANIFEST` and syncs the directory. Only then are older log
+//!   segment, id and index files (each synced), writes `MANIFEST.tmp`, syncs it
+//!   and the directory (so that every file it names is there), renames it over
+//!   `MANIFEST` and syncs the directory again. Only then are older log
 //!   generations and files removed.
 //! * Opening reads `MANIFEST`, loads what it names (checking every checksum),
 //!   replays the log generations from its `wal_gen` on, truncates a torn tail of
@@ -280,7 +281,10 @@ impl Collection {
         let fs = Arc::clone(&options.fs);
         fs.create_dir_all(dir).map_err(io_err(dir))?;
         let guard = lock_dir(&*fs, dir)?;
-        if fs.exists(&dir.join("MANIFEST")) {
+        // Not `exists`: it answers `false` on an I/O error, and this collection
+        // would then replace the one there.
+        let names = fs.list(dir).map_err(io_err(dir))?;
+        if names.iter().any(|n| n == "MANIFEST") {
             return Err(Error::invalid_param(
                 "dir",
                 format!("{} already holds a collection", dir.display()),
@@ -439,8 +443,18 @@ impl Collection {
         };
         let mut next_seq = m.last_seq + 1;
         let mut tail_len = 0u64;
+        // Whether each log has a record after its header. A checkpoint creates
+        // log `G + 1` before it syncs log `G` whole and moves writers to it, so a
+        // crash in between leaves `G + 1` empty and `G` with a possibly torn tail:
+        // the tail rule applies to every log that only empty logs follow.
+        let mut has_records = vec![true; replay.len()];
+        for (i, &g) in replay.iter().enumerate().skip(1) {
+            let path = dir.join(wal_name(g));
+            let bytes = fs.read(&path).map_err(io_err(&path))?;
+            has_records[i] = bytes.len() > wal::WAL_HEADER;
+        }
         for (i, &g) in replay.iter().enumerate() {
-            let last = i + 1 == replay.len();
+            let last = !has_records[i + 1..].iter().any(|&r| r);
             let path = dir.join(wal_name(g));
             let bytes = fs.read(&path).map_err(io_err(&path))?;
             let scan = wal::scan(&bytes, &path, dim, g, next_seq, last)?;
@@ -450,7 +464,9 @@ impl Collection {
             }
             next_seq += scan.records.len() as u64;
             if scan.torn {
-                info.truncated_bytes = bytes.len() as u64 - scan.valid_len;
+                // `valid_len` exceeds the length when only a record's padding
+                // was cut (the file is then extended to it).
+                info.truncated_bytes = (bytes.len() as u64).saturating_sub(scan.valid_len);
                 if scan.valid_len < wal::WAL_HEADER as u64 {
                     // The header never became durable: write it again.
                     let mut f = fs.create(&path).map_err(io_err(&path))?;
@@ -773,6 +789,10 @@ impl Collection {
         let bytes = files::encode_manifest(&manifest);
         let tmp = dir.join("MANIFEST.tmp");
         write_file(fs, &tmp, &bytes)?;
+        // The entries of the files the manifest names must be durable before the
+        // rename that commits it can be: a directory need not persist its
+        // operations in order.
+        fs.sync_dir(dir).map_err(io_err(dir))?;
         let path = dir.join("MANIFEST");
         fs.rename(&tmp, &path).map_err(io_err(&path))?;
         fs.sync_dir(dir).map_err(io_err(dir))?;
