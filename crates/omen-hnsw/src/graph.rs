@@ -3,10 +3,18 @@
 //!
 //! # Layout
 //! Nodes are numbered by storage slot. They live in chunks of `CHUNK` nodes; a
-//! chunk holds the nodes' metadata and one allocation of `CHUNK * (M0 + 1)` words
-//! for their level-0 lists. Growing appends chunks and never moves a published one.
-//! A list is `[count, id, id, ...]`; a node of level `L > 0` owns a boxed slice of
-//! `L * (M + 1)` words for levels `1..=L`, allocated when the node is reserved.
+//! chunk holds the nodes' metadata (8 bytes each: the state word and where the
+//! node's upper lists start), one allocation of `CHUNK * (M0 + 1)` words for their
+//! level-0 lists, and an arena for the upper lists of its nodes. Growing appends
+//! chunks and never moves a published one. A list is `[count, id, id, ...]`; a node
+//! of level `L > 0` owns `L * (M + 1)` consecutive words of its chunk's arena for
+//! levels `1..=L`, taken when the node is reserved (under the write lock, so the
+//! arena never grows while a reader holds a list in it).
+//!
+//! Writers of a node's lists serialise on a lock striped by node id
+//! ([`Graph::lock`]): a per-node mutex would cost 8 bytes a node, a fifth of the
+//! graph's memory at M = 16. No code path holds two node locks at once, so two
+//! nodes sharing a stripe can only wait for each other, never deadlock.
 //!
 //! # Concurrency
 //! The chunk vector sits behind the index's `RwLock`: growing and reserving nodes
@@ -34,6 +42,13 @@ const CHUNK_SHIFT: u32 = 12;
 #[cfg(loom)]
 const CHUNK_SHIFT: u32 = 1;
 const CHUNK: usize = 1 << CHUNK_SHIFT;
+
+/// Stripes of the node-lock table (a power of two). Small under loom, where
+/// every mutex is a modelled object.
+#[cfg(not(loom))]
+const LOCK_STRIPES: usize = 4096;
+#[cfg(loom)]
+const LOCK_STRIPES: usize = 2;
 
 /// The highest level a node may have. With mL = 1/ln M, a level above 16 has
 /// probability M^-16 per node; the cap keeps a corrupted or adversarial level from
@@ -71,19 +86,30 @@ pub(crate) fn level_of(word: u32) -> usize {
 pub(crate) struct Node {
     /// `status << 8 | level`.
     pub(crate) state: AtomicU32,
-    /// Serialises writers of this node's lists.
-    pub(crate) lock: Mutex<()>,
-    /// Levels `1..=level`, `M + 1` words each.
-    pub(crate) upper: Box<[AtomicU32]>,
+    /// `start << 5 | levels`: the node's upper lists (levels `1..=levels`, `M + 1`
+    /// words each) start at word `start` of its chunk's arena. Written only under
+    /// the graph's write lock.
+    upper: u32,
 }
+
+/// Bits of [`Node::upper`] holding the number of upper levels (`MAX_LEVEL` < 32).
+const UPPER_LEVEL_BITS: u32 = 5;
 
 impl Node {
     fn new() -> Node {
         Node {
             state: AtomicU32::new(0),
-            lock: Mutex::new(()),
-            upper: Box::default(),
+            upper: 0,
         }
+    }
+
+    /// Where the node's upper lists start in its chunk's arena, and how many levels.
+    #[inline]
+    fn upper(&self) -> (usize, usize) {
+        (
+            (self.upper >> UPPER_LEVEL_BITS) as usize,
+            (self.upper & ((1 << UPPER_LEVEL_BITS) - 1)) as usize,
+        )
     }
 
     #[inline]
@@ -99,6 +125,8 @@ struct Chunk {
     /// every candidate, and 4096 nodes' bits fit in eight cache lines where their
     /// state words would take two thousand.
     live: Box<[AtomicU64]>,
+    /// The upper lists of the chunk's nodes; grows only under the write lock.
+    upper: Vec<AtomicU32>,
 }
 
 /// The graph's storage; see the module documentation.
@@ -107,6 +135,7 @@ pub(crate) struct Graph {
     m0: usize,
     chunks: Vec<Chunk>,
     upper_words: usize,
+    locks: Box<[Mutex<()>]>,
 }
 
 fn atomics(n: usize) -> Box<[AtomicU32]> {
@@ -120,7 +149,15 @@ impl Graph {
             m0,
             chunks: Vec::new(),
             upper_words: 0,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The lock serialising writers of node `id`'s lists (shared with the other
+    /// nodes of its stripe). Never hold two at once.
+    #[inline]
+    pub(crate) fn lock(&self, id: u32) -> &Mutex<()> {
+        &self.locks[id as usize & (LOCK_STRIPES - 1)]
     }
 
     /// Number of node slots allocated.
@@ -137,6 +174,7 @@ impl Graph {
                 nodes: (0..CHUNK).map(|_| Node::new()).collect(),
                 links: atomics(CHUNK * stride),
                 live: (0..CHUNK.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+                upper: Vec::new(),
             });
         }
     }
@@ -181,19 +219,25 @@ impl Graph {
 
     /// Gives node `id` (which must exist) room for `level` upper levels; called under
     /// the write lock, before the node is linked anywhere.
+    /// A node whose level changes (a removed node added again) gets fresh words; its
+    /// old ones stay in the arena, unused, until the graph is dropped or reloaded.
     pub(crate) fn set_levels(&mut self, id: u32, level: usize) {
+        let level = level.min(MAX_LEVEL);
         let words = level * (self.m + 1);
         let id = id as usize;
-        if let Some(node) = self
-            .chunks
-            .get_mut(id >> CHUNK_SHIFT)
-            .and_then(|c| c.nodes.get_mut(id & (CHUNK - 1)))
-        {
-            if node.upper.len() != words {
-                self.upper_words = self.upper_words + words - node.upper.len();
-                node.upper = atomics(words);
-            }
+        let Some(chunk) = self.chunks.get_mut(id >> CHUNK_SHIFT) else {
+            return;
+        };
+        let Some(node) = chunk.nodes.get_mut(id & (CHUNK - 1)) else {
+            return;
+        };
+        if node.upper().1 == level {
+            return;
         }
+        let start = chunk.upper.len();
+        chunk.upper.extend((0..words).map(|_| AtomicU32::new(0)));
+        self.upper_words += words;
+        node.upper = ((start as u32) << UPPER_LEVEL_BITS) | level as u32;
     }
 
     /// Node `id`'s list at `level`, `[count, ids...]`; `None` when the node does not
@@ -208,11 +252,12 @@ impl Graph {
             chunk.links.get(local * stride..(local + 1) * stride)
         } else {
             let stride = self.m + 1;
-            chunk
-                .nodes
-                .get(local)?
-                .upper
-                .get((level - 1) * stride..level * stride)
+            let (start, levels) = chunk.nodes.get(local)?.upper();
+            if level > levels {
+                return None;
+            }
+            let at = start + (level - 1) * stride;
+            chunk.upper.get(at..at + stride)
         }
     }
 
@@ -232,8 +277,13 @@ impl Graph {
             + CHUNK * (self.m0 + 1) * std::mem::size_of::<u32>()
             + CHUNK.div_ceil(64) * std::mem::size_of::<u64>();
         self.chunks.len() * per_chunk
-            + self.upper_words * std::mem::size_of::<u32>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.upper.capacity() * std::mem::size_of::<u32>())
+                .sum::<usize>()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.locks.len() * std::mem::size_of::<Mutex<()>>()
     }
 }
 

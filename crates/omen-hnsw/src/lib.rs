@@ -380,10 +380,10 @@ impl HnswIndex {
         work: &mut Work,
         dc: &mut u64,
     ) {
-        let (Some(node), Some(list)) = (g.node(q), g.list(q, level)) else {
+        let Some(list) = g.list(q, level) else {
             return;
         };
-        let _l = lock(&node.lock);
+        let _l = lock(g.lock(q));
         read_list(list, &mut work.ids);
         if work.ids.is_empty() {
             graph::write_list(list, sel.iter().map(|n| n.slot));
@@ -430,10 +430,10 @@ impl HnswIndex {
         work: &mut Work,
         dc: &mut u64,
     ) {
-        let (Some(snode), Some(list)) = (g.node(s), g.list(s, level)) else {
+        let Some(list) = g.list(s, level) else {
             return;
         };
-        let _l = lock(&snode.lock);
+        let _l = lock(g.lock(s));
         read_list(list, &mut work.ids);
         if work.ids.contains(&q) || graph::push_list(list, q) {
             return;
@@ -603,7 +603,7 @@ impl HnswIndex {
         work: &mut Work,
         dc: &mut u64,
     ) {
-        let (Some(node), Some(list), Some(uv)) = (g.node(u), g.list(u, lc), storage.get(u)) else {
+        let (Some(list), Some(uv)) = (g.list(u, lc), storage.get(u)) else {
             return;
         };
         read_list(list, &mut work.ids);
@@ -616,7 +616,7 @@ impl HnswIndex {
         }
         // Held to the write: a back link that a concurrent insert adds meanwhile
         // would otherwise be overwritten, leaving that node without an in-link.
-        let _l = lock(&node.lock);
+        let _l = lock(g.lock(u));
         read_list(list, &mut work.ids);
         let live = |id: u32| {
             g.node(id)
