@@ -1,28 +1,40 @@
-//! `omen db`: a collection kept in a directory.
+//! `omen db`: a durable collection kept in a directory.
 //!
-//! A directory holds `omen.json` (dimension, metric, index and storage settings)
-//! and `snapshot.omen`, every live id with its vector (format in
-//! `docs/FORMAT.md`). Each command loads the snapshot (rebuilding the index from
-//! the vectors), acts, and — for writes — saves a new snapshot atomically before
-//! exiting. Until the write-ahead log lands this is the whole durability story: a
-//! crash mid-command leaves the previous snapshot.
+//! The directory is an [`omen::Collection`] directory — a write-ahead log and
+//! checkpoints (`MANIFEST`, `wal-*.log`, segment, id and index files; see
+//! `docs/FORMAT.md`) — plus `omen.json`, the settings this command keeps for
+//! itself: the parameters the collection was created with and the search
+//! defaults. The durable files are the truth for the data; `omen.json` only
+//! supplies defaults (a directory without it still opens).
+//!
+//! Every command opens the collection (`Collection::open` loads the last
+//! checkpoint and replays the log), acts, and closes it, reporting any error of
+//! the final flush. Nothing is rewritten on exit: a write command's writes are
+//! durable when they return, under the `--durability` mode it ran with
+//! (`per-write`, `group` — the default — or `none`, where only the final close,
+//! or a `sync` before each `--ack` line, makes them durable). One process at a
+//! time holds a directory: a second one gets a "locked" error.
 
-use clap::Subcommand;
-use omen::{Collection, CollectionConfig, IndexKind, Metric, SearchParams};
+use clap::{Args, Subcommand};
+use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, Metric};
+use omen::{SearchParams, StorageKind};
 use omen_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 const CONFIG: &str = "omen.json";
-const SNAPSHOT: &str = "snapshot.omen";
-const FORMAT: &str = "omen-db/1";
+const FORMAT: &str = "omen-db/2";
+/// `omen db verify`'s exit status when it finds corruption (1 for other errors).
+const EXIT_CORRUPTION: u8 = 3;
 
 /// `omen db ...`
 #[derive(Subcommand)]
 pub enum DbCommand {
-    /// Create an empty collection directory.
+    /// Create an empty durable collection directory.
     Create {
         /// The directory (created; must not already hold a collection).
         dir: PathBuf,
@@ -35,7 +47,8 @@ pub enum DbCommand {
         /// flat | hnsw | ivfpq.
         #[arg(long, default_value = "flat")]
         index: String,
-        /// memory (mmap arrives with durable storage).
+        /// memory (rows saved to segment files at each checkpoint) | mmap (rows in
+        /// memory-mapped chunk files under DIR/vectors).
         #[arg(long, default_value = "memory")]
         storage: String,
         /// HNSW: links per node (layer 0 has 2M).
@@ -44,6 +57,9 @@ pub enum DbCommand {
         /// HNSW: beam width while building.
         #[arg(long, default_value_t = 200)]
         ef_construction: usize,
+        /// HNSW: default beam width of `omen db search` (kept in omen.json).
+        #[arg(long)]
+        ef_search: Option<usize>,
         /// IVF-PQ: inverted lists.
         #[arg(long, default_value_t = 256)]
         nlist: usize,
@@ -56,8 +72,14 @@ pub enum DbCommand {
         /// IVF-PQ: vectors held before it trains itself.
         #[arg(long)]
         train_size: Option<usize>,
+        /// IVF-PQ: default lists probed by `omen db search` (kept in omen.json).
+        #[arg(long)]
+        nprobe: Option<usize>,
     },
-    /// Import every row of FILE (fvecs, fbin, npy, ...), all or nothing.
+    /// Import the rows of FILE (fvecs, fbin, npy, ...) in batches, each durable
+    /// when acknowledged. Ids and finiteness are checked for the whole file
+    /// before anything is written; a later failure leaves the batches before it
+    /// in place (rerun with --skip-existing to resume).
     Import {
         /// The collection directory.
         dir: PathBuf,
@@ -66,6 +88,20 @@ pub enum DbCommand {
         /// One id per line; by default each row's number in FILE.
         #[arg(long)]
         ids: Option<PathBuf>,
+        /// Rows per `insert_batch` call (one log record each).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// After each batch is durably acknowledged, print `acked <row>` (the
+        /// 0-based row number of its last row) and flush stdout. Under
+        /// `--durability none` each batch is synced first.
+        #[arg(long)]
+        ack: bool,
+        /// Skip rows whose id is already live (their vectors are not compared), so
+        /// that an interrupted import can be rerun to completion.
+        #[arg(long)]
+        skip_existing: bool,
+        #[command(flatten)]
+        write: WriteOpts,
     },
     /// Insert one vector.
     Insert {
@@ -80,6 +116,8 @@ pub enum DbCommand {
         /// Replace the vector if the id exists.
         #[arg(long)]
         upsert: bool,
+        #[command(flatten)]
+        write: WriteOpts,
     },
     /// Delete one id.
     Delete {
@@ -88,6 +126,8 @@ pub enum DbCommand {
         /// The id.
         #[arg(long)]
         id: String,
+        #[command(flatten)]
+        write: WriteOpts,
     },
     /// Print one id's stored vector.
     Get {
@@ -107,17 +147,18 @@ pub enum DbCommand {
         /// Neighbours per query.
         #[arg(short, long, default_value_t = 10)]
         k: usize,
-        /// HNSW beam width.
+        /// HNSW beam width (default: omen.json's, else the index's).
         #[arg(long)]
         ef: Option<usize>,
-        /// IVF lists probed.
+        /// IVF lists probed (default: omen.json's, else the index's).
         #[arg(long)]
         nprobe: Option<usize>,
         /// One JSON line per query.
         #[arg(long)]
         json: bool,
     },
-    /// Sizes, settings and the SIMD ISA.
+    /// Sizes, settings, durability facts (checkpoint generation, log records
+    /// replayed at open, log bytes) and the SIMD ISA.
     Stats {
         /// The collection directory.
         dir: PathBuf,
@@ -125,12 +166,61 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check every checksum and that ids, storage and index agree; exits non-zero
-    /// with a corruption message when they do not.
+    /// Write a checkpoint now (and drop the log it covers); prints what it wrote.
+    Checkpoint {
+        /// The collection directory.
+        dir: PathBuf,
+    },
+    /// Open the collection (replaying its log) and check every checksum and that
+    /// ids, storage and index agree. Prints `ok: ...` and exits 0, or prints
+    /// `corruption: ...` and exits 3 (other errors exit 1).
     Verify {
         /// The collection directory.
         dir: PathBuf,
     },
+}
+
+/// Options of the commands that write.
+#[derive(Args, Clone, Debug)]
+pub struct WriteOpts {
+    /// When a write is acknowledged: per-write (each write synced before it
+    /// returns), group (writes synced together, each returns once a sync covers
+    /// it; as durable as per-write), none (nothing synced until the command
+    /// closes the collection: a crash loses the writes since the last
+    /// checkpoint or sync).
+    #[arg(long, default_value = "group")]
+    durability: String,
+    /// Checkpoint automatically once this many bytes were logged since the last
+    /// checkpoint (default 64 MiB).
+    #[arg(long)]
+    checkpoint_log_bytes: Option<u64>,
+}
+
+impl WriteOpts {
+    fn options(&self) -> Result<DurableOptions> {
+        let d = match self.durability.as_str() {
+            "per-write" => Durability::PerWrite,
+            "group" => Durability::default(),
+            "none" => Durability::None,
+            other => {
+                return Err(Error::invalid_param(
+                    "durability",
+                    format!("{other:?}: expected per-write, group or none"),
+                ))
+            }
+        };
+        let mut o = DurableOptions::default().durability(d);
+        if let Some(b) = self.checkpoint_log_bytes {
+            if b == 0 {
+                return Err(Error::invalid_param(
+                    "checkpoint-log-bytes",
+                    "must be at least 1",
+                ));
+            }
+            o = o.checkpoint_log_bytes(b);
+        }
+        Ok(o)
+    }
 }
 
 /// `omen.json`.
@@ -146,6 +236,8 @@ struct DbConfig {
     hnsw: Option<HnswSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ivfpq: Option<IvfPqSettings>,
+    #[serde(default)]
+    search: SearchDefaults,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -164,48 +256,71 @@ struct IvfPqSettings {
     train_size: usize,
 }
 
-impl DbConfig {
-    fn metric(&self, path: &Path) -> Result<Metric> {
-        self.metric
-            .parse()
-            .map_err(|_| Error::corruption(path, 0, format!("unknown metric {:?}", self.metric)))
-    }
+/// Defaults of `omen db search`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct SearchDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ef: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nprobe: Option<usize>,
+}
 
-    fn collection_config(&self, path: &Path) -> Result<CollectionConfig> {
-        let metric = self.metric(path)?;
+impl DbConfig {
+    fn collection_config(&self) -> Result<CollectionConfig> {
+        let metric: Metric = self.metric.parse()?;
         let index = match (self.index.as_str(), &self.hnsw, &self.ivfpq) {
             ("flat", _, _) => IndexKind::Flat,
-            ("hnsw", Some(h), _) => IndexKind::Hnsw(
-                omen_hnsw::HnswParams::new()
+            ("hnsw", Some(h), _) => {
+                let mut p = omen_hnsw::HnswParams::new()
                     .with_m(h.m)
-                    .with_ef_construction(h.ef_construction),
-            ),
-            ("ivfpq", _, Some(p)) => IndexKind::IvfPq(
-                omen_ivfpq::IvfPqParams::new(p.nlist, p.m)
-                    .with_nbits(p.nbits)
-                    .with_train_size(p.train_size),
-            ),
+                    .with_ef_construction(h.ef_construction);
+                if let Some(ef) = self.search.ef {
+                    p = p.with_ef_search(ef);
+                }
+                IndexKind::Hnsw(p)
+            }
+            ("ivfpq", _, Some(s)) => {
+                let mut p = omen_ivfpq::IvfPqParams::new(s.nlist, s.m)
+                    .with_nbits(s.nbits)
+                    .with_train_size(s.train_size);
+                if let Some(n) = self.search.nprobe {
+                    p = p.with_nprobe(n);
+                }
+                IndexKind::IvfPq(p)
+            }
             (other, _, _) => {
-                return Err(Error::corruption(
-                    path,
-                    0,
-                    format!("index {other:?} without its settings"),
+                return Err(Error::invalid_param(
+                    "index",
+                    format!("{other:?}: expected flat, hnsw or ivfpq"),
                 ))
             }
         };
-        if self.storage != "memory" {
-            return Err(Error::invalid_param(
-                "storage",
-                format!("{:?}: this build has the memory storage only", self.storage),
-            ));
-        }
-        Ok(CollectionConfig::new(self.dim, metric).index(index))
+        Ok(CollectionConfig::new(self.dim, metric)
+            .index(index)
+            .storage(storage_kind(&self.storage)?))
     }
 }
 
-fn read_config(dir: &Path) -> Result<DbConfig> {
+fn storage_kind(s: &str) -> Result<StorageKind> {
+    match s {
+        "memory" => Ok(StorageKind::Memory),
+        "mmap" => Ok(StorageKind::Mmap),
+        other => Err(Error::invalid_param(
+            "storage",
+            format!("{other:?}: expected memory or mmap"),
+        )),
+    }
+}
+
+/// Reads `omen.json`, or `None` if the directory has none.
+fn read_config(dir: &Path) -> Result<Option<DbConfig>> {
     let path = dir.join(CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
     let cfg: DbConfig = serde_json::from_str(&text).map_err(|e| {
         let offset = text
             .lines()
@@ -222,19 +337,69 @@ fn read_config(dir: &Path) -> Result<DbConfig> {
             format!("format {:?}, expected {FORMAT:?}", cfg.format),
         ));
     }
-    Ok(cfg)
+    Ok(Some(cfg))
 }
 
-/// Opens the collection in `dir`: its settings, then its snapshot.
-fn open(dir: &Path) -> Result<(DbConfig, Collection)> {
-    let cfg = read_config(dir)?;
-    let c = cfg.collection_config(&dir.join(CONFIG))?.build()?;
-    c.load_snapshot(&dir.join(SNAPSHOT))?;
-    Ok((cfg, c))
+/// Writes `omen.json` atomically (temporary file, sync, rename).
+fn write_config(dir: &Path, cfg: &DbConfig) -> Result<()> {
+    let path = dir.join(CONFIG);
+    let tmp = dir.join("omen.json.tmp");
+    let json = serde_json::to_string_pretty(cfg)
+        .map_err(|e| Error::invalid_param("config", e.to_string()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(json.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
-fn save(dir: &Path, c: &Collection) -> Result<()> {
-    c.save_snapshot(&dir.join(SNAPSHOT))
+/// Checks that `omen.json` describes the collection that was opened.
+fn check_config(dir: &Path, cfg: &DbConfig, col: &Collection) -> Result<()> {
+    let path = dir.join(CONFIG);
+    let metric: Metric = cfg
+        .metric
+        .parse()
+        .map_err(|_| Error::corruption(&path, 0, format!("unknown metric {:?}", cfg.metric)))?;
+    let ours = (cfg.dim, metric, cfg.index.as_str(), cfg.storage.as_str());
+    let theirs = (
+        col.dim(),
+        col.metric(),
+        col.index_name(),
+        col.storage_name(),
+    );
+    if ours != theirs {
+        return Err(Error::corruption(
+            &path,
+            0,
+            format!(
+                "says dim {} {} {} index {} storage; the collection is dim {} {} {} index {} storage",
+                ours.0, ours.1, ours.2, ours.3, theirs.0, theirs.1, theirs.2, theirs.3
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the collection in `dir`.
+fn open(dir: &Path, options: DurableOptions) -> Result<Collection> {
+    if !dir.is_dir() {
+        return Err(Error::invalid_param(
+            "dir",
+            format!("{} is not a collection directory", dir.display()),
+        ));
+    }
+    if !dir.join("MANIFEST").exists() && dir.join("snapshot.omen").exists() {
+        return Err(Error::invalid_param(
+            "dir",
+            format!(
+                "{} holds a collection in the old snapshot format (snapshot.omen), which this \
+                 version no longer reads; create a new collection and import the vectors again",
+                dir.display()
+            ),
+        ));
+    }
+    Collection::open(dir, options)
 }
 
 fn parse_vector(s: &str) -> Result<Vec<f32>> {
@@ -248,18 +413,37 @@ fn parse_vector(s: &str) -> Result<Vec<f32>> {
         .collect()
 }
 
-fn search_params(ef: Option<usize>, nprobe: Option<usize>) -> SearchParams {
-    let mut p = SearchParams::new();
-    if let Some(ef) = ef {
-        p = p.with_ef(ef);
-    }
-    if let Some(n) = nprobe {
-        p = p.with_nprobe(n);
-    }
-    p
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::io("<stdout>", e)
 }
 
-pub fn run(c: DbCommand) -> Result<()> {
+/// Bytes of every file under `dir` (recursively), and of the log files.
+fn disk_usage(dir: &Path) -> Result<(u64, u64, usize)> {
+    let (mut total, mut log, mut logs) = (0u64, 0u64, 0usize);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let entry = entry.map_err(|e| Error::io(&d, e))?;
+            let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            total += meta.len();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if d == dir && name.starts_with("wal-") && name.ends_with(".log") {
+                log += meta.len();
+                logs += 1;
+            }
+        }
+    }
+    Ok((total, log, logs))
+}
+
+/// Runs an `omen db` command; `Ok` carries the exit status (`verify` reports
+/// corruption itself, with its own status).
+pub fn run(c: DbCommand) -> Result<ExitCode> {
     match c {
         DbCommand::Create {
             dir,
@@ -269,13 +453,14 @@ pub fn run(c: DbCommand) -> Result<()> {
             storage,
             m,
             ef_construction,
+            ef_search,
             nlist,
             pq_m,
             nbits,
             train_size,
+            nprobe,
         } => {
-            let cfg_path = dir.join(CONFIG);
-            if cfg_path.exists() {
+            if dir.join("MANIFEST").exists() || dir.join(CONFIG).exists() {
                 return Err(Error::invalid_param(
                     "dir",
                     format!("{} already holds a collection", dir.display()),
@@ -287,7 +472,7 @@ pub fn run(c: DbCommand) -> Result<()> {
                 metric: metric.parse::<Metric>()?.name().into(),
                 hnsw: (index == "hnsw").then_some(HnswSettings { m, ef_construction }),
                 ivfpq: (index == "ivfpq").then(|| {
-                    // Default sub-quantizers: the largest divisor of dim giving ≤ 2 dims each.
+                    // Default sub-quantizers: the largest divisor of dim giving ≥ 2 dims each.
                     let pm = pq_m.unwrap_or_else(|| {
                         (1..=dim)
                             .rev()
@@ -301,16 +486,20 @@ pub fn run(c: DbCommand) -> Result<()> {
                         train_size: train_size.unwrap_or((39 * nlist).max(1024)),
                     }
                 }),
+                search: SearchDefaults {
+                    ef: ef_search,
+                    nprobe,
+                },
                 index,
                 storage,
             };
-            // Building an empty collection checks every setting before anything is written.
-            let col = cfg.collection_config(&cfg_path)?.build()?;
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let json = serde_json::to_string_pretty(&cfg)
-                .map_err(|e| Error::invalid_param("config", e.to_string()))?;
-            save(&dir, &col)?;
-            std::fs::write(&cfg_path, json).map_err(|e| Error::io(&cfg_path, e))?;
+            let config = cfg.collection_config()?;
+            // An empty in-memory twin checks every setting before anything is
+            // written.
+            config.clone().storage(StorageKind::Memory).build()?;
+            let col = Collection::create(&dir, &config, DurableOptions::default())?;
+            write_config(&dir, &cfg)?;
+            col.close()?;
             println!(
                 "created {} (dim {dim}, {}, {} index, {} storage)",
                 dir.display(),
@@ -318,10 +507,23 @@ pub fn run(c: DbCommand) -> Result<()> {
                 cfg.index,
                 cfg.storage
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        DbCommand::Import { dir, file, ids } => {
-            let (_, col) = open(&dir)?;
+        DbCommand::Import {
+            dir,
+            file,
+            ids,
+            batch,
+            ack,
+            skip_existing,
+            write,
+        } => {
+            let options = write.options()?;
+            let sync_each = options.durability == Durability::None;
+            let label = options.durability.label();
+            if batch == 0 {
+                return Err(Error::invalid_param("batch", "must be at least 1"));
+            }
             let v = omen_datasets::load_vectors(&file)?;
             let names: Vec<String> = match ids {
                 Some(p) => {
@@ -343,45 +545,117 @@ pub fn run(c: DbCommand) -> Result<()> {
                 }
                 None => (0..v.rows()).map(|i| i.to_string()).collect(),
             };
+            // Input errors in any row reject the file before anything is written.
+            {
+                let mut seen = HashSet::with_capacity(names.len());
+                for id in &names {
+                    omen::check_id(id)?;
+                    if !seen.insert(id.as_str()) {
+                        return Err(Error::DuplicateId { id: id.clone() });
+                    }
+                }
+            }
+            if let Some(i) = v.data().iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    row: i / v.dim().max(1),
+                    component: i % v.dim().max(1),
+                    value: v.data()[i],
+                });
+            }
+            let col = open(&dir, options)?;
+            if v.dim() != col.dim() {
+                return Err(Error::DimensionMismatch {
+                    expected: col.dim(),
+                    got: v.dim(),
+                });
+            }
+            if !skip_existing {
+                if let Some(id) = names.iter().find(|id| col.contains(id)) {
+                    return Err(Error::DuplicateId { id: id.clone() });
+                }
+            }
+            let dim = v.dim();
+            let mut out = std::io::stdout().lock();
+            let (mut inserted, mut skipped) = (0usize, 0usize);
+            let mut batch_ids: Vec<&str> = Vec::with_capacity(batch);
+            let mut batch_rows: Vec<f32> = Vec::with_capacity(batch * dim);
             let t = Instant::now();
-            col.insert_batch(&names, v.data())?;
+            for start in (0..v.rows()).step_by(batch) {
+                let end = (start + batch).min(v.rows());
+                let rows = &v.data()[start * dim..end * dim];
+                if skip_existing {
+                    batch_ids.clear();
+                    batch_rows.clear();
+                    for (id, row) in names[start..end].iter().zip(rows.chunks_exact(dim)) {
+                        if col.contains(id) {
+                            skipped += 1;
+                        } else {
+                            batch_ids.push(id);
+                            batch_rows.extend_from_slice(row);
+                        }
+                    }
+                    col.insert_batch(&batch_ids, &batch_rows)?;
+                    inserted += batch_ids.len();
+                } else {
+                    col.insert_batch(&names[start..end], rows)?;
+                    inserted += end - start;
+                }
+                if ack {
+                    if sync_each {
+                        col.sync()?;
+                    }
+                    writeln!(out, "acked {}", end - 1).map_err(stdout_err)?;
+                    out.flush().map_err(stdout_err)?;
+                }
+            }
+            let live = col.len();
+            col.close()?;
             let secs = t.elapsed().as_secs_f64();
-            save(&dir, &col)?;
-            println!(
-                "imported {} vectors in {secs:.2} s ({:.0} vectors/s, storage + index insert, excluding the snapshot write); {} live",
-                v.rows(),
-                v.rows() as f64 / secs.max(1e-9),
-                col.len()
-            );
-            Ok(())
+            let skipped_note = if skip_existing {
+                format!(" ({skipped} already present, skipped)")
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "imported {inserted} vectors{skipped_note} in {secs:.2} s ({:.0} vectors/s, durable ingest, {label}, batches of {batch}); {live} live",
+                inserted as f64 / secs.max(1e-9),
+            )
+            .map_err(stdout_err)?;
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Insert {
             dir,
             id,
             vector,
             upsert,
+            write,
         } => {
-            let (_, col) = open(&dir)?;
+            let options = write.options()?;
             let v = parse_vector(&vector)?;
+            let col = open(&dir, options)?;
             if upsert {
                 col.upsert(&id, &v)?;
             } else {
                 col.insert(&id, &v)?;
             }
-            save(&dir, &col)?;
+            col.close()?;
             println!("inserted {id}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        DbCommand::Delete { dir, id } => {
-            let (_, col) = open(&dir)?;
+        DbCommand::Delete { dir, id, write } => {
+            let options = write.options()?;
+            let col = open(&dir, options)?;
             col.delete(&id)?;
-            save(&dir, &col)?;
+            col.close()?;
             println!("deleted {id}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Get { dir, id } => {
-            let (_, col) = open(&dir)?;
-            let v = col.get(&id).ok_or(Error::UnknownId { id: id.clone() })?;
+            let col = open(&dir, DurableOptions::default())?;
+            let v = col.get(&id);
+            col.close()?;
+            let v = v.ok_or(Error::UnknownId { id: id.clone() })?;
             println!(
                 "{}",
                 v.iter()
@@ -389,7 +663,7 @@ pub fn run(c: DbCommand) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Search {
             dir,
@@ -399,9 +673,16 @@ pub fn run(c: DbCommand) -> Result<()> {
             nprobe,
             json,
         } => {
-            let (_, col) = open(&dir)?;
+            let defaults = read_config(&dir)?.map(|c| c.search).unwrap_or_default();
             let q = omen_datasets::load_vectors(&queries)?;
-            let params = search_params(ef, nprobe);
+            let mut params = SearchParams::new();
+            if let Some(ef) = ef.or(defaults.ef) {
+                params = params.with_ef(ef);
+            }
+            if let Some(n) = nprobe.or(defaults.nprobe) {
+                params = params.with_nprobe(n);
+            }
+            let col = open(&dir, DurableOptions::default())?;
             let mut out = std::io::stdout().lock();
             for (i, row) in q.iter_rows().enumerate() {
                 let hits = col.search_with(row, k, &params)?;
@@ -422,32 +703,43 @@ pub fn run(c: DbCommand) -> Result<()> {
                 match writeln!(out, "{line}") {
                     Ok(()) => {}
                     // The reader went away (`| head`): stop quietly, as Unix tools do.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                    Err(e) => return Err(Error::io("<stdout>", e)),
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(stdout_err(e)),
                 }
             }
-            Ok(())
+            col.close()?;
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Stats { dir, json } => {
-            let (cfg, col) = open(&dir)?;
+            let col = open(&dir, DurableOptions::default())?;
             let s = col.stats();
-            let snap = std::fs::metadata(dir.join(SNAPSHOT))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let rec = col.recovery_info().cloned().unwrap_or_default();
             let out = serde_json::json!({
                 "dir": dir.display().to_string(),
-                "dim": cfg.dim,
-                "metric": cfg.metric,
-                "index": cfg.index,
-                "storage": cfg.storage,
+                "dim": col.dim(),
+                "metric": col.metric().name(),
+                "index": col.index_name(),
+                "storage": col.storage_name(),
                 "len": s.len,
                 "storage_slots": s.storage_slots,
                 "tombstones": s.tombstones,
                 "index_memory_bytes": s.index_memory_bytes,
                 "storage_memory_bytes": s.storage_memory_bytes,
-                "snapshot_bytes": snap,
+                "checkpoint_gen": rec.checkpoint_gen,
+                "replayed_records": rec.replayed_records,
+                "truncated_log_bytes": rec.truncated_bytes,
+                "removed_files": rec.removed_files,
                 "simd_isa": col.isa().name(),
             });
+            col.close()?;
+            // Sizes after the close, which flushed everything.
+            let (disk, log, logs) = disk_usage(&dir)?;
+            let mut out = out;
+            if let Some(m) = out.as_object_mut() {
+                m.insert("log_files".into(), logs.into());
+                m.insert("log_bytes".into(), log.into());
+                m.insert("disk_bytes".into(), disk.into());
+            }
             if json {
                 println!("{out}");
             } else if let Some(m) = out.as_object() {
@@ -455,74 +747,42 @@ pub fn run(c: DbCommand) -> Result<()> {
                     println!("{k}: {v}");
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Checkpoint { dir } => {
+            let col = open(&dir, DurableOptions::default())?;
+            let info = col.checkpoint()?;
+            col.close()?;
+            println!(
+                "checkpoint {}: {} rows, {} live ids, through log record {}, {} bytes written",
+                info.gen, info.rows, info.live, info.last_seq, info.bytes_written
+            );
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Verify { dir } => {
-            let cfg = read_config(&dir)?;
-            let snap = dir.join(SNAPSHOT);
-            // Every checksum and record first, without building anything.
-            let (h, records) = omen::snapshot::read_snapshot(&snap)?;
-            let metric = cfg.metric(&dir.join(CONFIG))?;
-            if h.dim != cfg.dim || h.metric != metric {
-                return Err(Error::corruption(
-                    &snap,
-                    12,
-                    format!(
-                        "snapshot is dim {} {}, {} says dim {} {}",
-                        h.dim, h.metric, CONFIG, cfg.dim, metric
-                    ),
-                ));
-            }
-            // Then the agreement of id map, storage and index.
-            let (_, col) = open(&dir)?;
-            if col.len() as u64 != h.count {
-                return Err(Error::corruption(
-                    &snap,
-                    20,
-                    format!(
-                        "{} records but {} live ids after loading",
-                        h.count,
-                        col.len()
-                    ),
-                ));
-            }
-            let mut exact = SearchParams::exhaustive();
-            exact.exhaustive = true;
-            for (i, (id, v)) in records.iter().enumerate() {
-                if col.get(id).as_deref() != Some(v.as_slice()) && metric != Metric::Cosine {
-                    return Err(Error::corruption(
-                        &snap,
-                        32,
-                        format!("record {i} ({id}): stored vector differs after loading"),
-                    ));
+            let checked = (|| {
+                let col = open(&dir, DurableOptions::default())?;
+                let report = col.verify()?;
+                if let Some(cfg) = read_config(&dir)? {
+                    check_config(&dir, &cfg, &col)?;
                 }
-            }
-            // Each of a sample of ids must be found by the index as its own nearest
-            // neighbour (exhaustive search).
-            let step = (records.len() / 200).max(1);
-            for (id, v) in records.iter().step_by(step) {
-                let hits = col.search_with(v, 1, &exact)?;
-                let d0 = hits.first().map_or(f32::INFINITY, |h| h.1);
-                let own = col
-                    .search_with(v, 16, &exact)?
-                    .iter()
-                    .any(|h| &h.0 == id && h.1 <= d0 + 1e-5);
-                if !own {
-                    return Err(Error::corruption(
-                        &snap,
-                        32,
-                        format!("id {id}: the index does not return it for its own vector"),
-                    ));
+                col.close()?;
+                Ok(report)
+            })();
+            match checked {
+                Ok(r) => {
+                    println!(
+                        "ok: {} live ids, {} rows, {} files checked, {} log records",
+                        r.live, r.rows, r.files, r.log_records
+                    );
+                    Ok(ExitCode::SUCCESS)
                 }
+                Err(e @ Error::Corruption { .. }) => {
+                    eprintln!("corruption: {e}");
+                    Ok(ExitCode::from(EXIT_CORRUPTION))
+                }
+                Err(e) => Err(e),
             }
-            println!(
-                "{}: ok ({} ids, dim {}, {}, checksums valid, index agrees)",
-                dir.display(),
-                h.count,
-                h.dim,
-                h.metric
-            );
-            Ok(())
         }
     }
 }

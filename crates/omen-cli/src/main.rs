@@ -1,7 +1,7 @@
 //! `omen`: run benchmarks, manage datasets, and work with collection databases.
 //!
-//! Errors print one line on stderr and exit with status 1 (2 for bad usage); a panic
-//! is a bug.
+//! Errors print one line on stderr and exit with status 1 (2 for bad usage; 3 when
+//! `omen db verify` finds corruption); a panic is a bug.
 
 mod bench_cmd;
 mod dataset_cmd;
@@ -26,7 +26,8 @@ enum Command {
     /// Generate, fetch, convert and describe datasets; compute ground truth.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
-    /// Work with a collection kept in a directory.
+    /// Work with a durable collection kept in a directory (write-ahead log and
+    /// checkpoints).
     #[command(subcommand)]
     Db(db_cmd::DbCommand),
 }
@@ -34,12 +35,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(a) => bench_cmd::run(a),
-        Command::Dataset(c) => dataset_cmd::run(c),
+        Command::Bench(a) => bench_cmd::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Dataset(c) => dataset_cmd::run(c).map(|()| ExitCode::SUCCESS),
         Command::Db(c) => db_cmd::run(c),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("omen: error: {e}");
             ExitCode::FAILURE

@@ -5,13 +5,28 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::RwLock;
+
+/// A child spawned by one test thread holds a copy of every open descriptor of
+/// this process until it execs, including the `LOCK` of a collection another test
+/// has open, which keeps that lock held for a moment after it is closed. Spawns
+/// take this for reading; a test closing a collection it opened in-process takes
+/// it for writing, so no child can hold on to the lock past the close.
+static SPAWN: RwLock<()> = RwLock::new(());
 
 fn omen(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_omen"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
+    let child = {
+        let _spawning = SPAWN.read().unwrap_or_else(|e| e.into_inner());
+        Command::new(env!("CARGO_BIN_EXE_omen"))
+            .args(args)
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    child.wait_with_output().unwrap()
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {
@@ -139,18 +154,234 @@ fn db_commands_round_trip_and_refuse_bad_input() {
             d,
             "already holds",
         );
-        // A damaged snapshot is a corruption error naming the file and offset.
-        let snap = d.join(&db).join("snapshot.omen");
-        let mut bytes = std::fs::read(&snap).unwrap();
-        bytes[40] ^= 1;
-        std::fs::write(&snap, bytes).unwrap();
-        fails(&["db", "verify", &db], d, "snapshot.omen at byte");
+        // The data survives a checkpoint; the log it covered is gone.
+        let cp = ok(&["db", "checkpoint", &db], d);
+        assert!(cp.starts_with("checkpoint "), "{cp}");
+        let stats: serde_json::Value =
+            serde_json::from_str(&ok(&["db", "stats", &db, "--json"], d)).unwrap();
+        assert_eq!(stats["len"], 500);
+        assert_eq!(stats["replayed_records"], 0, "{stats}");
+        assert_eq!(stats["storage"], "memory");
+        assert!(stats["checkpoint_gen"].as_u64().unwrap() >= 2, "{stats}");
+        assert_eq!(
+            ok(&["db", "get", &db, "--id", "7"], d)
+                .trim()
+                .split(',')
+                .count(),
+            4
+        );
+        let out = ok(&["db", "verify", &db], d);
+        assert!(out.starts_with("ok: 500 live ids, 501 rows,"), "{out}");
+        // A damaged checkpoint file is a corruption error naming the file and
+        // offset, with its own exit status.
+        let seg = std::fs::read_dir(d.join(&db))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&seg, bytes).unwrap();
+        let o = omen(&["db", "verify", &db], d);
+        assert_eq!(o.status.code(), Some(3), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("corruption: "), "{err}");
+        assert!(err.contains(".seg at byte"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+        fails(&["db", "get", &db, "--id", "7"], d, ".seg at byte");
     }
     fails(
         &["db", "create", "bad", "--dim", "4", "--metric", "manhattan"],
         d,
         "metric",
     );
+    fails(
+        &["db", "get", "nowhere", "--id", "1"],
+        d,
+        "not a collection",
+    );
+    fails(
+        &[
+            "db",
+            "create",
+            "bad2",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+            "--storage",
+            "disk",
+        ],
+        d,
+        "storage",
+    );
     fails(&["dataset", "info", "missing"], d, "no dataset");
     fails(&["bench", "no-such-suite"], d, "neither a built-in suite");
+}
+
+/// Writes `rows` 4-d vectors (row i = [i, i+1, i+2, i+3]) as .fvecs.
+fn write_fvecs(path: &Path, rows: usize) {
+    let mut b = Vec::new();
+    for i in 0..rows {
+        b.extend_from_slice(&4u32.to_le_bytes());
+        for j in 0..4 {
+            b.extend_from_slice(&((i + j) as f32).to_le_bytes());
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn db_durability_modes_ack_and_skip_existing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write_fvecs(&d.join("v.fvecs"), 1050);
+    for mode in ["per-write", "group", "none"] {
+        let db = format!("db-{mode}");
+        ok(&["db", "create", &db, "--dim", "4", "--metric", "l2"], d);
+        let out = ok(
+            &[
+                "db",
+                "import",
+                &db,
+                "v.fvecs",
+                "--batch",
+                "300",
+                "--ack",
+                "--durability",
+                mode,
+            ],
+            d,
+        );
+        let acks: Vec<&str> = out.lines().filter(|l| l.starts_with("acked ")).collect();
+        assert_eq!(
+            acks,
+            ["acked 299", "acked 599", "acked 899", "acked 1049"],
+            "{out}"
+        );
+        assert!(
+            out.lines().last().unwrap().starts_with("imported 1050 "),
+            "{out}"
+        );
+        // Again: duplicates without --skip-existing, nothing written.
+        fails(&["db", "import", &db, "v.fvecs"], d, "duplicate id");
+        let out = ok(&["db", "import", &db, "v.fvecs", "--skip-existing"], d);
+        assert!(
+            out.contains("imported 0 vectors (1050 already present"),
+            "{out}"
+        );
+        ok(
+            &[
+                "db",
+                "insert",
+                &db,
+                "--id",
+                "x",
+                "--vector",
+                "1,2,3,4",
+                "--durability",
+                mode,
+            ],
+            d,
+        );
+        ok(&["db", "delete", &db, "--id", "5", "--durability", mode], d);
+        // Every write was logged and replays at the next open.
+        let stats: serde_json::Value =
+            serde_json::from_str(&ok(&["db", "stats", &db, "--json"], d)).unwrap();
+        assert_eq!(stats["len"], 1050, "{stats}");
+        assert_eq!(stats["replayed_records"], 6, "{stats}");
+        assert_eq!(stats["checkpoint_gen"], 1, "{stats}");
+        assert!(stats["log_bytes"].as_u64().unwrap() > 1050 * 16, "{stats}");
+        assert_eq!(
+            ok(&["db", "get", &db, "--id", "1049"], d).trim(),
+            "1049,1050,1051,1052"
+        );
+        let out = ok(&["db", "verify", &db], d);
+        assert!(out.starts_with("ok: 1050 live ids, 1051 rows,"), "{out}");
+    }
+    fails(
+        &[
+            "db",
+            "insert",
+            "db-group",
+            "--id",
+            "y",
+            "--vector",
+            "1,2,3,4",
+            "--durability",
+            "sometimes",
+        ],
+        d,
+        "durability",
+    );
+    fails(
+        &["db", "import", "db-group", "v.fvecs", "--batch", "0"],
+        d,
+        "batch",
+    );
+    // Small automatic checkpoints during an import.
+    ok(
+        &[
+            "db",
+            "create",
+            "db-cp",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+            "--storage",
+            "mmap",
+            "--index",
+            "hnsw",
+        ],
+        d,
+    );
+    ok(
+        &[
+            "db",
+            "import",
+            "db-cp",
+            "v.fvecs",
+            "--batch",
+            "100",
+            "--checkpoint-log-bytes",
+            "4096",
+        ],
+        d,
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "stats", "db-cp", "--json"], d)).unwrap();
+    assert_eq!(stats["storage"], "mmap");
+    assert_eq!(stats["index"], "hnsw");
+    assert_eq!(stats["len"], 1050);
+    assert!(stats["checkpoint_gen"].as_u64().unwrap() > 2, "{stats}");
+    assert!(ok(&["db", "verify", "db-cp"], d).starts_with("ok: 1050 live ids,"));
+}
+
+#[test]
+fn db_second_writer_is_refused_while_the_directory_is_held() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(&["db", "create", "db", "--dim", "4", "--metric", "l2"], d);
+    write_fvecs(&d.join("v.fvecs"), 10);
+    // This process holds the collection: no race with a child's start-up.
+    let held = omen::Collection::open(&d.join("db"), omen::DurableOptions::default()).unwrap();
+    fails(
+        &["db", "insert", "db", "--id", "a", "--vector", "1,2,3,4"],
+        d,
+        "locked",
+    );
+    fails(&["db", "import", "db", "v.fvecs"], d, "locked");
+    fails(&["db", "get", "db", "--id", "a"], d, "locked");
+    held.insert("b", &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    {
+        let _no_spawns = SPAWN.write().unwrap_or_else(|e| e.into_inner());
+        held.close().unwrap();
+    }
+    ok(
+        &["db", "insert", "db", "--id", "a", "--vector", "1,2,3,4"],
+        d,
+    );
+    assert_eq!(ok(&["db", "get", "db", "--id", "b"], d).trim(), "1,2,3,4");
 }
