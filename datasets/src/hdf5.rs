@@ -75,18 +75,24 @@ fn read_metric(file: &h5::File, path: &Path) -> Result<Metric> {
     let attr = file
         .attr("distance")
         .map_err(|e| h5err(path, "no attribute \"distance\"", e))?;
-    let text = attr
+    // Bytes, never `as_str`: hdf5-metno's string types build their `&str` with
+    // `from_utf8_unchecked` over whatever the file holds, so a damaged attribute
+    // would be an invalid `str` (undefined behaviour; the read_hdf5 fuzz target
+    // found it). The bytes are checked here instead.
+    let bytes = attr
         .read_scalar::<h5::types::VarLenUnicode>()
-        .map(|s| s.as_str().to_string())
+        .map(|s| s.as_bytes().to_vec())
         .or_else(|_| {
             attr.read_scalar::<h5::types::VarLenAscii>()
-                .map(|s| s.as_str().to_string())
+                .map(|s| s.as_bytes().to_vec())
         })
         .or_else(|_| {
             attr.read_scalar::<h5::types::FixedAscii<64>>()
-                .map(|s| s.as_str().to_string())
+                .map(|s| s.as_bytes().to_vec())
         })
         .map_err(|e| h5err(path, "attribute \"distance\" is not a string", e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| corrupt(path, format!("attribute \"distance\" is not UTF-8: {e}")))?;
     text.parse().map_err(|_| {
         corrupt(
             path,

@@ -160,3 +160,52 @@ fn missing_parts_are_named() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Regressions from the `read_hdf5` fuzz target: damaged copies of a small valid
+/// file (the target's patch encoding: offset, then bytes written over the file).
+/// One of them made the `distance` attribute invalid UTF-8, which hdf5-metno's
+/// `as_str` turns into an invalid `&str` (undefined behaviour; it panicked in
+/// `Debug` formatting); the reader now checks the bytes. Each must be an error.
+#[test]
+fn fuzz_found_damaged_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Vectors::new(3, (0..30).map(|i| i as f32 * 0.5).collect()).unwrap();
+    let queries = Vectors::new(3, vec![1.0, 2.0, 3.0, 0.5, 0.25, 0.125]).unwrap();
+    let ds = Dataset::new("fuzz", Metric::L2, base, queries, None).unwrap();
+    let path = dir.path().join("valid.hdf5");
+    write_hdf5(&path, &ds).unwrap();
+    let valid = std::fs::read(&path).unwrap();
+    let inputs: [&[u8]; 2] = [
+        &[
+            0x3d, 0x83, 0x00, 0x83, 0x00, 0x00, 0x00, 0x00, 0xee, 0xf7, 0xf9, 0x09,
+        ],
+        &[
+            0x3d, 0x83, 0x83, 0x83, 0x83, 0x83, 0x3d, 0xf6, 0xf6, 0x44, 0x00, 0x00, 0x44, 0x00,
+            0x00, 0x0a,
+        ],
+    ];
+    let mut utf8 = 0;
+    for input in inputs {
+        let rest = &input[1..];
+        let mut b = valid.clone();
+        let off = u16::from_le_bytes([rest[0], rest[1]]) as usize % b.len();
+        for (i, &x) in rest[4..].iter().enumerate() {
+            if off + i < b.len() {
+                b[off + i] = x;
+            }
+        }
+        let bad = dir.path().join("bad.hdf5");
+        std::fs::write(&bad, &b).unwrap();
+        match read_hdf5(&bad) {
+            Err(Error::Corruption { detail, .. }) => {
+                utf8 += usize::from(detail.contains("UTF-8"));
+            }
+            Err(Error::Io { .. }) => {}
+            other => panic!("damaged file read as {other:?}"),
+        }
+    }
+    assert!(
+        utf8 >= 1,
+        "no input reached the UTF-8 check: the fixture's layout changed"
+    );
+}
