@@ -10,7 +10,9 @@ use crate::model::{
 };
 use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
 use crate::recall::{summarize, RecallInputs};
-use crate::runner::{run_omen, BenchData, Budget, OmenSystem, SweepPoint, RECALL_KS};
+use crate::runner::{
+    run_omen, BenchData, Budget, DurableIngest, OmenSystem, SweepPoint, RECALL_KS,
+};
 use omen_core::{Error, Metric, Result, SearchParams, VectorIndex, VectorStorage};
 use omen_datasets::Dataset;
 use serde_json::json;
@@ -68,11 +70,69 @@ pub fn bench_data(ds: &Dataset, max_queries: usize) -> Result<BenchData> {
     })
 }
 
-fn storage_maker(kind: &str) -> Result<crate::runner::StorageMaker> {
+/// An [`omen_storage::MmapStorage`] in a directory of its own, removed when the
+/// storage is dropped (on Linux the mapping outlives the unlinked files).
+struct TempMmap {
+    storage: omen_storage::MmapStorage,
+    dir: PathBuf,
+}
+
+impl Drop for TempMmap {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl VectorStorage for TempMmap {
+    fn name(&self) -> &'static str {
+        self.storage.name()
+    }
+    fn dim(&self) -> usize {
+        self.storage.dim()
+    }
+    fn len(&self) -> usize {
+        self.storage.len()
+    }
+    fn append(&self, vector: &[f32]) -> Result<omen_core::SlotId> {
+        self.storage.append(vector)
+    }
+    fn append_batch(&self, rows: &[f32]) -> Result<std::ops::Range<omen_core::SlotId>> {
+        self.storage.append_batch(rows)
+    }
+    fn get(&self, slot: omen_core::SlotId) -> Option<&[f32]> {
+        self.storage.get(slot)
+    }
+    fn block(&self, start: omen_core::SlotId) -> Option<&[f32]> {
+        self.storage.block(start)
+    }
+    fn memory_bytes(&self) -> usize {
+        self.storage.memory_bytes()
+    }
+    fn flush(&self) -> Result<()> {
+        self.storage.flush()
+    }
+}
+
+fn storage_maker(kind: &str, scratch: &Path) -> Result<crate::runner::StorageMaker> {
     match kind {
         "memory" => Ok(Box::new(|dim| {
             Ok(Box::new(omen_storage::MemoryStorage::new(dim)?) as Box<dyn VectorStorage>)
         })),
+        "mmap" => {
+            let scratch = scratch.to_path_buf();
+            Ok(Box::new(move |dim| {
+                let dir = crate::durability::fresh_dir(&scratch, "mmap")?;
+                match omen_storage::MmapStorage::create(&dir, dim) {
+                    Ok(storage) => {
+                        Ok(Box::new(TempMmap { storage, dir }) as Box<dyn VectorStorage>)
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Err(e)
+                    }
+                }
+            }))
+        }
         other => Err(Error::invalid_param(
             "storage",
             format!("unknown storage {other:?}"),
@@ -80,9 +140,48 @@ fn storage_maker(kind: &str) -> Result<crate::runner::StorageMaker> {
     }
 }
 
-/// The omen systems a config asks for, over one storage kind.
-pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>> {
+/// The durability mode a config names (`group` when it names none).
+pub fn durability_of(cfg: &BenchConfig) -> Result<omen::Durability> {
+    match cfg.durability.as_deref() {
+        None | Some("group") => Ok(omen::Durability::GroupCommit {
+            max_records: 256,
+            max_delay: Duration::from_millis(2),
+        }),
+        Some("per-write") => Ok(omen::Durability::PerWrite),
+        Some("none") => Ok(omen::Durability::None),
+        Some(other) => Err(Error::invalid_param(
+            "durability",
+            format!("{other:?} is not a durability mode (group, per-write, none)"),
+        )),
+    }
+}
+
+fn storage_kind(storage: &str) -> Result<omen::StorageKind> {
+    match storage {
+        "memory" => Ok(omen::StorageKind::Memory),
+        "mmap" => Ok(omen::StorageKind::Mmap),
+        other => Err(Error::invalid_param(
+            "storage",
+            format!("unknown storage {other:?}"),
+        )),
+    }
+}
+
+/// The omen systems a config asks for, over one storage kind. Temporary files (mmap
+/// chunk files, durable collections) go to fresh directories under `scratch`.
+pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<Vec<OmenSystem>> {
     let mut out = Vec::new();
+    let durable = |index: omen::IndexKind| -> Result<Option<DurableIngest>> {
+        if !cfg.durable_ingest {
+            return Ok(None);
+        }
+        Ok(Some(DurableIngest {
+            index,
+            storage: storage_kind(storage)?,
+            durability: durability_of(cfg)?,
+            scratch: scratch.to_path_buf(),
+        }))
+    };
     for spec in &cfg.indexes {
         let sys = match spec.clone() {
             IndexSpec::Flat => OmenSystem {
@@ -90,7 +189,7 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                 index: "flat".into(),
                 storage: storage.into(),
                 build_params: json!({}),
-                make_storage: storage_maker(storage)?,
+                make_storage: storage_maker(storage, scratch)?,
                 make_index: Box::new(|d: &BenchData, _| {
                     Ok((
                         Box::new(omen_flat::FlatIndex::new(d.dim, d.metric)?)
@@ -103,6 +202,7 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                     json: json!({}),
                     params: SearchParams::new(),
                 }],
+                durable: durable(omen::IndexKind::Flat)?,
             },
             IndexSpec::Hnsw {
                 m,
@@ -113,7 +213,7 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                 index: "hnsw".into(),
                 storage: storage.into(),
                 build_params: json!({"M": m, "ef_construction": ef_construction}),
-                make_storage: storage_maker(storage)?,
+                make_storage: storage_maker(storage, scratch)?,
                 make_index: Box::new(move |d: &BenchData, _| {
                     let p = omen_hnsw::HnswParams::new()
                         .with_m(m)
@@ -132,6 +232,11 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                         params: SearchParams::new().with_ef(ef),
                     })
                     .collect(),
+                durable: durable(omen::IndexKind::Hnsw(
+                    omen_hnsw::HnswParams::new()
+                        .with_m(m)
+                        .with_ef_construction(ef_construction),
+                ))?,
             },
             IndexSpec::Ivfpq {
                 nlist,
@@ -145,7 +250,7 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                 index: "ivfpq".into(),
                 storage: storage.into(),
                 build_params: json!({"nlist": nlist, "m": m, "nbits": nbits, "train_size": train_size}),
-                make_storage: storage_maker(storage)?,
+                make_storage: storage_maker(storage, scratch)?,
                 make_index: Box::new(move |d: &BenchData, threads| {
                     let p = omen_ivfpq::IvfPqParams::new(nlist, m)
                         .with_nbits(nbits as u32)
@@ -173,6 +278,11 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str) -> Result<Vec<OmenSystem>>
                         params: SearchParams::new().with_nprobe(np).with_rerank_factor(rf),
                     })
                     .collect(),
+                durable: durable(omen::IndexKind::IvfPq(
+                    omen_ivfpq::IvfPqParams::new(nlist, m)
+                        .with_nbits(nbits as u32)
+                        .with_train_size(train_size),
+                ))?,
             },
         };
         out.push(sys);
@@ -395,17 +505,27 @@ pub fn run(
         single_time: Duration::from_secs_f64(cfg.single_query_seconds),
         min_single_queries: 200,
     };
-    for &threads in &cfg.threads {
-        for storage in &cfg.storage {
-            for sys in omen_systems(cfg, storage)? {
-                let mut r = run_omen(&sys, &data, &budget_for(threads), progress)?;
-                if cfg.threads.len() > 1 {
-                    r.name = format!("{} [{threads}t]", r.name);
+    // Scratch space on the reports' file system (mmap chunk files, durable
+    // collections), removed at the end.
+    let scratch =
+        opts.reports_dir
+            .join(format!(".omen-scratch-{}-{}", cfg.name, std::process::id()));
+    let measured = (|| -> Result<()> {
+        for &threads in &cfg.threads {
+            for storage in &cfg.storage {
+                for sys in omen_systems(cfg, storage, &scratch)? {
+                    let mut r = run_omen(&sys, &data, &budget_for(threads), progress)?;
+                    if cfg.threads.len() > 1 {
+                        r.name = format!("{} [{threads}t]", r.name);
+                    }
+                    report.runs.push(r);
                 }
-                report.runs.push(r);
             }
         }
-    }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    measured?;
     let want_peers = opts.peers && !cfg.peers.is_empty();
     if want_peers && peers::peers_available(&opts.venv) {
         let work =

@@ -68,7 +68,8 @@ pub struct BenchConfig {
     /// search use that many threads; the one-query-at-a-time figure is always one).
     #[serde(default = "default_threads")]
     pub threads: Vec<usize>,
-    /// Storage backends (`memory`).
+    /// Storage backends (`memory`, `mmap`). An `mmap` system keeps its chunk files
+    /// in a fresh temporary directory, removed afterwards.
     #[serde(default = "default_storage")]
     pub storage: Vec<String>,
     /// Index configurations.
@@ -82,7 +83,19 @@ pub struct BenchConfig {
     /// Use at most this many queries (0 = all).
     #[serde(default)]
     pub max_queries: usize,
+    /// Also measure durable ingest for every omen system: the base inserted into a
+    /// durable collection (write-ahead log, same index and storage), reported as a
+    /// phase of its own, with the collection's on-disk size. Default true.
+    #[serde(default = "default_true")]
+    pub durable_ingest: bool,
+    /// The durability mode of the durable ingest: `group` (group commit of 256
+    /// records or 2 ms, the default), `per-write` or `none`.
+    #[serde(default)]
+    pub durability: Option<String>,
 }
+
+/// The durability modes a config may name.
+pub const DURABILITY_MODES: [&str; 3] = ["group", "per-write", "none"];
 
 fn default_k() -> usize {
     10
@@ -95,6 +108,9 @@ fn default_storage() -> Vec<String> {
 }
 fn default_single_secs() -> f64 {
     10.0
+}
+fn default_true() -> bool {
+    true
 }
 
 impl BenchConfig {
@@ -137,10 +153,18 @@ impl BenchConfig {
             ));
         }
         for s in &self.storage {
-            if s != "memory" {
+            if s != "memory" && s != "mmap" {
                 return Err(Error::invalid_param(
                     "storage",
-                    format!("{s:?} is not a storage backend of this build (memory)"),
+                    format!("{s:?} is not a storage backend of this build (memory, mmap)"),
+                ));
+            }
+        }
+        if let Some(d) = &self.durability {
+            if !DURABILITY_MODES.contains(&d.as_str()) {
+                return Err(Error::invalid_param(
+                    "durability",
+                    format!("{d:?} is not a durability mode (group, per-write, none)"),
                 ));
             }
         }
@@ -211,6 +235,19 @@ mod tests {
             ef_search: vec![],
         }];
         assert!(c.validate().is_err());
+        let mut c = BenchConfig::named("quick").unwrap();
+        c.storage = vec!["disk".into()];
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("memory, mmap"), "{err}");
+        let mut c = BenchConfig::named("quick").unwrap();
+        c.storage = vec!["memory".into(), "mmap".into()];
+        c.validate().unwrap();
+        c.durability = Some("sometimes".into());
+        assert!(c.validate().is_err());
+        for d in DURABILITY_MODES {
+            c.durability = Some(d.into());
+            c.validate().unwrap();
+        }
         let err = toml::from_str::<BenchConfig>("name='x'\ndataset='y'\nindexes=[{kind='btree'}]")
             .unwrap_err();
         assert!(err.to_string().contains("btree"), "{err}");

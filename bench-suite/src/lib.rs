@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod durability;
 pub mod env;
 pub mod frontier;
 pub mod latency;

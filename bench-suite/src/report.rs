@@ -44,6 +44,14 @@ fn fmt_int(v: f64) -> String {
     out
 }
 
+/// The durability mode named in a durable-ingest phase's label
+/// ("durable ingest (group-commit(256, 2ms)): ..." gives "group-commit(256, 2ms)").
+fn durable_mode(what: &str) -> &str {
+    what.strip_prefix("durable ingest (")
+        .and_then(|r| r.split_once("):"))
+        .map_or("?", |(mode, _)| mode)
+}
+
 /// The Markdown report.
 pub fn markdown(report: &Report) -> String {
     let k = report.k;
@@ -64,7 +72,12 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(m, "- **recall by id**: fraction of the true top-k ids returned. **recall by distance**: fraction of returned results whose distance (recomputed by the harness from the base vectors, never taken from the system) is within 1e-3 of the true k-th distance, so ties count (ann-benchmarks' rule).");
     let _ = writeln!(m, "- **QPS at recall r**: interpolated on each system's Pareto frontier of (recall@{k} by id, 1-thread QPS), geometrically in QPS between the two bracketing points; — means the system never reached r.");
-    let _ = writeln!(m, "- Build phases are separate figures: **storage append** (vectors copied into the storage backend, no index), **index train** (k-means/codebooks), **index build** (adding every vector to the index). They are never summed into one number.");
+    let _ = writeln!(m, "- Build phases are separate figures: **storage append** (vectors copied into the storage backend, no index), **index train** (k-means/codebooks), **index build** (adding every vector to the index), and **durable ingest** (the whole base inserted with `insert_batch` in batches of 1,000 into a new durable collection with the same index and storage: write-ahead log + storage + index build, each write acknowledged under the durability mode named in its column; it therefore includes an index build of its own). They are never summed into one number.");
+    let _ = writeln!(
+        m,
+        "- **on-disk**: the durable collection's directory after a final checkpoint; {}.",
+        crate::durability::DISK_SIZE_RULE
+    );
     let _ = writeln!(m, "- **index bytes/vector**: for omen systems, the index's own structures only (graph links, codes, lists); the full vectors live in the storage backend and are not included. For peers, what the library's index holds as a whole, which for FAISS Flat/HNSW, `IndexRefineFlat` and hnswlib/USearch includes the full vectors (4 × dim bytes each). Compare like with like: add 4 × dim to omen's figure, or subtract it from the peer's.\n");
 
     let _ = writeln!(m, "## QPS at recall@{k} (by id), one thread\n");
@@ -127,13 +140,13 @@ pub fn markdown(report: &Report) -> String {
     }
 
     let _ = writeln!(m, "\n## Build\n");
-    let _ = writeln!(m, "| system | threads | storage append vec/s | index train s | index build vec/s | index build s | index bytes/vector | peak RSS MiB |");
-    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(m, "| system | threads | storage append vec/s | index train s | index build vec/s | index build s | durable ingest: WAL + storage + index build (mode) vec/s | durable ingest s | on-disk MiB | index bytes/vector | peak RSS MiB |");
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &report.runs {
         let b = &r.build;
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.build_threads,
             b.storage_append
@@ -148,6 +161,15 @@ pub fn markdown(report: &Report) -> String {
             b.index_build
                 .as_ref()
                 .map_or("—".into(), |p| format!("{:.2}", p.seconds)),
+            b.durable_ingest.as_ref().map_or("—".into(), |p| format!(
+                "{} ({})",
+                fmt_int(p.vectors_per_sec),
+                durable_mode(&p.what)
+            )),
+            b.durable_ingest
+                .as_ref()
+                .map_or("—".into(), |p| format!("{:.2}", p.seconds)),
+            fmt_opt(r.memory.on_disk_bytes.map(|b| b as f64 / 1048576.0), 1),
             fmt_opt(r.memory.index_bytes_per_vector, 1),
             fmt_opt(r.memory.peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0),
         );
@@ -224,14 +246,14 @@ const PLOTS: [(&str, &str); 4] = [
 
 /// One CSV row per (system, operating point).
 pub fn csv(report: &Report) -> String {
-    let mut s = String::from("system,family,index,storage,params,recall1_id,recall10_id,recall10_dist,recall100_id,recall100_dist,qps_single,qps_batch,batch_threads,p50_us,p95_us,p99_us,p999_us,dist_comps_per_query,storage_append_vps,index_train_s,index_build_vps,index_bytes_per_vector\n");
+    let mut s = String::from("system,family,index,storage,params,recall1_id,recall10_id,recall10_dist,recall100_id,recall100_dist,qps_single,qps_batch,batch_threads,p50_us,p95_us,p99_us,p999_us,dist_comps_per_query,storage_append_vps,index_train_s,index_build_vps,index_bytes_per_vector,durable_ingest_vps,on_disk_bytes\n");
     let q = |x: &str| format!("\"{}\"", x.replace('"', "\"\""));
     let o = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x}"));
     for r in &report.runs {
         for p in &r.points {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 q(&r.name),
                 r.family,
                 r.index,
@@ -254,6 +276,8 @@ pub fn csv(report: &Report) -> String {
                 o(r.build.index_train.as_ref().map(|b| b.seconds)),
                 o(r.build.index_build.as_ref().map(|b| b.vectors_per_sec)),
                 o(r.memory.index_bytes_per_vector),
+                o(r.build.durable_ingest.as_ref().map(|b| b.vectors_per_sec)),
+                o(r.memory.on_disk_bytes.map(|b| b as f64)),
             );
         }
     }

@@ -1,6 +1,8 @@
 //! Measures omen systems: storage-only append, index training and index build as
 //! separate phases, then a search-parameter sweep (one query at a time on one thread,
-//! and one batch call on N threads), with recall computed by the harness.
+//! and one batch call on N threads), with recall computed by the harness; then,
+//! when asked, durable ingest (the base inserted into a durable collection with the
+//! same index and storage) as a phase of its own, with the on-disk size.
 
 use crate::env::{peak_rss_bytes, rss_bytes};
 use crate::latency::Latency;
@@ -66,6 +68,25 @@ pub struct SweepPoint {
     pub params: SearchParams,
 }
 
+/// How to measure durable ingest for a system: the collection to create (same
+/// index kind and parameters, same storage kind; the dataset's dimension and
+/// metric) and its durability mode.
+#[derive(Clone, Debug)]
+pub struct DurableIngest {
+    /// The index kind and parameters.
+    pub index: omen::IndexKind,
+    /// The storage kind.
+    pub storage: omen::StorageKind,
+    /// When writes are acknowledged.
+    pub durability: omen::Durability,
+    /// Where the collection directory is made (a fresh directory inside it,
+    /// removed afterwards).
+    pub scratch: std::path::PathBuf,
+}
+
+/// Rows per `insert_batch` call in durable ingest.
+pub const DURABLE_BATCH: usize = 1_000;
+
 /// An omen system to measure: an index kind with build parameters over a storage.
 pub struct OmenSystem {
     /// Display name.
@@ -82,6 +103,8 @@ pub struct OmenSystem {
     pub make_index: IndexMaker,
     /// The search-parameter sweep.
     pub sweep: Vec<SweepPoint>,
+    /// Durable ingest to measure after the sweep, if any.
+    pub durable: Option<DurableIngest>,
 }
 
 /// Limits that keep a run's duration bounded.
@@ -236,6 +259,29 @@ pub fn run_omen(
         });
     }
 
+    drop(index);
+    drop(storage);
+    let mut durable_ingest = None;
+    let mut on_disk_bytes = None;
+    if let Some(spec) = &sys.durable {
+        progress(&format!(
+            "{}: durable ingest ({})",
+            sys.name,
+            spec.durability.label()
+        ));
+        let d = build_pool.install(|| durable_ingest_run(spec, data, threads))?;
+        notes.push(format!(
+            "durable ingest: collection directory in {} (file system {}); on-disk size {} after a final checkpoint ({:.2} s, untimed), {}",
+            spec.scratch.display(),
+            crate::durability::fs_type(&spec.scratch),
+            crate::durability::fmt_bytes(d.on_disk.total),
+            d.checkpoint_seconds,
+            crate::durability::DISK_SIZE_RULE
+        ));
+        durable_ingest = Some(d.phase);
+        on_disk_bytes = Some(d.on_disk.total);
+    }
+
     Ok(RunResult {
         name: sys.name.clone(),
         family: "omen".into(),
@@ -246,12 +292,79 @@ pub fn run_omen(
         build_threads: threads,
         build: BuildFigures {
             storage_append: Some(append),
-            durable_ingest: None,
+            durable_ingest,
             index_train: train,
             index_build: Some(build),
         },
-        memory,
+        memory: MemoryFigures {
+            on_disk_bytes,
+            ..memory
+        },
         points,
         notes,
     })
+}
+
+/// What one durable ingest measured.
+pub struct DurableIngestResult {
+    /// The timed phase.
+    pub phase: Phase,
+    /// The collection directory's size after a final checkpoint.
+    pub on_disk: crate::durability::DiskUsage,
+    /// Seconds of that final checkpoint (not part of the phase).
+    pub checkpoint_seconds: f64,
+}
+
+/// Creates a durable collection in a fresh directory under `spec.scratch`, inserts
+/// the whole base with `insert_batch` in batches of [`DURABLE_BATCH`] with string
+/// ids (`"0"`, `"1"`, ...), and stops the clock once the last batch is
+/// acknowledged and `sync()` returned (what `close()` does for the log; it matters
+/// only under `Durability::None`). Then, untimed, checkpoints, measures the
+/// directory and closes. Index building runs on the current rayon pool.
+pub fn durable_ingest_run(
+    spec: &DurableIngest,
+    data: &BenchData,
+    threads: usize,
+) -> Result<DurableIngestResult> {
+    let n = data.n();
+    let dim = data.dim;
+    let dir = crate::durability::fresh_dir(&spec.scratch, "ingest")?;
+    let config = omen::CollectionConfig::new(dim, data.metric)
+        .index(spec.index.clone())
+        .storage(spec.storage.clone());
+    let result = (|| {
+        let opts = omen::DurableOptions::default().durability(spec.durability);
+        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let t = Instant::now();
+        let c = omen::Collection::create(&dir, &config, opts)?;
+        for (b, rows) in data.base.chunks(DURABLE_BATCH * dim).enumerate() {
+            let first = b * DURABLE_BATCH;
+            c.insert_batch(&ids[first..first + rows.len() / dim], rows)?;
+        }
+        c.sync()?;
+        let seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        c.checkpoint()?;
+        let checkpoint_seconds = t.elapsed().as_secs_f64();
+        let on_disk = crate::durability::disk_usage(&dir)?;
+        c.close()?;
+        let phase = Phase::new(
+            format!(
+                "durable ingest ({}): WAL + storage + index build, acknowledged: {n} vectors inserted with insert_batch in batches of {DURABLE_BATCH} into a new durable {}/{} collection (log, storage append and the index build, {threads} thread(s)), clock stopped when the last write was acknowledged and sync() returned; automatic checkpoints at the default 64 MiB of log; includes the index build",
+                spec.durability.label(),
+                config.index.name(),
+                config.storage.name(),
+            ),
+            n as u64,
+            seconds,
+            threads,
+        );
+        Ok(DurableIngestResult {
+            phase,
+            on_disk,
+            checkpoint_seconds,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

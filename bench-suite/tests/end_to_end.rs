@@ -33,7 +33,7 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         dataset: ds_dir.to_string_lossy().into_owned(),
         k: 10,
         threads: vec![2],
-        storage: vec!["memory".into()],
+        storage: vec!["memory".into(), "mmap".into()],
         indexes: vec![
             IndexSpec::Flat,
             IndexSpec::Hnsw {
@@ -53,6 +53,8 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         peers: vec![],
         single_query_seconds: 1.0,
         max_queries: 0,
+        durable_ingest: true,
+        durability: None,
     };
     let opts = BenchOptions {
         data_dir: tmp.path().to_path_buf(),
@@ -64,7 +66,35 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
     let mut log = Vec::new();
     let (report, md) = run(&cfg, &opts, &mut |m| log.push(m.to_string())).unwrap();
     assert!(md.exists());
-    assert_eq!(report.runs.len(), 3);
+    // Every index over memory, then over mmap.
+    assert_eq!(report.runs.len(), 6);
+    for r in &report.runs {
+        let d = r.build.durable_ingest.as_ref().unwrap();
+        assert_eq!(d.vectors, 3000, "{}", r.name);
+        assert!(
+            d.what
+                .starts_with("durable ingest (group-commit(256, 2ms))")
+                && d.what.contains("includes the index build"),
+            "{}",
+            d.what
+        );
+        // At least the vectors themselves are on disk.
+        let disk = r.memory.on_disk_bytes.unwrap();
+        assert!(disk >= 3000 * 16 * 4, "{}: {disk}", r.name);
+    }
+    assert_eq!(report.runs[3].storage.as_deref(), Some("mmap"));
+    let mmap_flat = &report.runs[3];
+    assert!(mmap_flat
+        .points
+        .iter()
+        .all(|p| p.recall.at(RecallKind::ById, 10) == Some(1.0)));
+    // Scratch directories are removed.
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("reports"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".omen-scratch"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let flat = &report.runs[0];
     for p in &flat.points {
         assert_eq!(

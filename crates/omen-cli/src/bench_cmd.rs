@@ -1,6 +1,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use omen_bench::bench::{run as run_bench, BenchOptions};
 use omen_bench::config::BenchConfig;
+use omen_bench::durability::DurabilityOptions;
 use omen_bench::recall::RecallKind;
 use omen_core::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use std::time::Duration;
 /// Arguments of `omen bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A suite name (`quick`, `glove-50`) or a path to a `.toml` / `.json` config.
+    /// A suite name (`quick`, `glove-50`, `durability`) or a path to a `.toml` /
+    /// `.json` config.
     suite: String,
     /// Where reports go (`<dir>/<run name>/`).
     #[arg(long, default_value = "reports")]
@@ -26,9 +28,46 @@ pub struct BenchArgs {
     /// Use at most this many queries (0 = all).
     #[arg(long)]
     max_queries: Option<usize>,
+    /// `durability` suite: vectors per measurement (the headline run is 1,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    n: usize,
+    /// `durability` suite: where temporary files go (defaults to the reports
+    /// directory, so that the file system measured is the reports' one).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// `durability` suite: MiB written by the dd yardstick.
+    #[arg(long, default_value_t = 1024)]
+    dd_mib: usize,
+    /// `durability` suite: HNSW ef_construction of the reopen measurement.
+    #[arg(long, default_value_t = 40)]
+    ef_construction: usize,
+}
+
+/// `omen bench durability`: the durability figures, written to
+/// `<reports>/durability/`.
+fn run_durability(a: &BenchArgs) -> Result<()> {
+    let o = DurabilityOptions {
+        n: a.n,
+        dd_mib: a.dd_mib,
+        scratch: a.scratch.clone().unwrap_or_else(|| a.reports.clone()),
+        reports_dir: a.reports.clone(),
+        hnsw_ef_construction: a.ef_construction,
+        reproduce: std::env::args().collect::<Vec<_>>().join(" "),
+        ..DurabilityOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let (report, md) = omen_bench::durability::run_durability(&o, &mut |m| {
+        eprintln!("  [{:>6.1} s] {m}", started.elapsed().as_secs_f64());
+    })?;
+    println!("\n{}", omen_bench::durability::summary(&report));
+    println!("report: {}", md.display());
+    Ok(())
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.suite == "durability" && !Path::new(&a.suite).exists() {
+        return run_durability(&a);
+    }
     let mut cfg = match BenchConfig::named(&a.suite) {
         Some(c) => c,
         None if Path::new(&a.suite).exists() => BenchConfig::from_file(Path::new(&a.suite))?,
@@ -36,7 +75,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return Err(Error::invalid_param(
                 "suite",
                 format!(
-                    "{:?} is neither a built-in suite (quick, glove-50) nor a config file",
+                    "{:?} is neither a built-in suite (quick, glove-50, flat-glove-50, durability) nor a config file",
                     a.suite
                 ),
             ))
@@ -82,8 +121,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         report.env.simd_isa
     );
     println!(
-        "{:<48} {:>13} {:>13} {:>13} {:>10} {:>12}",
-        "system", "QPS@0.90", "QPS@0.95", "QPS@0.99", "best R@10", "build vec/s"
+        "{:<48} {:>13} {:>13} {:>13} {:>10} {:>12} {:>14} {:>11}",
+        "system",
+        "QPS@0.90",
+        "QPS@0.95",
+        "QPS@0.99",
+        "best R@10",
+        "build vec/s",
+        "durable vec/s",
+        "on-disk MiB"
     );
     for r in &report.runs {
         let q = |t| {
@@ -100,17 +146,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .index_build
             .as_ref()
             .map_or("—".to_string(), |p| format!("{:.0}", p.vectors_per_sec));
+        let durable = r
+            .build
+            .durable_ingest
+            .as_ref()
+            .map_or("—".to_string(), |p| format!("{:.0}", p.vectors_per_sec));
+        let disk = r.memory.on_disk_bytes.map_or("—".to_string(), |b| {
+            format!("{:.1}", b as f64 / 1048576.0)
+        });
         println!(
-            "{:<48} {:>13} {:>13} {:>13} {:>10.4} {:>12}",
+            "{:<48} {:>13} {:>13} {:>13} {:>10.4} {:>12} {:>14} {:>11}",
             r.name,
             q(0.90),
             q(0.95),
             q(0.99),
             best,
-            build
+            build,
+            durable,
+            disk
         );
     }
-    println!("(QPS: one query at a time on one thread, interpolated at recall@{k} by id; build: index build only)");
+    println!("(QPS: one query at a time on one thread, interpolated at recall@{k} by id; build: index build only; durable: durable ingest, WAL + storage + index build, acknowledged, in the durability mode of report.md; on-disk: the durable collection after a checkpoint)");
     println!("report: {}", md.display());
     Ok(())
 }
