@@ -1,6 +1,7 @@
 use crate::config::{CollectionConfig, IndexKind, StorageKind};
 use crate::durable::wal::Op;
 use crate::idmap::IdMap;
+use foldhash::HashSet;
 use omen_core::simd::{Isa, Kernels};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
 use omen_core::validate::{check_finite, check_vector, normalize_into};
@@ -8,7 +9,6 @@ use omen_core::{
     Error, IndexStats, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch,
     SlotId, VectorIndex, VectorStorage,
 };
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,6 +34,26 @@ const OPTIMISTIC_ATTEMPTS: usize = 3;
 /// The instruction set the distance kernels use in this process.
 pub fn isa() -> Isa {
     Kernels::best().isa()
+}
+
+/// A write applied but not yet acknowledged; see
+/// [`Collection::insert_batch_deferred`].
+#[must_use = "the write is acknowledged (durable) only once `wait` returns Ok"]
+#[derive(Debug)]
+pub struct WriteTicket<'a> {
+    collection: &'a Collection,
+    /// The log record to wait for, if any.
+    seq: Option<u64>,
+}
+
+impl WriteTicket<'_> {
+    /// Waits until the write is durable (as the collection's durability mode
+    /// defines it), then runs an automatic checkpoint if one is due. Errors:
+    /// `Poisoned` if the log failed meanwhile (the write may or may not survive a
+    /// crash), or the checkpoint's errors.
+    pub fn wait(self) -> Result<()> {
+        self.collection.commit(self.seq)
+    }
 }
 
 /// Counters describing a collection; see [`Collection::stats`].
@@ -368,6 +388,22 @@ impl Collection {
     /// # Ok::<(), omen::Error>(())
     /// ```
     pub fn insert_batch<S: AsRef<str>>(&self, ids: &[S], rows: &[f32]) -> Result<()> {
+        self.insert_batch_deferred(ids, rows)?.wait()
+    }
+
+    /// [`insert_batch`](Self::insert_batch) without waiting for the
+    /// acknowledgement: the batch is validated, logged and applied (searches see
+    /// it), and the returned ticket's [`wait`](WriteTicket::wait) returns once it
+    /// is durable (at once in per-write mode, where it already is, and for an
+    /// in-memory collection). A bulk loader submits the next batch before waiting
+    /// for the previous one, so that its next batch's work overlaps the log's
+    /// sync. Until `wait` returns Ok the batch is not acknowledged: a crash may
+    /// lose it.
+    pub fn insert_batch_deferred<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        rows: &[f32],
+    ) -> Result<WriteTicket<'_>> {
         let mut row_buf = lock(&self.writer);
         self.check_writable()?;
         let dim = self.dim;
@@ -385,7 +421,10 @@ impl Collection {
             ));
         }
         if n == 0 {
-            return Ok(());
+            return Ok(WriteTicket {
+                collection: self,
+                seq: None,
+            });
         }
         // The normalised copy of a batch is per call: kept in the writer it would
         // pin the largest batch's memory for good.
@@ -395,7 +434,8 @@ impl Collection {
         }
         {
             let map = read(&self.ids);
-            let mut seen: HashSet<&str> = HashSet::with_capacity(n);
+            let mut seen: HashSet<&str> =
+                HashSet::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
             for (i, (id, row)) in ids.iter().zip(rows.chunks_exact(dim)).enumerate() {
                 let id = id.as_ref();
                 check_id(id)?;
@@ -417,9 +457,12 @@ impl Collection {
         let names: Vec<Arc<str>> = ids.iter().map(|id| Arc::from(id.as_ref())).collect();
         let ticket = self.log(Op::Insert, &names, to_store)?;
         let applied = self.apply_rows(&names, to_store);
-        let ticket = self.after_apply(applied, ticket)?;
+        let seq = self.after_apply(applied, ticket)?;
         drop(row_buf);
-        self.commit(ticket)
+        Ok(WriteTicket {
+            collection: self,
+            seq,
+        })
     }
 
     /// Inserts `id`, or replaces its vector if it is live. Errors (nothing
@@ -833,7 +876,16 @@ pub fn check_id(id: &str) -> Result<()> {
 }
 
 /// Squared norm in f64, summed in order (the model tests repeat this exactly).
+///
+/// Fast path: the SIMD f32 dot product of the row with itself. Its relative
+/// error is far below 1e-3 for any row the f32 sum does not overflow, so a result
+/// under half the bound decides the question without the exact f64 sum; only
+/// rows near the bound (or overflowing f32) take the exact path.
 fn check_norm(v: &[f32], row: usize) -> Result<()> {
+    let fast = Kernels::best().dot(v, v);
+    if fast.is_finite() && f64::from(fast) < MAX_SQUARED_NORM / 2.0 {
+        return Ok(());
+    }
     let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
     if sq > MAX_SQUARED_NORM {
         return Err(Error::invalid_param(

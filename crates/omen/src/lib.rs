@@ -22,7 +22,9 @@ mod durable;
 mod idmap;
 pub mod snapshot;
 
-pub use collection::{check_id, isa, Collection, CollectionStats, MAX_ID_LEN, MAX_SQUARED_NORM};
+pub use collection::{
+    check_id, isa, Collection, CollectionStats, WriteTicket, MAX_ID_LEN, MAX_SQUARED_NORM,
+};
 pub use config::{CollectionConfig, IndexKind, StorageKind};
 pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};
 pub use omen_fs as fs;

@@ -130,6 +130,7 @@ fn loom_group_commit_acknowledges_only_durable_records_in_order() {
             loom::thread::spawn(move || {
                 q.run_flusher(GroupPolicy {
                     max_records: 2,
+                    max_bytes: 1 << 20,
                     max_delay: None,
                 })
             })

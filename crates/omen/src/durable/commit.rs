@@ -44,6 +44,8 @@ impl LogSink for Box<dyn omen_fs::WritableFile> {
 pub(crate) struct GroupPolicy {
     /// Sync once this many records wait.
     pub max_records: u64,
+    /// Sync once this many bytes wait (a large batch need not wait for company).
+    pub max_bytes: usize,
     /// Sync once the oldest waiting record is this old; `None`: as soon as any
     /// record waits (the loom models use this, as loom does not model time).
     pub max_delay: Option<Duration>,
@@ -267,6 +269,7 @@ impl<S: LogSink> CommitQueue<S> {
             }
             let due = st.shutdown
                 || st.buf_records >= policy.max_records
+                || st.buf.len() >= policy.max_bytes
                 || match (policy.max_delay, st.first_pending) {
                     (None, _) | (_, None) => true,
                     (Some(d), Some(t)) => t.elapsed() >= d,

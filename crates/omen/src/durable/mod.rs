@@ -54,8 +54,8 @@ pub enum Durability {
     /// write is applied and returns. Writers are serialised through the sync.
     PerWrite,
     /// Writes are logged to a buffer and applied; a flusher thread writes and
-    /// syncs the buffer once `max_records` records wait or the oldest has waited
-    /// `max_delay`; each write returns only after the sync covering it. An
+    /// syncs the buffer once `max_records` records (or 256 KiB) wait or the oldest
+    /// has waited `max_delay`; each write returns only after the sync covering it. An
     /// acknowledged write is as durable as under `PerWrite`; a search may see a
     /// write a little before it is acknowledged (and a crash in between loses it,
     /// though it was never acknowledged).
@@ -169,6 +169,10 @@ pub struct RecoveryInfo {
 }
 
 type Sink = Box<dyn WritableFile>;
+
+/// Under group commit, a sync starts at once when this many bytes of log wait: a
+/// large batch is its own group and need not wait `max_delay` for company.
+const GROUP_MAX_BYTES: usize = 256 << 10;
 
 /// The durable side of a collection.
 pub(crate) struct Durable {
@@ -980,6 +984,7 @@ impl Durable {
                 let q = Arc::clone(&queue);
                 let policy = GroupPolicy {
                     max_records: max_records.max(1) as u64,
+                    max_bytes: GROUP_MAX_BYTES,
                     max_delay: Some(max_delay),
                 };
                 std::thread::Builder::new()

@@ -88,9 +88,7 @@ pub(crate) fn encode<S: AsRef<str>>(
         buf.extend_from_slice(&(id.len() as u16).to_le_bytes());
         buf.extend_from_slice(id);
     }
-    for x in rows {
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
+    extend_f32_le(buf, rows);
     let len = buf.len() - start - RECORD_HEADER;
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     buf[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
@@ -99,6 +97,24 @@ pub(crate) fn encode<S: AsRef<str>>(
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     let pad = (8 - (buf.len() - start) % 8) % 8;
     buf.extend(std::iter::repeat_n(0u8, pad));
+}
+
+/// Appends `rows` as little-endian f32 bytes.
+fn extend_f32_le(buf: &mut Vec<u8>, rows: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: an initialised `[f32]` viewed as bytes: same memory, alignment 1,
+        // every byte initialised; on a little-endian target these are the
+        // little-endian encodings.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(rows.as_ptr().cast::<u8>(), std::mem::size_of_val(rows))
+        };
+        buf.extend_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for x in rows {
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
