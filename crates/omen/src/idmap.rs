@@ -30,6 +30,15 @@ pub(crate) struct IdMap {
 }
 
 impl IdMap {
+    /// An empty map with room for `ids` live ids over `slots` slots (reopening).
+    pub(crate) fn with_capacity(ids: usize, slots: usize) -> IdMap {
+        IdMap {
+            by_id: HashMap::with_capacity_and_hasher(ids, Default::default()),
+            slot_ids: Vec::with_capacity(slots),
+            ..IdMap::default()
+        }
+    }
+
     /// Changes whenever the set of current slots does.
     pub(crate) fn version(&self) -> u64 {
         self.version
@@ -66,6 +75,13 @@ impl IdMap {
     pub(crate) fn current_id(&self, slot: SlotId) -> Option<&Arc<str>> {
         let id = self.slot_ids.get(slot as usize)?.as_ref()?;
         (self.by_id.get(&**id) == Some(&slot)).then_some(id)
+    }
+
+    /// Whether `slot` has an id recorded (current or about to be).
+    pub(crate) fn is_recorded(&self, slot: SlotId) -> bool {
+        self.slot_ids
+            .get(slot as usize)
+            .is_some_and(Option::is_some)
     }
 
     /// Records that `slot` holds a vector written for `id`, without making it current.

@@ -254,13 +254,14 @@ pub(crate) fn encode_segment(dim: usize, first_row: u64, rows: &[&[f32]]) -> (Ve
 }
 
 /// Parses a segment file expected to hold `want.rows` rows from `want.first_row`;
-/// returns the rows.
-pub(crate) fn parse_segment(
-    bytes: &[u8],
+/// returns the rows (borrowed from `bytes` when they are aligned for f32, which
+/// a heap buffer is: the 40-byte header keeps them 4-aligned).
+pub(crate) fn parse_segment<'a>(
+    bytes: &'a [u8],
     file: &Path,
     dim: usize,
     want: &Segment,
-) -> Result<Vec<f32>> {
+) -> Result<std::borrow::Cow<'a, [f32]>> {
     check_magic(bytes, SEGMENT_MAGIC, SEGMENT_HEADER, file, "vector segment")?;
     check_crc(u32_at(bytes, 36), &bytes[..36], file, 36, "segment header")?;
     let d = u32_at(bytes, 12) as usize;
@@ -305,10 +306,7 @@ pub(crate) fn parse_segment(
             "segment checksum differs from the manifest's",
         ));
     }
-    let v: Vec<f32> = data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let v = f32s(data);
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(Error::corruption(
             file,
@@ -317,6 +315,26 @@ pub(crate) fn parse_segment(
         ));
     }
     Ok(v)
+}
+
+/// Little-endian f32 bytes as floats: borrowed without copying on a
+/// little-endian target when `data` is 4-aligned, decoded otherwise.
+fn f32s(data: &[u8]) -> std::borrow::Cow<'_, [f32]> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: every bit pattern is a valid f32, and `align_to` only yields a
+        // middle slice of correctly aligned, in-bounds f32s; on a little-endian
+        // target their bytes are the little-endian encodings.
+        let (head, mid, tail) = unsafe { data.align_to::<f32>() };
+        if head.is_empty() && tail.is_empty() {
+            return std::borrow::Cow::Borrowed(mid);
+        }
+    }
+    std::borrow::Cow::Owned(
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
 }
 
 /// The id file: every live id with its slot.

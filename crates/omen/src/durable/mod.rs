@@ -396,14 +396,13 @@ impl Collection {
                     let path = dir.join(name);
                     let bytes = fs.read(&path).map_err(io_err(&path))?;
                     let rows = files::parse_segment(&bytes, &path, dim, seg)?;
-                    drop(bytes);
                     s.append_batch(&rows)?;
                 }
                 Box::new(s)
             }
         };
         // Ids.
-        let mut idmap = IdMap::default();
+        let mut idmap = IdMap::with_capacity(m.live as usize, m.rows as usize);
         if !m.ids_file.is_empty() {
             let path = dir.join(&m.ids_file);
             let bytes = fs.read(&path).map_err(io_err(&path))?;
@@ -417,15 +416,21 @@ impl Collection {
             }
             for (id, slot) in entries {
                 let id: Arc<str> = Arc::from(id.as_str());
-                if idmap.current_id(slot).is_some() || idmap.contains(&id) {
+                if idmap.is_recorded(slot) {
                     return Err(Error::corruption(
                         &path,
                         32,
-                        format!("id {id:?} or slot {slot} appears twice"),
+                        format!("slot {slot} appears twice"),
                     ));
                 }
                 idmap.record(slot, Arc::clone(&id));
-                idmap.make_current(&id, slot);
+                if idmap.make_current(&id, slot).is_some() {
+                    return Err(Error::corruption(
+                        &path,
+                        32,
+                        format!("id {id:?} appears twice"),
+                    ));
+                }
             }
         }
         // Index.
