@@ -136,6 +136,7 @@ impl BenchConfig {
             "quick" => include_str!("../suites/quick.toml"),
             "glove-50" => include_str!("../suites/glove-50.toml"),
             "flat-glove-50" => include_str!("../suites/flat-glove-50.toml"),
+            "recall-k100" => include_str!("../suites/recall-k100.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn named_suites_parse_and_validate() {
-        for name in ["quick", "glove-50", "flat-glove-50"] {
+        for name in ["quick", "glove-50", "flat-glove-50", "recall-k100"] {
             let c = BenchConfig::named(name).unwrap_or_else(|| panic!("suite {name}"));
             c.validate().unwrap();
             assert!(!c.indexes.is_empty());

@@ -53,6 +53,12 @@
 //! default so that a plain build needs no C library:
 //! `cargo test -p omen-datasets --features hdf5`.
 //!
+//! **An HDF5 file is trusted input.** Fuzzing (`fuzz/`, target `read_hdf5`) found
+//! that libhdf5 1.10 itself overflows a heap buffer (`H5HG_read`) and allocates
+//! sizes a damaged header names (`H5C_protect`) on damaged files; our wrapper
+//! cannot bound either. Convert a downloaded `.hdf5` once (`omen dataset convert`)
+//! and keep the converted copy, whose readers are fuzzed without findings.
+//!
 //! # Synthetic data and GloVe
 //! [`synthetic`] draws seeded uniform, Gaussian and Gaussian-mixture vectors
 //! (ChaCha8, the same on every platform); [`synthetic_default`] is the embedded

@@ -75,7 +75,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return Err(Error::invalid_param(
                 "suite",
                 format!(
-                    "{:?} is neither a built-in suite (quick, glove-50, flat-glove-50, durability) nor a config file",
+                    "{:?} is neither a built-in suite (quick, glove-50, flat-glove-50, recall-k100, durability) nor a config file",
                     a.suite
                 ),
             ))
