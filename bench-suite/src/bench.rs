@@ -143,10 +143,7 @@ fn storage_maker(kind: &str, scratch: &Path) -> Result<crate::runner::StorageMak
 /// The durability mode a config names (`group` when it names none).
 pub fn durability_of(cfg: &BenchConfig) -> Result<omen::Durability> {
     match cfg.durability.as_deref() {
-        None | Some("group") => Ok(omen::Durability::GroupCommit {
-            max_records: 256,
-            max_delay: Duration::from_millis(2),
-        }),
+        None | Some("group") => Ok(omen::Durability::default()),
         Some("per-write") => Ok(omen::Durability::PerWrite),
         Some("none") => Ok(omen::Durability::None),
         Some(other) => Err(Error::invalid_param(

@@ -89,7 +89,7 @@ pub struct BenchConfig {
     #[serde(default = "default_true")]
     pub durable_ingest: bool,
     /// The durability mode of the durable ingest: `group` (group commit of 256
-    /// records or 2 ms, the default), `per-write` or `none`.
+    /// records, syncing as soon as a record waits: the default), `per-write` or `none`.
     #[serde(default)]
     pub durability: Option<String>,
 }
