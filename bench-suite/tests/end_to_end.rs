@@ -73,7 +73,7 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         assert_eq!(d.vectors, 3000, "{}", r.name);
         assert!(
             d.what
-                .starts_with("durable ingest (group-commit(256, 2ms))")
+                .starts_with("durable ingest (group-commit(256, 0ns))")
                 && d.what.contains("includes the index build"),
             "{}",
             d.what
