@@ -235,6 +235,10 @@ impl Graph {
             return;
         }
         let start = chunk.upper.len();
+        // Exact growth: a doubling arena wasted about 1 B per vector at M = 16. The
+        // copy is cheap (a chunk's arena is a few thousand words) and runs under the
+        // write lock, where no reader holds a list.
+        chunk.upper.reserve_exact(words);
         chunk.upper.extend((0..words).map(|_| AtomicU32::new(0)));
         self.upper_words += words;
         node.upper = ((start as u32) << UPPER_LEVEL_BITS) | level as u32;
