@@ -9,6 +9,7 @@
 //!   instead of reading them through. Not built under `cfg(loom)` (it does file
 //!   I/O).
 
+mod buckets;
 mod memory;
 #[cfg(not(loom))]
 mod mmap;

@@ -22,16 +22,13 @@
 //! writers touch mutably and readers immutably, so loom reports a causality
 //! violation if the ordering above were ever weakened.
 
+use crate::buckets::{self, BUCKETS};
 use omen_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use omen_core::sync::{self, Mutex};
 use omen_core::{Error, Result, SlotId, VectorStorage, MAX_SLOTS};
 use std::alloc::{self, Layout};
 use std::ops::Range;
 use std::ptr;
-
-/// Number of buckets in the directory. With `base >= 1` rows in bucket 0 they
-/// address `base * (2^32 - 1) >= MAX_SLOTS` rows.
-const BUCKETS: usize = 32;
 
 /// Buckets this large (bytes) are left unzeroed by the allocator (they come
 /// fresh from the kernel) and prefaulted in bulk as rows reach them.
@@ -174,24 +171,20 @@ impl MemoryStorage {
     /// Rows held by bucket `b`.
     #[inline]
     fn bucket_rows(&self, b: usize) -> usize {
-        (1usize << self.base_shift) << b
+        buckets::rows(self.base_shift, b)
     }
 
     /// First row of bucket `b`.
     #[inline]
     fn bucket_start(&self, b: usize) -> usize {
-        ((1usize << b) - 1) << self.base_shift
+        buckets::start(self.base_shift, b)
     }
 
     /// The bucket holding `row` and the row's offset in it. Requires
     /// `row < MAX_SLOTS`, which bounds the bucket below [`BUCKETS`].
     #[inline]
     fn locate(&self, row: usize) -> (usize, usize) {
-        // Rows [base(2^b - 1), base(2^(b+1) - 1)) are bucket b, i.e. bucket b holds
-        // the rows whose `row / base + 1` lies in [2^b, 2^(b+1)).
-        let q = (row >> self.base_shift) + 1;
-        let b = (usize::BITS - 1 - q.leading_zeros()) as usize;
-        (b, row - self.bucket_start(b))
+        buckets::locate(self.base_shift, row)
     }
 
     /// Layout of bucket `b`, or `CapacityExceeded` if its size overflows.
@@ -335,12 +328,7 @@ impl VectorStorage for MemoryStorage {
     }
 
     fn append(&self, vector: &[f32]) -> Result<SlotId> {
-        if vector.len() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
+        buckets::check_row(self.dim, vector)?;
         let _guard = sync::lock(&self.writer);
         // Relaxed: only writers store `len`, and the lock orders us after the last one.
         let at = self.len.load(Ordering::Relaxed);
@@ -348,12 +336,7 @@ impl VectorStorage for MemoryStorage {
     }
 
     fn append_batch(&self, rows: &[f32]) -> Result<Range<SlotId>> {
-        if !rows.len().is_multiple_of(self.dim) {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: rows.len() % self.dim,
-            });
-        }
+        buckets::check_rows(self.dim, rows)?;
         let _guard = sync::lock(&self.writer);
         let at = self.len.load(Ordering::Relaxed);
         self.write_and_publish(at, rows)

@@ -40,6 +40,7 @@
 //! unpublished and later appends overwrite them. [`MmapStorage::flush`] makes every
 //! row published so far durable (`msync`).
 
+use crate::buckets::{self, BUCKETS};
 use memmap2::{MmapMut, MmapOptions};
 use omen_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use omen_core::sync::{self, Mutex};
@@ -51,10 +52,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::OnceLock;
-
-/// Number of chunk files. With `base >= 1` rows in chunk 0 they address
-/// `base * (2^32 - 1) >= MAX_SLOTS` rows.
-const BUCKETS: usize = 32;
 
 /// Default number of rows in the first chunk file.
 pub const DEFAULT_MMAP_CHUNK_ROWS: usize = 65_536;
@@ -370,22 +367,20 @@ impl MmapStorage {
     /// Rows held by chunk `b`.
     #[inline]
     fn bucket_rows(&self, b: usize) -> usize {
-        (1usize << self.base_shift) << b
+        buckets::rows(self.base_shift, b)
     }
 
     /// First row of chunk `b`.
     #[inline]
     fn bucket_start(&self, b: usize) -> usize {
-        ((1usize << b) - 1) << self.base_shift
+        buckets::start(self.base_shift, b)
     }
 
     /// The chunk holding `row` and the row's offset in it. Requires
     /// `row < MAX_SLOTS`, which bounds the chunk below [`BUCKETS`].
     #[inline]
     fn locate(&self, row: usize) -> (usize, usize) {
-        let q = (row >> self.base_shift) + 1;
-        let b = (usize::BITS - 1 - q.leading_zeros()) as usize;
-        (b, row - self.bucket_start(b))
+        buckets::locate(self.base_shift, row)
     }
 
     /// Bytes of row data in chunk `b`, or `CapacityExceeded` on overflow.
@@ -729,12 +724,7 @@ impl VectorStorage for MmapStorage {
     }
 
     fn append(&self, vector: &[f32]) -> Result<SlotId> {
-        if vector.len() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
+        buckets::check_row(self.dim, vector)?;
         let _guard = sync::lock(&self.writer);
         // Relaxed: only writers store `len`, and the lock orders us after the last one.
         let at = self.len.load(Ordering::Relaxed);
@@ -742,12 +732,7 @@ impl VectorStorage for MmapStorage {
     }
 
     fn append_batch(&self, rows: &[f32]) -> Result<Range<SlotId>> {
-        if !rows.len().is_multiple_of(self.dim) {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: rows.len() % self.dim,
-            });
-        }
+        buckets::check_rows(self.dim, rows)?;
         let _guard = sync::lock(&self.writer);
         let at = self.len.load(Ordering::Relaxed);
         self.write_and_publish(at, rows)

@@ -1,6 +1,7 @@
 //! The checkpoint files: the manifest, vector segments and the id file. Their
 //! byte layouts are in `docs/FORMAT.md` ("durable collection directory").
 
+use super::wal::{u32_at, u64_at};
 use omen_core::{Error, Metric, Result, SlotId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -68,16 +69,6 @@ pub(crate) fn metric_from_name(s: &str) -> Option<Metric> {
         "cosine" => Some(Metric::Cosine),
         _ => None,
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn check_crc(stored: u32, data: &[u8], file: &Path, offset: usize, what: &str) -> Result<()> {

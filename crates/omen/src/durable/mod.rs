@@ -736,18 +736,12 @@ impl Collection {
         let mut written = 0u64;
         if cut.rows > prev.rows {
             let (first, end) = (prev.rows, cut.rows);
-            let mut blocks: Vec<&[f32]> = Vec::new();
-            let mut r = first;
-            while r < end {
-                let b = self
-                    .storage
-                    .block(r as SlotId)
-                    .ok_or_else(|| Error::CapacityExceeded {
-                        what: format!("storage lost row {r}"),
-                    })?;
-                let take = ((b.len() / self.dim) as u64).min(end - r);
-                blocks.push(&b[..take as usize * self.dim]);
-                r += take;
+            let blocks = row_blocks(&*self.storage, first, end);
+            let got: usize = blocks.iter().map(|b| b.len() / self.dim).sum();
+            if got as u64 != end - first {
+                return Err(Error::CapacityExceeded {
+                    what: format!("storage lost row {}", first + got as u64),
+                });
             }
             if prev.storage == "mmap" {
                 self.storage.flush()?;
@@ -872,10 +866,16 @@ fn mmap_open(dir: &Path, dim: usize, _: usize) -> Result<Box<dyn VectorStorage>>
 
 /// CRC-32C of a segment's rows in `storage`.
 fn segment_crc(storage: &dyn VectorStorage, seg: &Segment) -> u32 {
+    let blocks = row_blocks(storage, seg.first_row, seg.first_row + seg.rows);
+    files::rows_crc(&mut blocks.into_iter())
+}
+
+/// Rows `first..end` of `storage` as its contiguous blocks, stopping early at a
+/// row the storage does not hold.
+fn row_blocks(storage: &dyn VectorStorage, first: u64, end: u64) -> Vec<&[f32]> {
     let dim = storage.dim();
-    let end = seg.first_row + seg.rows;
-    let mut r = seg.first_row;
     let mut blocks = Vec::new();
+    let mut r = first;
     while r < end {
         let Some(b) = storage.block(r as SlotId) else {
             break;
@@ -887,7 +887,7 @@ fn segment_crc(storage: &dyn VectorStorage, seg: &Segment) -> u32 {
         blocks.push(&b[..take as usize * dim]);
         r += take;
     }
-    files::rows_crc(&mut blocks.into_iter())
+    blocks
 }
 
 /// Loads (or, for the flat index, rebuilds) the index the manifest names and
