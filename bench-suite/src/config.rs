@@ -130,13 +130,15 @@ impl BenchConfig {
         Ok(cfg)
     }
 
-    /// A built-in suite by name: `quick`, `glove-50`, `flat-glove-50`.
+    /// A built-in suite by name: `quick`, `glove-50`, `hnsw-glove-50`,
+    /// `flat-glove-50`, `recall-k100`.
     pub fn named(name: &str) -> Option<BenchConfig> {
         let text = match name {
             "quick" => include_str!("../suites/quick.toml"),
             "glove-50" => include_str!("../suites/glove-50.toml"),
             "flat-glove-50" => include_str!("../suites/flat-glove-50.toml"),
             "recall-k100" => include_str!("../suites/recall-k100.toml"),
+            "hnsw-glove-50" => include_str!("../suites/hnsw-glove-50.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()
@@ -216,7 +218,13 @@ mod tests {
 
     #[test]
     fn named_suites_parse_and_validate() {
-        for name in ["quick", "glove-50", "flat-glove-50", "recall-k100"] {
+        for name in [
+            "quick",
+            "glove-50",
+            "flat-glove-50",
+            "recall-k100",
+            "hnsw-glove-50",
+        ] {
             let c = BenchConfig::named(name).unwrap_or_else(|| panic!("suite {name}"));
             c.validate().unwrap();
             assert!(!c.indexes.is_empty());

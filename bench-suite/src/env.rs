@@ -25,6 +25,25 @@ pub struct Environment {
     pub memory_bytes: u64,
     /// UTC time the run started (RFC 3339).
     pub started_utc: String,
+    /// The kernel's transparent huge page mode (`always`, `madvise`, `never`;
+    /// empty where unknown). omen's `MemoryStorage` asks for huge pages on its
+    /// large buckets (`MADV_HUGEPAGE`), which `madvise` grants; peers allocating
+    /// with plain `malloc` get them only under `always`.
+    #[serde(default)]
+    pub transparent_hugepages: String,
+}
+
+/// The selected mode in `/sys/kernel/mm/transparent_hugepage/enabled`
+/// ("always [madvise] never" gives "madvise").
+pub fn thp_mode() -> String {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .ok()
+        .and_then(|s| {
+            let a = s.find('[')?;
+            let b = s[a..].find(']')?;
+            Some(s[a + 1..a + b].to_string())
+        })
+        .unwrap_or_default()
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> String {
@@ -79,6 +98,7 @@ impl Environment {
             os: format!("{} {}", std::env::consts::OS, first_line("uname", &["-r"])),
             memory_bytes,
             started_utc: first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+            transparent_hugepages: thp_mode(),
         }
     }
 }

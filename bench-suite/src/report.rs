@@ -52,6 +52,33 @@ fn durable_mode(what: &str) -> &str {
         .map_or("?", |(mode, _)| mode)
 }
 
+/// `(system, threads, rate, 1-thread rate)` for every run built with more than
+/// one thread whose system (the name without its `[Nt]` suffix) was also built
+/// with one thread in this run.
+fn build_scaling(report: &Report) -> Vec<(String, usize, f64, f64)> {
+    let base_name = |r: &RunResult| {
+        let n = r.name.as_str();
+        n.strip_suffix(&format!(" [{}t]", r.build_threads))
+            .unwrap_or(n)
+            .to_string()
+    };
+    let rate = |r: &RunResult| r.build.index_build.as_ref().map(|p| p.vectors_per_sec);
+    let mut out = Vec::new();
+    for r in report.runs.iter().filter(|r| r.build_threads > 1) {
+        let name = base_name(r);
+        let one = report
+            .runs
+            .iter()
+            .find(|o| o.build_threads == 1 && base_name(o) == name);
+        if let (Some(rate), Some(base)) = (rate(r), one.and_then(rate)) {
+            if base > 0.0 {
+                out.push((name, r.build_threads, rate, base));
+            }
+        }
+    }
+    out
+}
+
 /// The Markdown report.
 pub fn markdown(report: &Report) -> String {
     let k = report.k;
@@ -117,7 +144,7 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(m, "| omen system | peer | @0.90 | @0.95 | @0.99 |");
         let _ = writeln!(m, "|---|---|---:|---:|---:|");
         for o in &omen {
-            for p in &peers {
+            for p in peers.iter().filter(|p| p.build_threads == o.build_threads) {
                 let cells: Vec<String> = RECALL_TARGETS
                     .iter()
                     .map(|&t| {
@@ -173,6 +200,29 @@ pub fn markdown(report: &Report) -> String {
             fmt_opt(r.memory.index_bytes_per_vector, 1),
             fmt_opt(r.memory.peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0),
         );
+    }
+
+    let scaling = build_scaling(report);
+    if !scaling.is_empty() {
+        let _ = writeln!(m, "\n## Build scaling\n");
+        let _ = writeln!(
+            m,
+            "Index build rate with N threads over the same system's rate with 1 thread, both from this run.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| system | threads | index build vec/s | 1 thread vec/s | speed-up |"
+        );
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|");
+        for (name, threads, rate, base) in scaling {
+            let _ = writeln!(
+                m,
+                "| {name} | {threads} | {} | {} | {:.2}x |",
+                fmt_int(rate),
+                fmt_int(base),
+                rate / base
+            );
+        }
     }
 
     let _ = writeln!(m, "\n## Every operating point\n");
@@ -233,6 +283,9 @@ pub fn markdown(report: &Report) -> String {
         e.simd_available.join(", ")
     );
     let _ = writeln!(m, "- rustc: {}; OS: {}", e.rustc, e.os);
+    if !e.transparent_hugepages.is_empty() {
+        let _ = writeln!(m, "- transparent huge pages: `{}` (omen's memory storage asks for them on its large buckets with MADV_HUGEPAGE, which `madvise` and `always` grant; peers that allocate with malloc get them only under `always`)", e.transparent_hugepages);
+    }
     let _ = writeln!(m, "- git commit: {}", e.git_commit);
     let _ = writeln!(m, "- started: {}", e.started_utc);
     let _ = writeln!(m, "- command line: `{}`", e.command_line);

@@ -95,3 +95,28 @@ fn writes_every_artifact_with_ratios() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn build_scaling_pairs_thread_counts_of_one_system() {
+    let mut one = run("omen-hnsw [1t]", "omen", &[(0.9, 1000.0)]);
+    one.build.index_build = Some(Phase::new("index build", 1000, 0.5, 1));
+    let mut two = run("omen-hnsw [2t]", "omen", &[(0.9, 1000.0)]);
+    two.build_threads = 2;
+    two.build.index_build = Some(Phase::new("index build", 1000, 0.25, 2));
+    // A 2-thread run of another system with no 1-thread partner gets no row.
+    let mut lone = run("hnswlib [2t]", "peer", &[(0.9, 1000.0)]);
+    lone.build_threads = 2;
+    let report = Report {
+        run: "unit".into(),
+        k: 10,
+        runs: vec![one, two, lone],
+        ..Default::default()
+    };
+    let md = omen_bench::report::markdown(&report);
+    assert!(md.contains("## Build scaling"), "{md}");
+    assert!(
+        md.contains("| omen-hnsw | 2 | 4,000 | 2,000 | 2.00x |"),
+        "{md}"
+    );
+    assert!(!md.contains("| hnswlib | 2 |"), "{md}");
+}

@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// `durability` suite: HNSW ef_construction of the reopen measurement.
     #[arg(long, default_value_t = 40)]
     ef_construction: usize,
+    /// Measure nothing: rewrite `report.md`, `results.csv` and the plots of
+    /// `<reports>/<run name>/` from its `results.json` (after a change to the
+    /// report writer). Not for the `durability` suite.
+    #[arg(long)]
+    render_only: bool,
 }
 
 /// `omen bench durability`: the durability figures, written to
@@ -75,7 +80,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return Err(Error::invalid_param(
                 "suite",
                 format!(
-                    "{:?} is neither a built-in suite (quick, glove-50, flat-glove-50, recall-k100, durability) nor a config file",
+                    "{:?} is neither a built-in suite (quick, glove-50, hnsw-glove-50, flat-glove-50, recall-k100, durability) nor a config file",
                     a.suite
                 ),
             ))
@@ -83,6 +88,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     if let Some(q) = a.max_queries {
         cfg.max_queries = q;
+    }
+    if a.render_only {
+        let dir = a.reports.join(&cfg.name);
+        let path = dir.join("results.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+            path: Some(path.clone()),
+            source: e,
+        })?;
+        let report: omen_bench::model::Report = serde_json::from_str(&text).map_err(|e| {
+            Error::invalid_param("results.json", format!("{}: {e}", path.display()))
+        })?;
+        let md = omen_bench::report::write(&report, &dir)?;
+        println!("report: {}", md.display());
+        return Ok(());
     }
     let opts = BenchOptions {
         data_dir: a.data_dir.unwrap_or_else(omen_datasets::default_data_dir),

@@ -39,6 +39,10 @@ impl LogSink for Box<dyn omen_fs::WritableFile> {
     }
 }
 
+/// The largest flush buffer kept for reuse: one huge batch does not pin its
+/// memory for the collection's lifetime.
+const MAX_SPARE: usize = 32 << 20;
+
 /// When the flusher thread syncs.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct GroupPolicy {
@@ -55,6 +59,10 @@ struct State<S> {
     /// The log file; `None` while a flush has it out.
     sink: Option<S>,
     buf: Vec<u8>,
+    /// The buffer of the previous flush, emptied, for the next one to take over:
+    /// writers then append into memory that is already allocated and faulted in
+    /// instead of growing a fresh vector (with page faults) after every flush.
+    spare: Vec<u8>,
     buf_records: u64,
     first_pending: Option<Instant>,
     next_seq: u64,
@@ -87,6 +95,7 @@ impl<S: LogSink> CommitQueue<S> {
             state: Mutex::new(State {
                 sink: Some(sink),
                 buf: Vec::new(),
+                spare: Vec::new(),
                 buf_records: 0,
                 first_pending: None,
                 next_seq,
@@ -188,7 +197,8 @@ impl<S: LogSink> CommitQueue<S> {
         if st.buf.is_empty() && !need_sync {
             return Ok(st);
         }
-        let data = std::mem::take(&mut st.buf);
+        let spare = std::mem::take(&mut st.spare);
+        let data = std::mem::replace(&mut st.buf, spare);
         let last = st.next_seq - 1;
         st.buf_records = 0;
         st.first_pending = None;
@@ -223,11 +233,17 @@ impl<S: LogSink> CommitQueue<S> {
                 })
             }
         };
-        // Reuse the allocation for the next buffer when it is free.
-        if st.buf.is_empty() {
-            let mut data = data;
-            data.clear();
-            st.buf = data;
+        // Keep the allocation for a later flush to hand to the writers.
+        let mut data = data;
+        data.clear();
+        if data.capacity() > MAX_SPARE {
+            data = Vec::new();
+        }
+        if st.buf.capacity() < data.capacity() && st.buf.is_empty() {
+            std::mem::swap(&mut st.buf, &mut data);
+        }
+        if st.spare.capacity() < data.capacity() {
+            st.spare = data;
         }
         drop(st);
         self.done.notify_all();
