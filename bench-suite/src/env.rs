@@ -26,9 +26,8 @@ pub struct Environment {
     /// UTC time the run started (RFC 3339).
     pub started_utc: String,
     /// The kernel's transparent huge page mode (`always`, `madvise`, `never`;
-    /// empty where unknown). omen's `MemoryStorage` asks for huge pages on its
-    /// large buckets (`MADV_HUGEPAGE`), which `madvise` grants; peers allocating
-    /// with plain `malloc` get them only under `always`.
+    /// empty where unknown): under `always` large allocations of every system
+    /// may get huge pages, which changes TLB misses in graph walks.
     #[serde(default)]
     pub transparent_hugepages: String,
 }

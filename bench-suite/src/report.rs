@@ -284,7 +284,7 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(m, "- rustc: {}; OS: {}", e.rustc, e.os);
     if !e.transparent_hugepages.is_empty() {
-        let _ = writeln!(m, "- transparent huge pages: `{}` (omen's memory storage asks for them on its large buckets with MADV_HUGEPAGE, which `madvise` and `always` grant; peers that allocate with malloc get them only under `always`)", e.transparent_hugepages);
+        let _ = writeln!(m, "- transparent huge pages: `{}` (no system here asks for them with MADV_HUGEPAGE, so only `always` would give any of them huge pages)", e.transparent_hugepages);
     }
     let _ = writeln!(m, "- git commit: {}", e.git_commit);
     let _ = writeln!(m, "- started: {}", e.started_utc);

@@ -45,36 +45,7 @@ fn alloc_bucket(layout: Layout) -> *mut f32 {
         return unsafe { alloc::alloc_zeroed(layout) }.cast::<f32>();
     }
     // SAFETY: as above, non-zero size.
-    let p = unsafe { alloc::alloc(layout) }.cast::<f32>();
-    if !p.is_null() {
-        advise_huge(p.cast::<u8>(), layout.size());
-    }
-    p
-}
-
-/// Asks the kernel to back the 2 MiB-aligned interior of a large bucket with
-/// transparent huge pages (`MADV_HUGEPAGE`; the default THP mode `madvise` gives
-/// them only to regions that ask). A graph walk touches rows at random: with
-/// 4 KiB pages nearly every row read is a TLB miss, with 2 MiB pages the whole
-/// of a few hundred MB stays within the TLB's reach. Best effort: where THP is
-/// off or unsupported nothing changes.
-fn advise_huge(p: *mut u8, len: usize) {
-    #[cfg(all(target_os = "linux", not(loom)))]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (p as usize).div_ceil(HUGE) * HUGE;
-        let end = (p as usize + len) & !(HUGE - 1);
-        if end > start {
-            // SAFETY: `[start, end)` lies inside the allocation just made at `p`
-            // (`len` bytes) and is page-aligned. MADV_HUGEPAGE only changes how the
-            // kernel backs the range with pages, never its contents or mapping.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(all(target_os = "linux", not(loom))))]
-    let _ = (p, len);
+    unsafe { alloc::alloc(layout) }.cast::<f32>()
 }
 
 /// Faults in the pages of `len` bytes at `p` (inside a large bucket) with one
