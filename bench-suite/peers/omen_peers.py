@@ -434,21 +434,30 @@ def as_ids(result: Any, nq: int, k: int) -> np.ndarray:
     return ids
 
 
-def measure_single(adapter: Adapter, queries: np.ndarray, k: int, count: int, warmup: int):
-    """One query per call on one thread; returns (qps, latency dict, ids of those queries)."""
+def measure_single(
+    adapter: Adapter, queries: np.ndarray, k: int, count: int, warmup: int, passes: int = 1
+):
+    """One query per call on one thread, over the first `count` queries, `passes`
+    times; the fastest pass counts (ann-benchmarks' best-of-runs rule). Returns
+    (qps, latency dict, ids of those queries) of that pass."""
     adapter.set_threads(1)
     rows = [queries[i : i + 1] for i in range(count)]
     for q in rows[:warmup]:
         adapter.search_one(q, k)
-    lat_ns = np.empty(count, dtype=np.int64)
-    ids = np.empty((count, k), dtype=np.int64)
     clock = time.perf_counter_ns
     search = adapter.search_one
-    for i, q in enumerate(rows):
-        t0 = clock()
-        r = search(q, k)
-        lat_ns[i] = clock() - t0
-        ids[i] = np.asarray(r).reshape(-1)
+    best = None
+    for _ in range(max(1, passes)):
+        lat_ns = np.empty(count, dtype=np.int64)
+        ids = np.empty((count, k), dtype=np.int64)
+        for i, q in enumerate(rows):
+            t0 = clock()
+            r = search(q, k)
+            lat_ns[i] = clock() - t0
+            ids[i] = np.asarray(r).reshape(-1)
+        if best is None or lat_ns.sum() < best[0].sum():
+            best = (lat_ns, ids)
+    lat_ns, ids = best
     total_s = lat_ns.sum() / 1e9
     us = np.sort(lat_ns / 1e3)
     latency = {
@@ -545,7 +554,12 @@ def run(args: argparse.Namespace) -> dict:
         point: dict[str, Any] = {"params": adapter.effective_params(params)}
         if single_count > 0:
             qps, latency, single_ids = measure_single(
-                adapter, queries, args.k, single_count, min(args.warmup, single_count)
+                adapter,
+                queries,
+                args.k,
+                single_count,
+                min(args.warmup, single_count),
+                args.single_passes,
             )
             point.update(qps_single=qps, single_queries=single_count, latency=latency)
         else:
@@ -632,6 +646,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=int, default=100, help="untimed single queries first")
     p.add_argument("--batch-runs", type=int, default=3, help="batch passes; the fastest counts")
+    p.add_argument(
+        "--single-passes", type=int, default=1, help="one-query-at-a-time passes; the fastest counts"
+    )
     p.add_argument("--ids-dir", required=True, help="directory for the ids files")
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     return p.parse_args(argv)

@@ -522,10 +522,14 @@ fn ids(n: usize) -> Vec<String> {
 }
 
 const BATCH: usize = 1_000;
+/// Batches a single pipelined writer keeps submitted ahead of its oldest
+/// acknowledgement (a bulk loader's natural window: the log syncs one group while
+/// the next batches are validated and applied).
+const PIPELINE: usize = 4;
 
 /// Inserts every row in batches of [`BATCH`]: one writer pipelines with
-/// `insert_batch_deferred` (it submits the next batch before waiting for the
-/// previous one's acknowledgement); several writers each call `insert_batch`.
+/// `insert_batch_deferred` (up to [`PIPELINE`] batches submitted before it waits
+/// for the oldest one's acknowledgement); several writers each call `insert_batch`.
 /// Then `sync()`; returns seconds.
 fn ingest(c: &Collection, rows: &[f32], ids: &[String], dim: usize, writers: usize) -> Result<f64> {
     let batches: Vec<(usize, &[f32])> = rows
@@ -535,16 +539,19 @@ fn ingest(c: &Collection, rows: &[f32], ids: &[String], dim: usize, writers: usi
         .collect();
     let t = Instant::now();
     if writers <= 1 {
-        // Pipelined: batch k+1 is validated, logged and applied while batch k's
-        // sync runs; batch k counts only once its ticket's wait returned.
-        let mut pending = None;
+        // Pipelined: up to PIPELINE batches are submitted ahead of the oldest
+        // acknowledgement, so later batches are validated, logged and applied
+        // while earlier ones sync; each counts only once its ticket's wait returned.
+        let mut pending = std::collections::VecDeque::with_capacity(PIPELINE);
         for &(first, r) in &batches {
-            let t = c.insert_batch_deferred(&ids[first..first + r.len() / dim], r)?;
-            if let Some(p) = pending.replace(t) {
-                omen::WriteTicket::wait(p)?;
+            if pending.len() == PIPELINE {
+                if let Some(p) = pending.pop_front() {
+                    omen::WriteTicket::wait(p)?;
+                }
             }
+            pending.push_back(c.insert_batch_deferred(&ids[first..first + r.len() / dim], r)?);
         }
-        if let Some(p) = pending {
+        for p in pending {
             p.wait()?;
         }
     } else {
@@ -834,7 +841,7 @@ fn measure(
                 (x, y) => x.or(y),
             };
             rep.ingest.push(IngestFigure {
-                what: format!("durable ingest ({}){label}: WAL + storage + index build (flat), acknowledged: {n} vectors in batches of {BATCH} from {writers} thread(s) (one thread: insert_batch_deferred, next batch submitted before the previous acknowledgement is awaited; several: blocking insert_batch) into a new flat/memory collection, string ids, automatic checkpoints off; clock from the first insert_batch until the last was acknowledged and sync() returned", mode.label()),
+                what: format!("durable ingest ({}){label}: WAL + storage + index build (flat), acknowledged: {n} vectors in batches of {BATCH} from {writers} thread(s) (one thread: insert_batch_deferred with up to {PIPELINE} batches submitted ahead of the oldest acknowledgement; several: blocking insert_batch) into a new flat/memory collection, string ids, automatic checkpoints off; clock from the first insert_batch until the last was acknowledged and sync() returned", mode.label()),
                 durability: mode.label(),
                 writers,
                 vectors: n as u64,

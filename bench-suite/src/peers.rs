@@ -230,6 +230,9 @@ pub struct PeerRun {
     pub warmup: usize,
     /// Batch passes per point; the fastest counts.
     pub batch_runs: usize,
+    /// One-query-at-a-time passes per point over the same queries; the fastest
+    /// counts.
+    pub single_passes: usize,
     /// Directory for the JSON report and the ids files (created if missing).
     pub work_dir: PathBuf,
 }
@@ -263,6 +266,7 @@ impl PeerRun {
             single_queries: None,
             warmup: 100,
             batch_runs: 3,
+            single_passes: 1,
             work_dir: work_dir.into(),
         }
     }
@@ -489,6 +493,8 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
         .arg(req.warmup.to_string())
         .arg("--batch-runs")
         .arg(req.batch_runs.to_string())
+        .arg("--single-passes")
+        .arg(req.single_passes.to_string())
         .arg("--ids-dir")
         .arg(&ids_dir)
         .arg("--out")
