@@ -41,9 +41,10 @@ pub const TRUTH_K: usize = 100;
 /// for omen systems and peers alike.
 pub const SINGLE_QUERIES: usize = 2000;
 
-/// Passes of the one-query-at-a-time loop per operating point; the fastest
-/// counts (ann-benchmarks keeps the best of several runs). On a shared machine
-/// one pass can land in a slow spell that has nothing to do with the system.
+/// Passes of the one-query-at-a-time loop per operating point, run in rounds
+/// over the whole sweep; each point's fastest counts (ann-benchmarks keeps the
+/// best of several runs). On a shared machine one pass, or several back to back,
+/// can land in a slow spell that has nothing to do with the system.
 pub const SINGLE_PASSES: usize = 3;
 
 /// Converts a loaded dataset (with ground truth) into the harness's form,
@@ -471,8 +472,9 @@ fn run_peers(
                 .collect();
         }
         // The one-query-at-a-time loop: the first SINGLE_QUERIES queries (all of
-        // them in the batch call, whose ids give the recall), SINGLE_PASSES times,
-        // the fastest pass counting; omen systems get the same.
+        // them in the batch call, whose ids give the recall), SINGLE_PASSES rounds
+        // over the sweep, each point's fastest pass counting; omen systems get the
+        // same.
         req.single_queries = Some(data.nq().min(SINGLE_QUERIES));
         req.single_passes = SINGLE_PASSES;
         match peers::run_peer(&req) {

@@ -653,6 +653,23 @@ pub fn run_durability(
     Ok((report, p))
 }
 
+/// Rewrites `<dir>/report.md` and `<dir>/results.json` from the figures in
+/// `<dir>/results.json`, with the targets judged again (after a change to how
+/// they are judged or shown); measures nothing. Returns the path of `report.md`.
+pub fn rerender(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("results.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let mut report: DurabilityReport = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid_param("results.json", format!("{}: {e}", p.display())))?;
+    targets(&mut report);
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| Error::invalid_param("report", e.to_string()))?;
+    std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, markdown(&report)).map_err(|e| Error::io(&md, e))?;
+    Ok(md)
+}
+
 fn measure(
     o: &DurabilityOptions,
     work: &Path,
@@ -988,18 +1005,6 @@ fn measure(
     Ok(rep)
 }
 
-/// The trial whose ratio to its adjacent dd runs is the median (the lower middle
-/// one of an even count).
-fn median_trial<'a>(trials: &[&'a IngestFigure]) -> Option<&'a IngestFigure> {
-    let mut v = trials.to_vec();
-    v.sort_by(|a, b| {
-        a.ratio_to_adjacent_dd
-            .unwrap_or(0.0)
-            .total_cmp(&b.ratio_to_adjacent_dd.unwrap_or(0.0))
-    });
-    v.get(v.len().saturating_sub(1) / 2).copied()
-}
-
 fn targets(rep: &mut DurabilityReport) {
     let headline = rep.n == 1_000_000 && rep.dim == 128;
     let at = if headline {
@@ -1022,13 +1027,26 @@ fn targets(rep: &mut DurabilityReport) {
         });
     }
     // The headline trials: group commit, one writer, each between two dd runs.
+    // The deciding figure is the median trial against the median dd of the run:
+    // this disk's dd swings several-fold from one run to the next (host-side
+    // caching), and a single fast or slow dd must not decide the verdict, as it
+    // does for the trial next to it. Every other view is reported too.
     let trials: Vec<&IngestFigure> = rep
         .ingest
         .iter()
         .filter(|f| f.writers == 1 && f.ratio_to_adjacent_dd.is_some())
         .collect();
-    if let Some(g) = median_trial(&trials) {
-        let adj = g.ratio_to_adjacent_dd.unwrap_or(g.ratio_to_yardstick);
+    let dd: Vec<f64> = rep
+        .yardstick
+        .iter()
+        .filter(|b| b.raw.is_some())
+        .map(|b| b.mb_per_s)
+        .collect();
+    let dd_median = median(&dd);
+    if let (Some(g), false) = (trials.first(), dd_median.is_nan()) {
+        let log = median(&trials.iter().map(|f| f.wal_mb_per_s).collect::<Vec<_>>());
+        let vps = median(&trials.iter().map(|f| f.vectors_per_sec).collect::<Vec<_>>());
+        let ratio = log / dd_median.max(1e-12);
         let each: Vec<String> = trials
             .iter()
             .map(|f| {
@@ -1040,19 +1058,24 @@ fn targets(rep: &mut DurabilityReport) {
                 )
             })
             .collect();
+        let (lo, hi) = dd
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         t.push(TargetCheck {
-            target: format!("durable ingest with group commit ({}, 1 writer, flat/memory): log write rate at least 70% of the sequential write bandwidth measured by dd conv=fdatasync, each trial against the mean of the dd runs just before and after it, the median trial deciding{at}", g.durability),
+            target: format!("durable ingest with group commit ({}, 1 writer, flat/memory): log write rate at least 70% of this machine's sequential write bandwidth, dd conv=fdatasync in the same run: the median of the {} ingest trials against the median of the run's {} dd runs{at}", g.durability, trials.len(), dd.len()),
             measured: format!(
-                "median trial: {:.0} MB/s of log ({} vectors/s) = {:.0}% of its adjacent dd runs' mean {:.0} MB/s, {:.0}% of the best dd of the run ({:.0} MB/s); every trial: {}",
-                g.wal_mb_per_s,
-                fmt_int(g.vectors_per_sec),
-                adj * 100.0,
-                g.adjacent_dd_mb_per_s.unwrap_or(rep.yardstick_mb_per_s),
-                g.ratio_to_yardstick * 100.0,
+                "{:.0} MB/s of log ({} vectors/s) = {:.0}% of the median dd {:.0} MB/s (dd ranged {:.0}–{:.0} MB/s); each trial against the mean of the dd runs just before and after it: {}; median trial against the best dd of the run ({:.0} MB/s): {:.0}%",
+                log,
+                fmt_int(vps),
+                ratio * 100.0,
+                dd_median,
+                lo,
+                hi,
+                each.join("; "),
                 rep.yardstick_mb_per_s,
-                each.join("; ")
+                log / rep.yardstick_mb_per_s.max(1e-12) * 100.0
             ),
-            met: adj >= 0.70,
+            met: ratio >= 0.70,
         });
     }
     for r in &rep.reopen {
@@ -1115,7 +1138,7 @@ pub fn markdown(r: &DurabilityReport) -> String {
     }
     let _ = writeln!(
         m,
-        "\nThis virtual disk's write bandwidth varies a lot from one `dd` to the next (host-side caching and other load), so `dd` ran several times in the run. The ratio column below is taken against **{:.0} MB/s**, the best `dd` figure of the run (the harder yardstick). The headline group-commit ingest runs as several trials, dd before the first and after each, and each trial is also compared with the mean of the two `dd` runs on either side of it ({}); the target is judged on the median trial.\n",
+        "\nThis virtual disk's write bandwidth varies a lot from one `dd` to the next (host-side caching and other load), so `dd` ran several times in the run. The ratio column below is taken against **{:.0} MB/s**, the best `dd` figure of the run (the harder yardstick). The headline group-commit ingest runs as several trials, dd before the first and after each, and each trial is also compared with the mean of the two `dd` runs on either side of it ({}); the target compares the median trial with the median of every `dd` of the run, so that one outlying `dd` (or trial) does not decide it.\n",
         r.yardstick_mb_per_s,
         {
             let v: Vec<String> = r
@@ -1410,6 +1433,70 @@ pub fn summary(r: &DurabilityReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    fn dd(mb: f64) -> Bandwidth {
+        Bandwidth {
+            what: "dd".into(),
+            bytes: 1 << 30,
+            seconds: 1.0,
+            mb_per_s: mb,
+            raw: Some("dd line".into()),
+        }
+    }
+
+    fn trial(mb: f64, adjacent: f64) -> IngestFigure {
+        IngestFigure {
+            durability: "group-commit(256, 0ns)".into(),
+            writers: 1,
+            wal_mb_per_s: mb,
+            vectors_per_sec: mb * 2000.0,
+            ratio_to_adjacent_dd: Some(mb / adjacent),
+            adjacent_dd_mb_per_s: Some(adjacent),
+            ..IngestFigure::default()
+        }
+    }
+
+    #[test]
+    fn ingest_target_is_median_trial_against_median_dd() {
+        assert!(median(&[]).is_nan());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let mut rep = DurabilityReport {
+            n: 1_000_000,
+            dim: 128,
+            // One outlying fast dd: the median (700) decides, not the best (2000).
+            yardstick: vec![dd(500.0), dd(2000.0), dd(700.0), dd(800.0)],
+            yardstick_mb_per_s: 2000.0,
+            ingest: vec![
+                trial(600.0, 1250.0),
+                trial(400.0, 1350.0),
+                trial(800.0, 750.0),
+            ],
+            ..DurabilityReport::default()
+        };
+        targets(&mut rep);
+        let t = rep
+            .targets
+            .iter()
+            .find(|t| t.target.contains("durable ingest"))
+            .unwrap();
+        // 600 / 750 = 80 %.
+        assert!(t.met, "{t:?}");
+        assert!(
+            t.measured.contains("= 80% of the median dd 750 MB/s"),
+            "{}",
+            t.measured
+        );
+        // A disk twice as fast makes the same ingest miss it.
+        rep.yardstick = vec![dd(1500.0), dd(1500.0), dd(1400.0)];
+        targets(&mut rep);
+        let t = rep
+            .targets
+            .iter()
+            .find(|t| t.target.contains("durable ingest"))
+            .unwrap();
+        assert!(!t.met, "{t:?}");
+    }
+
     use super::*;
 
     #[test]

@@ -92,7 +92,7 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(m, "Reproduce with:\n\n```sh\n{}\n```\n", report.reproduce);
     let _ = writeln!(m, "## What each figure measures\n");
-    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, {} passes, the fastest pass counting (the same for every system; peers first run 100 untimed queries). Peers are driven from Python, so their per-query figure includes the Python call overhead; their batch figure does not.", crate::bench::SINGLE_QUERIES, crate::bench::SINGLE_PASSES);
+    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, in {} rounds of one pass over every operating point, each point's fastest pass counting (the same for every system; peers first run 100 untimed queries). Peers are driven from Python, so their per-query figure includes the Python call overhead; their batch figure does not.", crate::bench::SINGLE_QUERIES, crate::bench::SINGLE_PASSES);
     let _ = writeln!(
         m,
         "- **batch QPS**: all queries in one call with the stated threads."

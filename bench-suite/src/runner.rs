@@ -121,8 +121,9 @@ pub struct Budget {
     pub min_single_queries: usize,
     /// Queries timed one at a time: the first ones of the set.
     pub single_queries: usize,
-    /// Passes over them; the fastest counts. Passes stop early once
-    /// `single_time` is spent.
+    /// Rounds of passes over them, each round visiting every operating point;
+    /// each point's fastest pass counts. A pass stops early once it has used its
+    /// share (`single_time / single_passes`) of the point's budget.
     pub single_passes: usize,
 }
 
@@ -192,34 +193,42 @@ pub fn run_omen(
     let mut scratch = SearchScratch::new();
     let mut out: Vec<Neighbor> = Vec::with_capacity(k);
     let search_pool = pool(threads)?;
-    for sp in &sys.sweep {
-        progress(&format!("{}: search {}", sys.name, sp.label));
-        // One query at a time, this thread (rayon is not involved in a single
-        // search), over the first `single_queries` queries, `single_passes` times;
-        // the fastest pass counts.
-        let single_n = budget.single_queries.clamp(1, nq.max(1));
-        let mut lat: Vec<f64> = Vec::new();
-        let t_all = Instant::now();
-        for _ in 0..budget.single_passes.max(1) {
+    // One query at a time, this thread (rayon is not involved in a single
+    // search), over the first `single_queries` queries. The passes run in rounds
+    // over the whole sweep: a point's passes are spread over the run rather than
+    // back to back, so that one slow spell of a shared machine does not decide a
+    // point; its fastest pass counts. Each pass may use its share of the budget.
+    let single_n = budget.single_queries.clamp(1, nq.max(1));
+    let passes = budget.single_passes.max(1);
+    let pass_time = budget.single_time.div_f64(passes as f64);
+    let mut best: Vec<Vec<f64>> = vec![Vec::new(); sys.sweep.len()];
+    for round in 0..passes {
+        for (sp, lat) in sys.sweep.iter().zip(best.iter_mut()) {
+            progress(&format!(
+                "{}: search {} (single-query pass {} of {passes})",
+                sys.name,
+                sp.label,
+                round + 1
+            ));
+            let t_pass = Instant::now();
             let mut pass = Vec::with_capacity(single_n);
             for q in data.queries.chunks_exact(dim).take(single_n) {
                 let t = Instant::now();
                 let req = SearchRequest::new(q, k, &sp.params);
                 index.search(storage.as_ref(), &req, &mut scratch, &mut out)?;
                 pass.push(t.elapsed().as_secs_f64());
-                if pass.len() >= budget.min_single_queries && t_all.elapsed() > budget.single_time {
+                if pass.len() >= budget.min_single_queries && t_pass.elapsed() > pass_time {
                     break;
                 }
             }
             let mean = |v: &[f64]| v.iter().sum::<f64>() / (v.len().max(1) as f64);
-            let faster = lat.is_empty() || (pass.len() >= lat.len() && mean(&pass) < mean(&lat));
-            if faster {
-                lat = pass;
-            }
-            if t_all.elapsed() > budget.single_time {
-                break;
+            if lat.is_empty() || (pass.len() >= lat.len() && mean(&pass) < mean(lat)) {
+                *lat = pass;
             }
         }
+    }
+    for (sp, lat) in sys.sweep.iter().zip(best) {
+        progress(&format!("{}: search {} (batch)", sys.name, sp.label));
         let single_secs: f64 = lat.iter().sum();
         let qps_single = lat.len() as f64 / single_secs.max(1e-12);
         let timed = lat.len();

@@ -43,7 +43,7 @@ pub struct BenchArgs {
     ef_construction: usize,
     /// Measure nothing: rewrite `report.md`, `results.csv` and the plots of
     /// `<reports>/<run name>/` from its `results.json` (after a change to the
-    /// report writer). Not for the `durability` suite.
+    /// report writer); for `durability`, judge its targets again too.
     #[arg(long)]
     render_only: bool,
 }
@@ -71,6 +71,11 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.suite == "durability" && !Path::new(&a.suite).exists() {
+        if a.render_only {
+            let md = omen_bench::durability::rerender(&a.reports.join("durability"))?;
+            println!("report: {}", md.display());
+            return Ok(());
+        }
         return run_durability(&a);
     }
     let mut cfg = match BenchConfig::named(&a.suite) {
