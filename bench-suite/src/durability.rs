@@ -1473,12 +1473,15 @@ mod tests {
             ],
             ..DurabilityReport::default()
         };
-        targets(&mut rep);
-        let t = rep
-            .targets
-            .iter()
-            .find(|t| t.target.contains("durable ingest"))
-            .unwrap();
+        let ingest_target = |rep: &mut DurabilityReport| {
+            targets(rep);
+            rep.targets
+                .iter()
+                .find(|t| t.target.contains("durable ingest"))
+                .cloned()
+                .unwrap()
+        };
+        let t = ingest_target(&mut rep);
         // 600 / 750 = 80 %.
         assert!(t.met, "{t:?}");
         assert!(
@@ -1488,12 +1491,7 @@ mod tests {
         );
         // A disk twice as fast makes the same ingest miss it.
         rep.yardstick = vec![dd(1500.0), dd(1500.0), dd(1400.0)];
-        targets(&mut rep);
-        let t = rep
-            .targets
-            .iter()
-            .find(|t| t.target.contains("durable ingest"))
-            .unwrap();
+        let t = ingest_target(&mut rep);
         assert!(!t.met, "{t:?}");
     }
 
