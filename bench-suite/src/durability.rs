@@ -1275,21 +1275,7 @@ pub fn markdown(r: &DurabilityReport) -> String {
 
     let e = &r.env;
     let _ = writeln!(m, "\n## Environment\n");
-    let _ = writeln!(
-        m,
-        "- CPU: {} ({} logical CPUs), memory {:.1} GiB",
-        e.cpu_model,
-        e.logical_cpus,
-        e.memory_bytes as f64 / 1073741824.0
-    );
-    let _ = writeln!(
-        m,
-        "- SIMD ISA chosen by omen's kernels: **{}** (available: {})",
-        e.simd_isa,
-        e.simd_available.join(", ")
-    );
-    let _ = writeln!(m, "- rustc: {}; OS: {}", e.rustc, e.os);
-    let _ = writeln!(m, "- git commit: {}", e.git_commit);
+    m.push_str(&e.markdown_lines());
     let _ = writeln!(
         m,
         "- scratch directory: `{}`, file system {}",

@@ -32,6 +32,30 @@ pub struct Environment {
     pub transparent_hugepages: String,
 }
 
+impl Environment {
+    /// The Markdown lines every report opens its environment section with: CPU,
+    /// SIMD ISA, rustc and OS, the huge-page mode where known, the git commit.
+    pub fn markdown_lines(&self) -> String {
+        let mut m = format!(
+            "- CPU: {} ({} logical CPUs), memory {:.1} GiB\n",
+            self.cpu_model,
+            self.logical_cpus,
+            self.memory_bytes as f64 / 1073741824.0
+        );
+        m.push_str(&format!(
+            "- SIMD ISA chosen by omen's kernels: **{}** (available: {})\n",
+            self.simd_isa,
+            self.simd_available.join(", ")
+        ));
+        m.push_str(&format!("- rustc: {}; OS: {}\n", self.rustc, self.os));
+        if !self.transparent_hugepages.is_empty() {
+            m.push_str(&format!("- transparent huge pages: `{}` (no system here asks for them with MADV_HUGEPAGE, so only `always` would give any of them huge pages)\n", self.transparent_hugepages));
+        }
+        m.push_str(&format!("- git commit: {}\n", self.git_commit));
+        m
+    }
+}
+
 /// The selected mode in `/sys/kernel/mm/transparent_hugepage/enabled`
 /// ("always [madvise] never" gives "madvise").
 pub fn thp_mode() -> String {

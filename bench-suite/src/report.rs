@@ -269,24 +269,7 @@ pub fn markdown(report: &Report) -> String {
 
     let e = &report.env;
     let _ = writeln!(m, "\n## Environment\n");
-    let _ = writeln!(
-        m,
-        "- CPU: {} ({} logical CPUs), memory {:.1} GiB",
-        e.cpu_model,
-        e.logical_cpus,
-        e.memory_bytes as f64 / 1073741824.0
-    );
-    let _ = writeln!(
-        m,
-        "- SIMD ISA chosen by omen's kernels: **{}** (available: {})",
-        e.simd_isa,
-        e.simd_available.join(", ")
-    );
-    let _ = writeln!(m, "- rustc: {}; OS: {}", e.rustc, e.os);
-    if !e.transparent_hugepages.is_empty() {
-        let _ = writeln!(m, "- transparent huge pages: `{}` (no system here asks for them with MADV_HUGEPAGE, so only `always` would give any of them huge pages)", e.transparent_hugepages);
-    }
-    let _ = writeln!(m, "- git commit: {}", e.git_commit);
+    m.push_str(&e.markdown_lines());
     let _ = writeln!(m, "- started: {}", e.started_utc);
     let _ = writeln!(m, "- command line: `{}`", e.command_line);
     let _ = writeln!(m, "\n## Plots\n");
