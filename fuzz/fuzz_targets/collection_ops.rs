@@ -335,7 +335,7 @@ fn close(got: f32, want: f64, scale: f64) -> bool {
     (f64::from(got) - want).abs() <= 1e-5 * (1.0 + scale)
 }
 
-fn same_hits(model: &Model, q: &[f32], got: &[(String, f32)], want: &Ranked) {
+fn same_hits(model: &Model, q: &[f32], got: &[omen::Hit], want: &Ranked) {
     assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
     let qn = model.vector(q).expect("the model accepted this query");
     let mut seen = HashSet::new();
@@ -346,7 +346,7 @@ fn same_hits(model: &Model, q: &[f32], got: &[(String, f32)], want: &Ranked) {
         );
         let v = model
             .map
-            .get(gid)
+            .get(&**gid)
             .unwrap_or_else(|| panic!("rank {i}: {gid:?} is not live"));
         let (d, s) = distance(model.metric, &qn, v);
         assert!(close(*gd, d, s), "rank {i}: {gid:?} at {gd}, model {d}");

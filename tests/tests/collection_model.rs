@@ -305,7 +305,7 @@ fn close(got: f32, want: f64, scale: f64) -> bool {
 
 /// Compares a result list with the model's: same length; at every rank the same
 /// distance within tolerance; every id live, distinct, at its own model distance.
-fn same_hits(model: &Model, q: &[f32], got: &[(String, f32)], want: &Ranked) -> Result<(), String> {
+fn same_hits(model: &Model, q: &[f32], got: &[omen::Hit], want: &Ranked) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!(
             "{} hits, model has {}: {got:?} vs {want:?}",
@@ -321,7 +321,7 @@ fn same_hits(model: &Model, q: &[f32], got: &[(String, f32)], want: &Ranked) -> 
                 "rank {i}: distance {gd} vs model {wd}: {got:?} vs {want:?}"
             ));
         }
-        let Some(v) = model.map.get(gid) else {
+        let Some(v) = model.map.get(&**gid) else {
             return Err(format!("rank {i}: id {gid:?} is not live"));
         };
         let (d, s) = distance(model.metric, &qn, v);

@@ -454,7 +454,7 @@ fn check_search(c: &Collection, state: &State, queries: &[Vec<f32>], ctx: &str) 
         for (rank, ((id, d), (_, wd))) in got.iter().zip(&want).enumerate() {
             assert!(seen.insert(id), "{ctx}: search returned {id:?} twice");
             let v = state
-                .get(id)
+                .get(&**id)
                 .unwrap_or_else(|| panic!("{ctx}: search returned {id:?}, which is not live"));
             assert!(
                 close(f64::from(*d), l2(q, v)),

@@ -153,9 +153,24 @@ pub enum DbCommand {
         /// IVF lists probed (default: omen.json's, else the index's).
         #[arg(long)]
         nprobe: Option<usize>,
+        /// IVF-PQ candidates re-scored exactly per result (default: the index's).
+        #[arg(long)]
+        rerank: Option<usize>,
         /// One JSON line per query.
         #[arg(long)]
         json: bool,
+        /// Search threads (default: every core). Queries are answered in batches
+        /// of `--batch` through the collection's batch call.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Queries per batch call (results are written after each batch).
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Print one JSON line of timings to stderr at the end: query-file load,
+        /// collection open, and search (batch calls plus writing the results),
+        /// apart.
+        #[arg(long)]
+        timing: bool,
     },
     /// Sizes, settings, durability facts (checkpoint generation, log records
     /// replayed at open, log bytes) and the SIMD ISA.
@@ -671,10 +686,16 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             k,
             ef,
             nprobe,
+            rerank,
             json,
+            threads,
+            batch,
+            timing,
         } => {
+            let t_load = Instant::now();
             let defaults = read_config(&dir)?.map(|c| c.search).unwrap_or_default();
             let q = omen_datasets::load_vectors(&queries)?;
+            let load_seconds = t_load.elapsed().as_secs_f64();
             let mut params = SearchParams::new();
             if let Some(ef) = ef.or(defaults.ef) {
                 params = params.with_ef(ef);
@@ -682,32 +703,62 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             if let Some(n) = nprobe.or(defaults.nprobe) {
                 params = params.with_nprobe(n);
             }
+            if let Some(r) = rerank {
+                params = params.with_rerank_factor(r);
+            }
+            if batch == 0 {
+                return Err(Error::invalid_param("batch", "must be at least 1"));
+            }
+            let pool = search_pool(threads)?;
+            let t_open = Instant::now();
             let col = open(&dir, DurableOptions::default())?;
-            let mut out = std::io::stdout().lock();
-            for (i, row) in q.iter_rows().enumerate() {
-                let hits = col.search_with(row, k, &params)?;
-                let line = if json {
-                    serde_json::json!({
-                        "query": i,
-                        "ids": hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
-                        "distances": hits.iter().map(|h| h.1).collect::<Vec<_>>(),
-                    })
-                    .to_string()
-                } else {
-                    let s: Vec<String> = hits
-                        .iter()
-                        .map(|(id, d)| format!("{id} ({d:.4})"))
-                        .collect();
-                    format!("query {i}: {}", s.join(", "))
-                };
-                match writeln!(out, "{line}") {
-                    Ok(()) => {}
-                    // The reader went away (`| head`): stop quietly, as Unix tools do.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-                    Err(e) => return Err(stdout_err(e)),
+            let open_seconds = t_open.elapsed().as_secs_f64();
+            if q.dim() != col.dim() {
+                return Err(Error::DimensionMismatch {
+                    expected: col.dim(),
+                    got: q.dim(),
+                });
+            }
+            let t_search = Instant::now();
+            let dim = q.dim();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let mut line = Vec::with_capacity(1024);
+            let mut answered = 0usize;
+            'batches: for (b, chunk) in q.data().chunks(batch * dim).enumerate() {
+                let hits = pool.install(|| col.search_batch_with(chunk, k, &params))?;
+                for (j, hits) in hits.iter().enumerate() {
+                    line.clear();
+                    write_hits(&mut line, b * batch + j, hits, json)?;
+                    match out.write_all(&line) {
+                        Ok(()) => answered += 1,
+                        // The reader went away (`| head`): stop quietly, as Unix tools do.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break 'batches,
+                        Err(e) => return Err(stdout_err(e)),
+                    }
                 }
             }
+            match out.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(stdout_err(e)),
+            }
+            drop(out);
+            let search_seconds = t_search.elapsed().as_secs_f64();
             col.close()?;
+            if timing {
+                let t = serde_json::json!({
+                    "queries": answered,
+                    "k": k,
+                    "threads": pool.current_num_threads(),
+                    "batch": batch,
+                    "load_seconds": load_seconds,
+                    "open_seconds": open_seconds,
+                    "search_seconds": search_seconds,
+                    "qps": if search_seconds > 0.0 { answered as f64 / search_seconds } else { 0.0 },
+                    "simd_isa": omen::isa().name(),
+                });
+                eprintln!("{t}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Stats { dir, json } => {
@@ -785,4 +836,49 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// The thread pool `omen db search` answers on: `threads` threads, or one per core.
+fn search_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    if threads == Some(0) {
+        return Err(Error::invalid_param("threads", "must be at least 1"));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::invalid_param("threads", e.to_string()))
+}
+
+/// Formats one query's results as a line of `omen db search`'s output.
+fn write_hits(line: &mut Vec<u8>, query: usize, hits: &[omen::Hit], json: bool) -> Result<()> {
+    let fmt_err = |e: std::io::Error| stdout_err(e);
+    if json {
+        write!(line, "{{\"query\":{query},\"ids\":[").map_err(fmt_err)?;
+        for (i, (id, _)) in hits.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            serde_json::to_writer(&mut *line, &**id)
+                .map_err(|e| stdout_err(std::io::Error::other(e)))?;
+        }
+        line.extend_from_slice(b"],\"distances\":[");
+        for (i, (_, d)) in hits.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            serde_json::to_writer(&mut *line, d)
+                .map_err(|e| stdout_err(std::io::Error::other(e)))?;
+        }
+        line.extend_from_slice(b"]}\n");
+    } else {
+        write!(line, "query {query}: ").map_err(fmt_err)?;
+        for (i, (id, d)) in hits.iter().enumerate() {
+            if i > 0 {
+                line.extend_from_slice(b", ");
+            }
+            write!(line, "{id} ({d:.4})").map_err(fmt_err)?;
+        }
+        line.push(b'\n');
+    }
+    Ok(())
 }

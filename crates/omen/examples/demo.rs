@@ -125,11 +125,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let truth: Vec<&str> = scored[..K].iter().map(|&(_, i)| ids[i].as_str()).collect();
         hits += results[qi]
             .iter()
-            .filter(|(id, _)| truth.contains(&id.as_str()))
+            .filter(|(id, _)| truth.contains(&&**id))
             .count();
         batch_hits += batch[qi]
             .iter()
-            .filter(|(id, _)| truth.contains(&id.as_str()))
+            .filter(|(id, _)| truth.contains(&&**id))
             .count();
     }
     println!(

@@ -36,6 +36,12 @@ pub fn isa() -> Isa {
     Kernels::best().isa()
 }
 
+/// One search result: the id and its distance to the query (smaller is closer).
+///
+/// The id is shared with the collection's id map (an `Arc` clone, no copy of the
+/// string), so a search allocates nothing per hit.
+pub type Hit = (Arc<str>, f32);
+
 /// A write applied but not yet acknowledged; see
 /// [`Collection::insert_batch_deferred`].
 #[must_use = "the write is acknowledged (durable) only once `wait` returns Ok"]
@@ -542,7 +548,7 @@ impl Collection {
 
     /// The `k` nearest live ids to `query` with the index's default parameters;
     /// see [`search_with`](Self::search_with).
-    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
         self.search_with(query, k, &SearchParams::default())
     }
 
@@ -562,7 +568,7 @@ impl Collection {
         query: &[f32],
         k: usize,
         params: &SearchParams,
-    ) -> Result<Vec<(String, f32)>> {
+    ) -> Result<Vec<Hit>> {
         SearchRequest::new(query, k, params).validate(self.dim)?;
         check_finite(query, 0)?;
         let mut qs = self.take_scratch();
@@ -582,7 +588,7 @@ impl Collection {
         k: usize,
         params: &SearchParams,
         filter: F,
-    ) -> Result<Vec<(String, f32)>>
+    ) -> Result<Vec<Hit>>
     where
         F: Fn(&str) -> bool + Sync,
     {
@@ -596,7 +602,7 @@ impl Collection {
 
     /// [`search_batch_with`](Self::search_batch_with) with the index's default
     /// parameters.
-    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(String, f32)>>> {
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>> {
         self.search_batch_with(queries, k, &SearchParams::default())
     }
 
@@ -617,7 +623,7 @@ impl Collection {
         queries: &[f32],
         k: usize,
         params: &SearchParams,
-    ) -> Result<Vec<Vec<(String, f32)>>> {
+    ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.dim;
         if k == 0 {
             return Err(Error::invalid_param("k", "must be at least 1"));
@@ -678,7 +684,7 @@ impl Collection {
         params: &SearchParams,
         filter: &(dyn Fn(&str) -> bool + Sync),
         qs: &mut QueryScratch,
-    ) -> Result<Vec<(String, f32)>> {
+    ) -> Result<Vec<Hit>> {
         let QueryScratch {
             scratch,
             query: qbuf,
@@ -696,7 +702,7 @@ impl Collection {
             .iter()
             .filter_map(|n| {
                 map.current_id(n.slot)
-                    .map(|id| (id.to_string(), n.distance))
+                    .map(|id| (Arc::clone(id), n.distance))
             })
             .take(k)
             .collect())
@@ -708,7 +714,7 @@ impl Collection {
         k: usize,
         params: &SearchParams,
         qs: &mut QueryScratch,
-    ) -> Result<Vec<(String, f32)>> {
+    ) -> Result<Vec<Hit>> {
         let QueryScratch {
             scratch,
             query: qbuf,
@@ -834,14 +840,14 @@ fn map_hits(
     neighbors: &[Neighbor],
     k: usize,
     fetch: usize,
-) -> (Vec<(String, f32)>, bool) {
+) -> (Vec<Hit>, bool) {
     let mut hits = Vec::with_capacity(k.min(neighbors.len()));
     for n in neighbors {
         if hits.len() == k {
             break;
         }
         if let Some(id) = ids.current_id(n.slot) {
-            hits.push((id.to_string(), n.distance));
+            hits.push((Arc::clone(id), n.distance));
         }
     }
     let complete = hits.len() == k || neighbors.len() < fetch;

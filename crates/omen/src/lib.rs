@@ -23,7 +23,7 @@ mod idmap;
 pub mod snapshot;
 
 pub use collection::{
-    check_id, isa, Collection, CollectionStats, WriteTicket, MAX_ID_LEN, MAX_SQUARED_NORM,
+    check_id, isa, Collection, CollectionStats, Hit, WriteTicket, MAX_ID_LEN, MAX_SQUARED_NORM,
 };
 pub use config::{CollectionConfig, IndexKind, StorageKind};
 pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};

@@ -29,7 +29,7 @@ struct Snapshot {
     slots: usize,
     tombstones: usize,
     vectors: Vec<(String, Option<Vec<f32>>)>,
-    search: Vec<(String, f32)>,
+    search: Vec<crate::Hit>,
 }
 
 fn snapshot(c: &Collection) -> Snapshot {
@@ -162,7 +162,7 @@ fn zero_vector_is_rejected_under_cosine_only() {
     // Under L2 a zero vector is an ordinary point.
     let c = filled(Metric::L2);
     c.insert("new", &[0.0; 3]).unwrap();
-    assert_eq!(c.search(&[0.0; 3], 1).unwrap()[0], ("new".to_string(), 0.0));
+    assert_eq!(c.search(&[0.0; 3], 1).unwrap()[0], (Arc::<str>::from("new"), 0.0));
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn huge_norms_are_rejected_under_l2_and_ip() {
     // Cosine normalises in f64 instead, so large vectors are fine.
     let c = filled(Metric::Cosine);
     c.insert("new", &[huge, huge, 0.0]).unwrap();
-    assert_eq!(c.search(&[1.0, 1.0, 0.0], 1).unwrap()[0].0, "new");
+    assert_eq!(c.search(&[1.0, 1.0, 0.0], 1).unwrap()[0].0, "new".into());
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn upsert_replaces_and_tombstones_the_old_slot() {
     let hits = c.search(&[0.0, 0.0], 10).unwrap();
     assert_eq!(
         hits,
-        vec![("a".to_string(), 162.0), ("b".to_string(), 200.0)]
+        vec![(Arc::<str>::from("a"), 162.0), (Arc::<str>::from("b"), 200.0)]
     );
     // Insert still refuses the id.
     assert!(matches!(
@@ -355,14 +355,14 @@ fn delete_then_reinsert_the_same_id() {
     assert_eq!(c.len(), 1);
     assert_eq!(
         c.search(&[1.0, 0.0], 5).unwrap(),
-        vec![("b".to_string(), 2.0)]
+        vec![(Arc::<str>::from("b"), 2.0)]
     );
     assert!(matches!(c.delete("a"), Err(Error::UnknownId { .. })));
     c.insert("a", &[5.0, 5.0]).unwrap();
     assert_eq!(c.get("a"), Some(vec![5.0, 5.0]));
     assert_eq!(
         c.search(&[5.0, 5.0], 1).unwrap(),
-        vec![("a".to_string(), 0.0)]
+        vec![(Arc::<str>::from("a"), 0.0)]
     );
     let st = c.stats();
     assert_eq!((st.len, st.storage_slots, st.tombstones), (2, 3, 1));
@@ -378,9 +378,9 @@ fn cosine_normalises_vectors_and_queries() {
     // Scaling the query changes nothing; distances are cosine distances.
     for scale in [1e-3f32, 1.0, 1e6] {
         let hits = c.search(&[0.0, scale], 2).unwrap();
-        assert_eq!(hits[0].0, "a");
+        assert_eq!(hits[0].0, "a".into());
         assert!((hits[0].1 - 0.2).abs() < 1e-6, "{hits:?}");
-        assert_eq!(hits[1].0, "b");
+        assert_eq!(hits[1].0, "b".into());
         assert!((hits[1].1 - 1.0).abs() < 1e-6, "{hits:?}");
     }
     let hits = c.search(&[6.0, 8.0], 1).unwrap();
@@ -394,7 +394,7 @@ fn k_larger_than_the_collection_returns_everything_sorted() {
         let hits = c.search(&[1.0, 1.0, 1.0], 1000).unwrap();
         assert_eq!(hits.len(), 5);
         assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1), "{hits:?}");
-        let mut ids: Vec<_> = hits.iter().map(|h| h.0.clone()).collect();
+        let mut ids: Vec<_> = hits.iter().map(|h| h.0.to_string()).collect();
         ids.sort();
         assert_eq!(ids, ["v0", "v1", "v2", "v3", "v4"]);
     }
@@ -412,7 +412,7 @@ fn distances_follow_the_metric_convention() {
     // 1 - q·v: q = (1, 1) gives 1 - 3 = -2 for a and 1 - 2 = -1 for b.
     assert_eq!(
         c.search(&[1.0, 1.0], 2).unwrap(),
-        vec![("a".to_string(), -2.0), ("b".to_string(), -1.0)]
+        vec![(Arc::<str>::from("a"), -2.0), (Arc::<str>::from("b"), -1.0)]
     );
 }
 
@@ -455,7 +455,7 @@ fn filtered_search_returns_k_passing_ids() {
     let hits = c
         .search_filtered(&[1.0, 2.0, 0.0], 2, &SearchParams::default(), even)
         .unwrap();
-    let ids: Vec<_> = hits.iter().map(|h| h.0.as_str()).collect();
+    let ids: Vec<_> = hits.iter().map(|h| &*h.0).collect();
     assert_eq!(ids, ["v2", "v4"]);
     let all: Vec<_> = c
         .search(&[1.0, 2.0, 0.0], 10)
@@ -590,7 +590,7 @@ fn a_failed_index_add_leaves_ids_unchanged() {
     }
     assert_eq!(
         c.search(&[0.0, 0.0], 10).unwrap(),
-        vec![("a".to_string(), 2.0)]
+        vec![(Arc::<str>::from("a"), 2.0)]
     );
     fail.store(false, Ordering::SeqCst);
     c.insert("b", &[2.0, 2.0]).unwrap();
@@ -635,7 +635,7 @@ fn searches_run_concurrently_with_writes() {
                     // least ten ids stay live throughout (each writer step inserts
                     // before it deletes, so the count never falls more than one
                     // below what `len` showed before the search).
-                    let mut ids: Vec<&str> = hits.iter().map(|h| h.0.as_str()).collect();
+                    let mut ids: Vec<&str> = hits.iter().map(|h| &*h.0).collect();
                     ids.sort_unstable();
                     ids.dedup();
                     assert_eq!(ids.len(), hits.len(), "duplicate ids in {hits:?}");
@@ -713,8 +713,8 @@ fn concurrent_upserts_never_hide_or_duplicate_an_id() {
                 started.store(true, Ordering::SeqCst);
                 let hits = c.search(&[0.0; 4], 3).unwrap();
                 assert_eq!(hits.len(), 3, "{hits:?}");
-                assert_eq!(hits.iter().filter(|h| h.0 == "hot").count(), 1, "{hits:?}");
-                assert_eq!(hits[0].0, "hot", "{hits:?}");
+                assert_eq!(hits.iter().filter(|h| &*h.0 == "hot").count(), 1, "{hits:?}");
+                assert_eq!(hits[0].0, "hot".into(), "{hits:?}");
                 assert!([0.0, 0.25, 0.0625].contains(&hits[0].1), "{hits:?}");
                 searches += 1;
             }

@@ -45,7 +45,7 @@ fn writes_survive_reopen_and_checkpoint_on_sim_fs() {
                 assert!(!c.contains("b"));
                 assert_eq!(c.get("c"), Some(vec![5.0, 6.0]));
                 assert_eq!(c.len(), 2);
-                assert_eq!(c.search(&[5.0, 6.0], 1).unwrap()[0].0, "c");
+                assert_eq!(c.search(&[5.0, 6.0], 1).unwrap()[0].0, "c".into());
             }
             let c = Collection::open(dir, sim_opts(&image, d)).unwrap();
             c.checkpoint().unwrap();
