@@ -1,0 +1,24 @@
+"""Omen: a vector storage engine with interchangeable indexes, from Python.
+
+Two classes, numpy arrays in and out:
+
+* :class:`Collection` — a durable collection in a directory (string ids, a
+  write-ahead log, checkpoints): ``Collection.create(dir, dim=50, metric="l2",
+  index="hnsw", m=16)``, ``Collection.open(dir)``; ``insert_batch``,
+  ``upsert``, ``delete``, ``get``, ``search``, ``search_batch``,
+  ``checkpoint``, ``stats``; a context manager that closes it.
+* :class:`Index` — an index over in-memory storage with integer labels (row
+  numbers in insertion order), for benchmarks: ``Index("hnsw", 50, "l2",
+  m=16, ef_construction=200)``; ``add``, ``search``, ``search_batch``,
+  ``memory_bytes``.
+
+Bad input raises ``ValueError``/``TypeError`` with the engine's message and
+changes nothing; an unknown id ``KeyError``; I/O ``OSError``; a damaged file
+:class:`CorruptionError` (a subclass of ``OSError``) naming the file and byte
+offset. Arrays of any real dtype are converted to float32. The GIL is released
+while the engine builds, writes or searches.
+"""
+
+from ._omen import Collection, CorruptionError, Index, __version__, simd_isa
+
+__all__ = ["Collection", "CorruptionError", "Index", "simd_isa", "__version__"]

@@ -1,0 +1,108 @@
+"""Type stubs of the extension module behind `omen`."""
+
+from os import PathLike
+from types import TracebackType
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_Path = Union[str, "PathLike[str]"]
+_Array = npt.ArrayLike
+_Hit = tuple[str, float]
+
+class CorruptionError(OSError):
+    """A damaged file: the message names the file and the byte offset."""
+
+def simd_isa() -> str:
+    """The SIMD instruction set the distance kernels chose ("avx512", "avx2", "neon", "scalar")."""
+
+class Index:
+    """An index over in-memory storage with integer labels (row numbers in insertion order)."""
+
+    def __init__(self, kind: str, dim: int, metric: str = "l2", **params: int) -> None:
+        """kind: "flat", "hnsw" (m, ef_construction, ef_search, seed) or "ivfpq"
+        (nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+        metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine"."""
+    @property
+    def kind(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def is_trained(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def train(self, sample: _Array) -> None:
+        """Trains an IVF-PQ index's quantizers on `sample` (n x dim)."""
+    def add(self, data: _Array, threads: Optional[int] = None) -> range:
+        """Appends and indexes the rows of `data` (n x dim); returns their labels."""
+    def search(
+        self, query: _Array, k: int = 10, **params: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The k nearest rows to one query: (labels, distances), each of length k
+        (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor."""
+    def search_batch(
+        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """One row of (labels, distances), each nq x k, per query, through the batch call."""
+    def memory_bytes(self) -> int:
+        """Bytes held by the index's own structures (not the stored vectors)."""
+    def storage_bytes(self) -> int:
+        """Bytes held by the stored vectors."""
+
+class Collection:
+    """A durable collection in a directory: string ids, a write-ahead log and checkpoints."""
+
+    @staticmethod
+    def create(
+        dir: _Path,
+        dim: int,
+        metric: str = "l2",
+        index: str = "flat",
+        storage: str = "memory",
+        durability: str = "group",
+        **params: int,
+    ) -> "Collection":
+        """A new, empty collection in `dir`; params are the index's build parameters."""
+    @staticmethod
+    def open(dir: _Path, durability: str = "group") -> "Collection":
+        """Opens the collection in `dir` (last checkpoint plus the log)."""
+    @property
+    def path(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def index(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: str) -> bool: ...
+    def insert(self, id: str, vector: _Array) -> None: ...
+    def insert_batch(self, ids: Sequence[str], vectors: _Array) -> None:
+        """Adds len(ids) vectors (n x dim) as one log record, all or nothing."""
+    def upsert(self, id: str, vector: _Array) -> None: ...
+    def delete(self, id: str) -> None:
+        """Removes a live id; KeyError if it is not live."""
+    def get(self, id: str) -> Optional[npt.NDArray[np.float32]]: ...
+    def search(self, query: _Array, k: int = 10, **params: int) -> list[_Hit]:
+        """The k nearest live ids as (id, distance), closest first."""
+    def search_batch(
+        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: int
+    ) -> list[list[_Hit]]:
+        """One result list per query row, through the batch path."""
+    def checkpoint(self) -> dict[str, int]: ...
+    def sync(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Collection": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...

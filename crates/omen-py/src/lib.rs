@@ -1,0 +1,1072 @@
+//! `omen._omen`: the extension module behind the `omen` Python package.
+//!
+//! Two classes:
+//! - [`PyCollection`] (`omen.Collection`): a durable collection in a directory
+//!   (write-ahead log, checkpoints, string ids), the engine a user runs;
+//! - [`PyIndex`] (`omen.Index`): an index over in-memory storage with integer
+//!   labels (the row numbers, in insertion order), for benchmarks beside hnswlib
+//!   and FAISS.
+//!
+//! Every input is checked by the engine before anything changes; its errors
+//! become `ValueError` (bad input), `KeyError` (unknown id), `OSError` (I/O,
+//! lock) or `omen.CorruptionError` (a damaged file: the message names the file
+//! and byte offset). Arrays of any real dtype are converted to float32; other
+//! dtypes are a `TypeError`. The GIL is released while the engine builds,
+//! writes or searches.
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, StorageKind};
+use omen_core::validate::{check_finite, normalize_into};
+use omen_core::{
+    Error, Metric, Neighbor, SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyRange, PyString, PyTuple};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+create_exception!(
+    omen,
+    CorruptionError,
+    PyOSError,
+    "A damaged file: the message names the file and the byte offset."
+);
+
+/// The engine's error as a Python exception, with the engine's message.
+fn py_err(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Corruption { .. } => CorruptionError::new_err(msg),
+        Error::Io { .. } | Error::Locked { .. } | Error::Poisoned => PyOSError::new_err(msg),
+        Error::UnknownId { .. } => PyKeyError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+fn closed() -> PyErr {
+    PyValueError::new_err("the collection is closed")
+}
+
+// ---------------------------------------------------------------------------
+// Arrays in
+
+/// A C-contiguous float32 view of `obj`: the array itself when it already is
+/// one, otherwise numpy's conversion of it (any real dtype; `TypeError` for
+/// complex, object, string, bool or other dtypes).
+fn f32_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.clone());
+        }
+    }
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let dtype = arr.getattr("dtype")?;
+    let kind: String = dtype.getattr("kind")?.extract()?;
+    if !matches!(kind.as_str(), "f" | "i" | "u") {
+        return Err(PyTypeError::new_err(format!(
+            "{what}: expected an array of real numbers, got dtype {}",
+            dtype.str()?
+        )));
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", np.getattr("float32")?)?;
+    let conv = np.call_method("ascontiguousarray", (arr,), Some(&kwargs))?;
+    Ok(conv.cast_into::<PyArrayDyn<f32>>()?)
+}
+
+/// `obj` as rows of width `dim`: a 2-D array (n, dim), or a 1-D array of `dim`
+/// values as one row. Returns the array (kept alive by the caller) and `n`.
+fn rows_of<'py>(
+    obj: &Bound<'py, PyAny>,
+    dim: usize,
+    what: &str,
+) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, usize)> {
+    let a = f32_array(obj, what)?;
+    let shape = a.shape().to_vec();
+    let (n, width) = match shape.as_slice() {
+        [w] => (1, *w),
+        [n, w] => (*n, *w),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "{what}: expected a 2-D array (n, {dim}) or a 1-D array of {dim} values, got shape {shape:?}"
+            )))
+        }
+    };
+    if width != dim {
+        return Err(PyValueError::new_err(format!(
+            "{what}: {}",
+            Error::DimensionMismatch {
+                expected: dim,
+                got: width
+            }
+        )));
+    }
+    Ok((a, n))
+}
+
+/// One query: a 1-D array of `dim` values or a (1, dim) array.
+fn one_query<'py>(obj: &Bound<'py, PyAny>, dim: usize) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let (a, n) = rows_of(obj, dim, "query")?;
+    if n != 1 {
+        return Err(PyValueError::new_err(format!(
+            "query: expected one vector, got {n} rows (use search_batch)"
+        )));
+    }
+    Ok(a)
+}
+
+fn slice<'a>(a: &'a numpy::PyReadonlyArrayDyn<'_, f32>) -> PyResult<&'a [f32]> {
+    a.as_slice()
+        .map_err(|e| PyValueError::new_err(format!("array is not contiguous: {e}")))
+}
+
+fn check_k(k: usize) -> PyResult<()> {
+    if k == 0 {
+        return Err(py_err(Error::invalid_param("k", "must be at least 1")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Parameters (keyword arguments)
+
+fn kw_usize(name: &str, v: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected an integer, got a bool"
+        )));
+    }
+    v.extract::<usize>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name}: expected a non-negative integer, got {}",
+            v.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+/// The keyword arguments as (name, value) pairs, refusing names outside `valid`.
+fn kwargs_checked<'py>(
+    kwargs: Option<&Bound<'py, PyDict>>,
+    valid: &[&str],
+    what: &str,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    let mut out = Vec::new();
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            let name: String = k.extract()?;
+            if !valid.contains(&name.as_str()) {
+                let valid = if valid.is_empty() {
+                    "none".to_string()
+                } else {
+                    valid.join(", ")
+                };
+                return Err(PyValueError::new_err(format!(
+                    "unknown {what} parameter {name:?}; valid: {valid}"
+                )));
+            }
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+const HNSW_BUILD: &[&str] = &["m", "ef_construction", "ef_search", "seed"];
+const IVFPQ_BUILD: &[&str] = &[
+    "nlist",
+    "m",
+    "nbits",
+    "train_size",
+    "nprobe",
+    "rerank_factor",
+    "seed",
+];
+
+/// The index a kind name and keyword arguments describe (defaults as `omen db
+/// create`'s).
+fn index_kind(kind: &str, dim: usize, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<IndexKind> {
+    match kind {
+        "flat" => {
+            kwargs_checked(kwargs, &[], "flat build")?;
+            Ok(IndexKind::Flat)
+        }
+        "hnsw" => {
+            let mut p = omen_hnsw::HnswParams::new();
+            for (name, v) in kwargs_checked(kwargs, HNSW_BUILD, "hnsw build")? {
+                let n = kw_usize(&name, &v)?;
+                p = match name.as_str() {
+                    "m" => p.with_m(n),
+                    "ef_construction" => p.with_ef_construction(n),
+                    "ef_search" => p.with_ef_search(n),
+                    _ => p.with_seed(n as u64),
+                };
+            }
+            Ok(IndexKind::Hnsw(p))
+        }
+        "ivfpq" => {
+            let kw = kwargs_checked(kwargs, IVFPQ_BUILD, "ivfpq build")?;
+            let mut vals = HashMap::new();
+            for (name, v) in &kw {
+                vals.insert(name.as_str(), kw_usize(name, v)?);
+            }
+            let nlist = vals.get("nlist").copied().unwrap_or(256);
+            // The largest divisor of dim giving at least 2 dimensions per sub-quantizer.
+            let default_m = (1..=dim)
+                .rev()
+                .find(|d| dim % d == 0 && dim / d >= 2)
+                .unwrap_or(1);
+            let m = vals.get("m").copied().unwrap_or(default_m);
+            let mut p = omen_ivfpq::IvfPqParams::new(nlist, m).with_train_size(
+                vals.get("train_size")
+                    .copied()
+                    .unwrap_or((39 * nlist).max(1024)),
+            );
+            if let Some(&b) = vals.get("nbits") {
+                p = p.with_nbits(u32::try_from(b).unwrap_or(u32::MAX));
+            }
+            if let Some(&n) = vals.get("nprobe") {
+                p = p.with_nprobe(n);
+            }
+            if let Some(&r) = vals.get("rerank_factor") {
+                p = p.with_rerank_factor(r);
+            }
+            if let Some(&s) = vals.get("seed") {
+                p = p.with_seed(s as u64);
+            }
+            Ok(IndexKind::IvfPq(p))
+        }
+        other => Err(PyValueError::new_err(format!(
+            "unknown index kind {other:?}; valid: flat, hnsw, ivfpq"
+        ))),
+    }
+}
+
+/// Search keyword arguments for an index kind: `ef` (hnsw), `nprobe` and
+/// `rerank_factor` (ivfpq); none for flat.
+fn search_params(index: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SearchParams> {
+    let valid: &[&str] = match index {
+        "hnsw" => &["ef"],
+        "ivfpq" => &["nprobe", "rerank_factor"],
+        _ => &[],
+    };
+    let mut p = SearchParams::new();
+    for (name, v) in kwargs_checked(kwargs, valid, &format!("{index} search"))? {
+        let n = kw_usize(&name, &v)?;
+        p = match name.as_str() {
+            "ef" => p.with_ef(n),
+            "nprobe" => p.with_nprobe(n),
+            _ => p.with_rerank_factor(n),
+        };
+    }
+    p.validate().map_err(py_err)?;
+    Ok(p)
+}
+
+fn parse_metric(metric: &str) -> PyResult<Metric> {
+    metric.parse::<Metric>().map_err(py_err)
+}
+
+// ---------------------------------------------------------------------------
+// Thread pools
+
+/// A rayon pool of `threads` threads (kept for reuse), or `None` for rayon's
+/// global pool (one thread per core).
+fn pool(threads: Option<usize>) -> PyResult<Option<Arc<rayon::ThreadPool>>> {
+    let Some(n) = threads else { return Ok(None) };
+    if n == 0 {
+        return Err(py_err(Error::invalid_param(
+            "threads",
+            "must be at least 1",
+        )));
+    }
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = pools.get(&n) {
+        return Ok(Some(Arc::clone(p)));
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| py_err(Error::invalid_param("threads", e.to_string())))?,
+    );
+    pools.insert(n, Arc::clone(&p));
+    Ok(Some(p))
+}
+
+fn run_in<T: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// omen.Index
+
+enum AnyIndex {
+    Flat(omen_flat::FlatIndex),
+    Hnsw(omen_hnsw::HnswIndex),
+    IvfPq(omen_ivfpq::IvfPqIndex),
+}
+
+impl AnyIndex {
+    fn get(&self) -> &dyn VectorIndex {
+        match self {
+            AnyIndex::Flat(i) => i,
+            AnyIndex::Hnsw(i) => i,
+            AnyIndex::IvfPq(i) => i,
+        }
+    }
+}
+
+/// Per-search working memory, pooled.
+#[derive(Default)]
+struct Scratch {
+    scratch: SearchScratch,
+    neighbors: Vec<Neighbor>,
+    query: Vec<f32>,
+}
+
+/// An index over in-memory storage with integer labels: `add` appends rows,
+/// which get the labels `len(index)`, `len(index) + 1`, ... For benchmarks and
+/// experiments: nothing is written to disk (use `Collection` for that).
+#[pyclass(name = "Index", module = "omen", frozen)]
+struct PyIndex {
+    kind: String,
+    dim: usize,
+    metric: Metric,
+    storage: omen_storage::MemoryStorage,
+    index: AnyIndex,
+    /// Serialises writers (append + index add) so labels stay contiguous.
+    writer: Mutex<()>,
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+impl PyIndex {
+    /// Checks `rows` (n × dim, finite) and returns what to store: the rows, or
+    /// their normalised copy under cosine.
+    fn prepare<'a>(&self, rows: &'a [f32], buf: &'a mut Vec<f32>) -> Result<&'a [f32], Error> {
+        let dim = self.dim;
+        if self.metric.normalizes() {
+            buf.clear();
+            buf.reserve(rows.len());
+            let mut one = Vec::with_capacity(dim);
+            for (i, r) in rows.chunks_exact(dim).enumerate() {
+                check_finite(r, i)?;
+                normalize_into(r, &mut one, i)?;
+                buf.extend_from_slice(&one);
+            }
+            Ok(buf)
+        } else {
+            for (i, r) in rows.chunks_exact(dim).enumerate() {
+                check_finite(r, i)?;
+                check_norm(r, i)?;
+            }
+            Ok(rows)
+        }
+    }
+
+    fn search_one(
+        &self,
+        q: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Neighbor>, Error> {
+        let mut s = self
+            .scratch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let r = (|| {
+            let Scratch {
+                scratch,
+                neighbors,
+                query,
+            } = &mut s;
+            let q = if self.metric.normalizes() {
+                check_finite(q, 0)?;
+                normalize_into(q, query, 0)?;
+                &query[..]
+            } else {
+                check_finite(q, 0)?;
+                q
+            };
+            let req = SearchRequest::new(q, k, params);
+            self.index
+                .get()
+                .search(&self.storage, &req, scratch, neighbors)?;
+            Ok(neighbors.clone())
+        })();
+        let mut pool = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < 64 {
+            pool.push(s);
+        }
+        r
+    }
+}
+
+/// Under L2 and inner product, a vector whose squared norm overflows f32 would
+/// make distances infinite: refused, as the collection does.
+fn check_norm(v: &[f32], row: usize) -> Result<(), Error> {
+    let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if sq > omen::MAX_SQUARED_NORM {
+        return Err(Error::invalid_param(
+            "vector",
+            format!(
+                "row {row}: squared norm {sq:e} exceeds {:e}; distances would overflow f32",
+                omen::MAX_SQUARED_NORM
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Labels (int64) and distances (float32) of one query.
+type Answers1<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+/// Labels and distances of many queries, one row each.
+type Answers2<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
+fn labels_and_distances<'py>(
+    py: Python<'py>,
+    results: &[Vec<Neighbor>],
+    k: usize,
+) -> PyResult<Answers2<'py>> {
+    let nq = results.len();
+    let mut labels = vec![-1i64; nq * k];
+    let mut dists = vec![f32::INFINITY; nq * k];
+    for (i, r) in results.iter().enumerate() {
+        for (j, n) in r.iter().take(k).enumerate() {
+            labels[i * k + j] = i64::from(n.slot);
+            dists[i * k + j] = n.distance;
+        }
+    }
+    let shape_err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    let l = Array2::from_shape_vec((nq, k), labels).map_err(shape_err)?;
+    let d = Array2::from_shape_vec((nq, k), dists).map_err(shape_err)?;
+    Ok((l.into_pyarray(py), d.into_pyarray(py)))
+}
+
+#[pymethods]
+impl PyIndex {
+    /// Index(kind, dim, metric="l2", **params)
+    ///
+    /// kind: "flat", "hnsw" (params m, ef_construction, ef_search, seed) or
+    /// "ivfpq" (nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+    /// metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine".
+    #[new]
+    #[pyo3(signature = (kind, dim, metric = "l2", **params))]
+    fn new(
+        kind: &str,
+        dim: usize,
+        metric: &str,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let metric = parse_metric(metric)?;
+        if dim == 0 {
+            return Err(py_err(Error::invalid_param("dim", "must be at least 1")));
+        }
+        let index_metric = if metric == Metric::Cosine {
+            Metric::InnerProduct
+        } else {
+            metric
+        };
+        let index = match index_kind(kind, dim, params)? {
+            IndexKind::Hnsw(p) => {
+                AnyIndex::Hnsw(omen_hnsw::HnswIndex::new(dim, index_metric, p).map_err(py_err)?)
+            }
+            IndexKind::IvfPq(p) => {
+                AnyIndex::IvfPq(omen_ivfpq::IvfPqIndex::new(dim, index_metric, p).map_err(py_err)?)
+            }
+            _ => AnyIndex::Flat(omen_flat::FlatIndex::new(dim, index_metric).map_err(py_err)?),
+        };
+        Ok(PyIndex {
+            kind: kind.to_string(),
+            dim,
+            metric,
+            storage: omen_storage::MemoryStorage::new(dim).map_err(py_err)?,
+            index,
+            writer: Mutex::new(()),
+            scratch: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The index kind ("flat", "hnsw", "ivfpq").
+    #[getter]
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Vector width.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The metric ("l2", "ip", "cosine").
+    #[getter]
+    fn metric(&self) -> &'static str {
+        self.metric.name()
+    }
+
+    /// Whether the index is ready to encode (IVF-PQ: trained; others: always).
+    #[getter]
+    fn is_trained(&self) -> bool {
+        match &self.index {
+            AnyIndex::IvfPq(i) => i.is_trained(),
+            _ => true,
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.get().len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "omen.Index(kind={:?}, dim={}, metric={:?}, len={})",
+            self.kind,
+            self.dim,
+            self.metric.name(),
+            self.index.get().len()
+        )
+    }
+
+    /// train(sample): trains an IVF-PQ index's quantizers on the rows of
+    /// `sample` (otherwise it trains itself once `train_size` rows were added).
+    /// Other kinds need no training: ValueError.
+    fn train(&self, py: Python<'_>, sample: &Bound<'_, PyAny>) -> PyResult<()> {
+        let AnyIndex::IvfPq(ix) = &self.index else {
+            return Err(PyValueError::new_err(format!(
+                "a {} index has no training step",
+                self.kind
+            )));
+        };
+        let (a, _) = rows_of(sample, self.dim, "sample")?;
+        let ro = a.readonly();
+        let rows = slice(&ro)?;
+        let mut buf = Vec::new();
+        py.detach(|| {
+            let rows = self.prepare(rows, &mut buf)?;
+            let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            ix.train(rows)?;
+            ix.flush(&self.storage)
+        })
+        .map_err(py_err)
+    }
+
+    /// add(data, threads=None) -> range: appends the rows of `data` (n × dim)
+    /// and indexes them on `threads` threads (default: every core). Returns
+    /// their labels. The whole array is checked first; on error nothing changes.
+    #[pyo3(signature = (data, threads = None))]
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyRange>> {
+        let (a, n) = rows_of(data, self.dim, "data")?;
+        let ro = a.readonly();
+        let rows = slice(&ro)?;
+        let pool = pool(threads)?;
+        let mut buf = Vec::new();
+        let range = py
+            .detach(|| {
+                let rows = self.prepare(rows, &mut buf)?;
+                let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let slots = self.storage.append_batch(rows)?;
+                run_in(pool.as_deref(), || {
+                    self.index.get().add(&self.storage, slots.clone())
+                })?;
+                Ok::<_, Error>(slots)
+            })
+            .map_err(py_err)?;
+        debug_assert_eq!(range.len(), n);
+        PyRange::new(py, range.start as isize, range.end as isize)
+    }
+
+    /// search(query, k=10, **params) -> (labels, distances): the k nearest rows
+    /// to one query (1-D, dim values), closest first; labels are int64 (-1 past
+    /// the rows there are), distances float32. params: hnsw ef; ivfpq nprobe,
+    /// rerank_factor.
+    #[pyo3(signature = (query, k = 10, **params))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+        k: usize,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Answers1<'py>> {
+        check_k(k)?;
+        let p = search_params(&self.kind, params)?;
+        let a = one_query(query, self.dim)?;
+        let ro = a.readonly();
+        let q = slice(&ro)?;
+        let hits = py.detach(|| self.search_one(q, k, &p)).map_err(py_err)?;
+        let mut labels = vec![-1i64; k];
+        let mut dists = vec![f32::INFINITY; k];
+        for (j, n) in hits.iter().take(k).enumerate() {
+            labels[j] = i64::from(n.slot);
+            dists[j] = n.distance;
+        }
+        Ok((
+            PyArray1::from_vec(py, labels),
+            PyArray1::from_vec(py, dists),
+        ))
+    }
+
+    /// search_batch(queries, k=10, threads=None, **params) -> (labels,
+    /// distances): one row of each (nq × k) per query, through the index's batch
+    /// call on `threads` threads (default: every core).
+    #[pyo3(signature = (queries, k = 10, threads = None, **params))]
+    fn search_batch<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: usize,
+        threads: Option<usize>,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Answers2<'py>> {
+        check_k(k)?;
+        let p = search_params(&self.kind, params)?;
+        let (a, _) = rows_of(queries, self.dim, "queries")?;
+        let ro = a.readonly();
+        let qs = slice(&ro)?;
+        let pool = pool(threads)?;
+        let mut buf = Vec::new();
+        let results = py
+            .detach(|| {
+                let qs = if self.metric.normalizes() {
+                    self.prepare(qs, &mut buf)?
+                } else {
+                    for (i, r) in qs.chunks_exact(self.dim).enumerate() {
+                        check_finite(r, i)?;
+                    }
+                    qs
+                };
+                let mut out = Vec::new();
+                run_in(pool.as_deref(), || {
+                    self.index
+                        .get()
+                        .search_batch(&self.storage, qs, k, &p, None, &mut out)
+                })?;
+                Ok::<_, Error>(out)
+            })
+            .map_err(py_err)?;
+        labels_and_distances(py, &results, k)
+    }
+
+    /// Bytes held by the index's own structures (graph links, codes, lists),
+    /// not the stored vectors.
+    fn memory_bytes(&self) -> usize {
+        self.index.get().memory_bytes()
+    }
+
+    /// Bytes held by the stored vectors.
+    fn storage_bytes(&self) -> usize {
+        self.storage.memory_bytes()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// omen.Collection
+
+fn durability(name: &str) -> PyResult<Durability> {
+    match name {
+        "group" => Ok(DurableOptions::default().durability),
+        "per-write" | "per_write" => Ok(Durability::PerWrite),
+        "none" => Ok(Durability::None),
+        other => Err(PyValueError::new_err(format!(
+            "unknown durability {other:?}; valid: group, per-write, none"
+        ))),
+    }
+}
+
+/// A durable collection in a directory: string ids, a write-ahead log and
+/// checkpoints; every acknowledged write survives a crash (under the
+/// "group" and "per-write" durability modes).
+#[pyclass(name = "Collection", module = "omen", frozen)]
+struct PyCollection {
+    inner: RwLock<Option<Collection>>,
+    dir: PathBuf,
+}
+
+impl PyCollection {
+    fn with<T>(&self, f: impl FnOnce(&Collection) -> PyResult<T>) -> PyResult<T> {
+        let g = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        match g.as_ref() {
+            Some(c) => f(c),
+            None => Err(closed()),
+        }
+    }
+
+    fn wrap(c: Collection, dir: PathBuf) -> Self {
+        PyCollection {
+            inner: RwLock::new(Some(c)),
+            dir,
+        }
+    }
+}
+
+fn ids_of(ids: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if ids.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "ids: expected a sequence of str, got one str",
+        ));
+    }
+    let mut out = Vec::new();
+    for item in ids.try_iter()? {
+        let item = item?;
+        let s: String = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "ids: expected str, got {}",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn hits_list<'py>(py: Python<'py>, hits: &[omen::Hit]) -> PyResult<Bound<'py, PyList>> {
+    let items: Vec<Bound<'py, PyTuple>> = hits
+        .iter()
+        .map(|(id, d)| {
+            PyTuple::new(
+                py,
+                [
+                    PyString::new(py, id).into_any(),
+                    d.into_pyobject(py)?.into_any(),
+                ],
+            )
+        })
+        .collect::<PyResult<_>>()?;
+    PyList::new(py, items)
+}
+
+#[pymethods]
+impl PyCollection {
+    /// Collection.create(dir, dim, metric="l2", index="flat", storage="memory",
+    /// durability="group", **params): a new, empty durable collection in `dir`
+    /// (created if missing; refused if it already holds one). params: the
+    /// index's build parameters (hnsw: m, ef_construction, ef_search, seed;
+    /// ivfpq: nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+    #[staticmethod]
+    #[pyo3(signature = (dir, dim, metric = "l2", index = "flat", storage = "memory", durability = "group", **params))]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        py: Python<'_>,
+        dir: PathBuf,
+        dim: usize,
+        metric: &str,
+        index: &str,
+        storage: &str,
+        durability: &str,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let metric = parse_metric(metric)?;
+        let kind = index_kind(index, dim, params)?;
+        let storage = match storage {
+            "memory" => StorageKind::Memory,
+            "mmap" => StorageKind::Mmap,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown storage {other:?}; valid: memory, mmap"
+                )))
+            }
+        };
+        let options = DurableOptions::default().durability(self::durability(durability)?);
+        let config = CollectionConfig::new(dim, metric)
+            .index(kind)
+            .storage(storage);
+        // An in-memory twin checks every setting before the directory is touched.
+        config
+            .clone()
+            .storage(StorageKind::Memory)
+            .build()
+            .map_err(py_err)?;
+        let c = py
+            .detach(|| Collection::create(&dir, &config, options))
+            .map_err(py_err)?;
+        Ok(Self::wrap(c, dir))
+    }
+
+    /// Collection.open(dir, durability="group"): opens the collection in `dir`
+    /// (loads the last checkpoint and replays the log). OSError if another
+    /// process holds it; omen.CorruptionError for a damaged file.
+    #[staticmethod]
+    #[pyo3(signature = (dir, durability = "group"))]
+    fn open(py: Python<'_>, dir: PathBuf, durability: &str) -> PyResult<Self> {
+        let options = DurableOptions::default().durability(self::durability(durability)?);
+        let c = py
+            .detach(|| Collection::open(&dir, options))
+            .map_err(py_err)?;
+        Ok(Self::wrap(c, dir))
+    }
+
+    /// The collection directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    /// Vector width.
+    #[getter]
+    fn dim(&self) -> PyResult<usize> {
+        self.with(|c| Ok(c.dim()))
+    }
+
+    /// The metric ("l2", "ip", "cosine").
+    #[getter]
+    fn metric(&self) -> PyResult<&'static str> {
+        self.with(|c| Ok(c.metric().name()))
+    }
+
+    /// The index kind ("flat", "hnsw", "ivfpq").
+    #[getter]
+    fn index(&self) -> PyResult<&'static str> {
+        self.with(|c| Ok(c.index_name()))
+    }
+
+    /// Whether the collection was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        self.with(|c| Ok(c.len()))
+    }
+
+    fn __contains__(&self, id: &str) -> PyResult<bool> {
+        self.with(|c| Ok(c.contains(id)))
+    }
+
+    fn __repr__(&self) -> String {
+        match self
+            .inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(c) => format!(
+                "omen.Collection({:?}, dim={}, metric={:?}, index={:?}, len={})",
+                self.dir.display().to_string(),
+                c.dim(),
+                c.metric().name(),
+                c.index_name(),
+                c.len()
+            ),
+            None => format!(
+                "omen.Collection({:?}, closed)",
+                self.dir.display().to_string()
+            ),
+        }
+    }
+
+    /// insert(id, vector): adds one vector under a new id (ValueError if the
+    /// id is live).
+    fn insert(&self, py: Python<'_>, id: &str, vector: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.with(|c| {
+            let a = one_query(vector, c.dim())?;
+            let ro = a.readonly();
+            let v = slice(&ro)?;
+            py.detach(|| c.insert(id, v)).map_err(py_err)
+        })
+    }
+
+    /// insert_batch(ids, vectors): adds len(ids) vectors (n × dim) as one log
+    /// record; the whole batch is checked first and refused whole.
+    fn insert_batch(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let ids = ids_of(ids)?;
+        self.with(|c| {
+            let (a, n) = rows_of(vectors, c.dim(), "vectors")?;
+            if n != ids.len() {
+                return Err(PyValueError::new_err(format!(
+                    "{} ids for {n} rows",
+                    ids.len()
+                )));
+            }
+            let ro = a.readonly();
+            let rows = slice(&ro)?;
+            py.detach(|| c.insert_batch(&ids, rows)).map_err(py_err)
+        })
+    }
+
+    /// upsert(id, vector): inserts, or replaces the vector of a live id.
+    fn upsert(&self, py: Python<'_>, id: &str, vector: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.with(|c| {
+            let a = one_query(vector, c.dim())?;
+            let ro = a.readonly();
+            let v = slice(&ro)?;
+            py.detach(|| c.upsert(id, v)).map_err(py_err)
+        })
+    }
+
+    /// delete(id): removes a live id (KeyError if it is not live).
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.with(|c| py.detach(|| c.delete(id)).map_err(py_err))
+    }
+
+    /// get(id) -> numpy.ndarray | None: the stored vector (normalised under
+    /// cosine), or None.
+    fn get<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Bound<'py, PyArray1<f32>>>> {
+        self.with(|c| Ok(c.get(id).map(|v| PyArray1::from_vec(py, v))))
+    }
+
+    /// search(query, k=10, **params) -> list[(id, distance)]: the k nearest live
+    /// ids, closest first. params: hnsw ef; ivfpq nprobe, rerank_factor.
+    #[pyo3(signature = (query, k = 10, **params))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+        k: usize,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        check_k(k)?;
+        self.with(|c| {
+            let p = search_params(c.index_name(), params)?;
+            let a = one_query(query, c.dim())?;
+            let ro = a.readonly();
+            let q = slice(&ro)?;
+            let hits = py.detach(|| c.search_with(q, k, &p)).map_err(py_err)?;
+            hits_list(py, &hits)
+        })
+    }
+
+    /// search_batch(queries, k=10, threads=None, **params) ->
+    /// list[list[(id, distance)]]: one list per query row, through the batch
+    /// path on `threads` threads (default: every core).
+    #[pyo3(signature = (queries, k = 10, threads = None, **params))]
+    fn search_batch<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: usize,
+        threads: Option<usize>,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        check_k(k)?;
+        let pool = pool(threads)?;
+        self.with(|c| {
+            let p = search_params(c.index_name(), params)?;
+            let (a, _) = rows_of(queries, c.dim(), "queries")?;
+            let ro = a.readonly();
+            let qs = slice(&ro)?;
+            let all = py
+                .detach(|| run_in(pool.as_deref(), || c.search_batch_with(qs, k, &p)))
+                .map_err(py_err)?;
+            let lists: Vec<Bound<'py, PyList>> = all
+                .iter()
+                .map(|h| hits_list(py, h))
+                .collect::<PyResult<_>>()?;
+            PyList::new(py, lists)
+        })
+    }
+
+    /// checkpoint() -> dict: writes a checkpoint now and drops the log it
+    /// covers.
+    fn checkpoint<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.with(|c| {
+            let info = py.detach(|| c.checkpoint()).map_err(py_err)?;
+            let d = PyDict::new(py);
+            d.set_item("generation", info.gen)?;
+            d.set_item("rows", info.rows)?;
+            d.set_item("live", info.live)?;
+            d.set_item("last_seq", info.last_seq)?;
+            d.set_item("bytes_written", info.bytes_written)?;
+            Ok(d)
+        })
+    }
+
+    /// sync(): makes every write so far durable (under durability "none").
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(|c| py.detach(|| c.sync()).map_err(py_err))
+    }
+
+    /// stats() -> dict: sizes, memory, recovery facts and the SIMD ISA.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.with(|c| {
+            let s = c.stats();
+            let d = PyDict::new(py);
+            d.set_item("len", s.len)?;
+            d.set_item("dim", c.dim())?;
+            d.set_item("metric", c.metric().name())?;
+            d.set_item("index", c.index_name())?;
+            d.set_item("storage", c.storage_name())?;
+            d.set_item("storage_slots", s.storage_slots)?;
+            d.set_item("tombstones", s.tombstones)?;
+            d.set_item("index_memory_bytes", s.index_memory_bytes)?;
+            d.set_item("storage_memory_bytes", s.storage_memory_bytes)?;
+            d.set_item("id_map_memory_bytes", s.id_map_memory_bytes)?;
+            if let Some(r) = c.recovery_info() {
+                d.set_item("checkpoint_gen", r.checkpoint_gen)?;
+                d.set_item("replayed_records", r.replayed_records)?;
+                d.set_item("truncated_log_bytes", r.truncated_bytes)?;
+            }
+            d.set_item("simd_isa", c.isa().name())?;
+            Ok(d)
+        })
+    }
+
+    /// close(): flushes and closes; later calls raise ValueError. Closing twice
+    /// is allowed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match taken {
+            Some(c) => py.detach(|| c.close()).map_err(py_err),
+            None => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+/// The SIMD instruction set the distance kernels chose in this process.
+#[pyfunction]
+fn simd_isa() -> &'static str {
+    omen::isa().name()
+}
+
+#[pymodule]
+fn _omen(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyIndex>()?;
+    m.add_class::<PyCollection>()?;
+    m.add("CorruptionError", m.py().get_type::<CorruptionError>())?;
+    m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
