@@ -367,7 +367,8 @@ fn peer_result_to_run(r: &peers::PeerResult, data: &BenchData, k: usize) -> RunR
     let _ = k;
     RunResult {
         name,
-        family: "peer".into(),
+        family: if r.system.is_omen() { "omen" } else { "peer" }.into(),
+        path: "python".into(),
         index: r.index.clone(),
         storage: None,
         version: Some(format!("{} {}", r.library, r.version)),
@@ -420,9 +421,108 @@ fn write_fbin(path: &Path, rows: &[f32], dim: usize) -> Result<()> {
     omen_datasets::write_fbin(path, &v)
 }
 
-/// Runs the peers of `cfg` for one thread count.
+/// Omen's indexes of `cfg` as adapter runs through the `omen` Python package
+/// (in-memory storage): the same build and search parameters as the native runs.
+fn omen_python_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
+    let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    cfg.indexes
+        .iter()
+        .map(|ix| match ix {
+            IndexSpec::Flat => PeerSpec {
+                system: PeerSystem::OmenFlat.name().into(),
+                build: Default::default(),
+                sweep: Vec::new(),
+            },
+            IndexSpec::Hnsw {
+                m,
+                ef_construction,
+                ef_search,
+            } => PeerSpec {
+                system: PeerSystem::OmenHnsw.name().into(),
+                build: obj(json!({"m": m, "ef_construction": ef_construction})),
+                sweep: ef_search.iter().map(|ef| obj(json!({"ef": ef}))).collect(),
+            },
+            IndexSpec::Ivfpq {
+                nlist,
+                m,
+                nbits,
+                train_size,
+                nprobe,
+                rerank,
+            } => PeerSpec {
+                system: PeerSystem::OmenIvfpq.name().into(),
+                build: obj(
+                    json!({"nlist": nlist, "m": m, "nbits": nbits, "train_size": train_size}),
+                ),
+                sweep: rerank
+                    .iter()
+                    .flat_map(|r| {
+                        nprobe
+                            .iter()
+                            .map(move |p| obj(json!({"nprobe": p, "rerank_factor": r})))
+                    })
+                    .collect(),
+            },
+        })
+        .collect()
+}
+
+/// What runs through the Python adapter: the suite's peers, then omen's indexes
+/// through its package when `cfg.python`.
+fn adapter_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
+    let mut specs = cfg.peers.clone();
+    if cfg.python {
+        specs.extend(omen_python_specs(cfg));
+    }
+    specs
+}
+
+/// Refuses a run whose adapter systems cannot all run: no environment, or a
+/// system whose package it lacks. One line, naming the install command.
+fn check_adapter_systems(cfg: &BenchConfig, opts: &BenchOptions) -> Result<()> {
+    let specs = adapter_specs(cfg);
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let systems = specs
+        .iter()
+        .map(|s| peer_system(&s.system))
+        .collect::<Result<Vec<_>>>()?;
+    let install = "bash scripts/setup-peers.sh";
+    let missing = peers::missing_systems(&opts.venv, &systems).map_err(|e| {
+        Error::invalid_param(
+            "peers",
+            format!(
+                "suite {} runs systems through the Python adapter but {e}: run `{install}` (or pass --no-peers)",
+                cfg.name
+            ),
+        )
+    })?;
+    if let Some((sys, why)) = missing.first() {
+        let all: Vec<&str> = missing.iter().map(|(s, _)| s.name()).collect();
+        return Err(Error::invalid_param(
+            "peers",
+            format!(
+                "suite {} names {} but {} cannot import it ({why}){}: run `{install}` (or pass --no-peers)",
+                cfg.name,
+                sys.name(),
+                opts.venv.display(),
+                if all.len() > 1 {
+                    format!("; also missing: {}", all[1..].join(", "))
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `specs` through the Python adapter for one thread count.
+#[allow(clippy::too_many_arguments)]
 fn run_peers(
     cfg: &BenchConfig,
+    specs: &[PeerSpec],
     opts: &BenchOptions,
     data: &BenchData,
     threads: usize,
@@ -442,7 +542,7 @@ fn run_peers(
         _ => PeerMetric::Ip,
     };
     let mut out = Vec::new();
-    for spec in &cfg.peers {
+    for spec in specs {
         let PeerSpec {
             system,
             build,
@@ -459,6 +559,7 @@ fn run_peers(
         );
         req.venv = opts.venv.clone();
         req.threads = threads;
+        req.batch_threads = cfg.batch_threads;
         let mut build = build.clone();
         if let Some(ts) = build.remove("train_size").and_then(|v| v.as_u64()) {
             req.train_size = ts as usize;
@@ -494,6 +595,9 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Report, PathBuf)> {
     cfg.validate()?;
+    if opts.peers {
+        check_adapter_systems(cfg, opts)?;
+    }
     progress(&format!(
         "loading {} (ground truth top-{TRUTH_K})",
         cfg.dataset
@@ -508,10 +612,12 @@ pub fn run(
         dataset: data.info.clone(),
         k: cfg.k,
         runs: Vec::new(),
+        cli: Vec::new(),
     };
     let budget_for = |threads| Budget {
         k: cfg.k,
         threads,
+        batch_threads: cfg.batch_threads,
         single_time: Duration::from_secs_f64(cfg.single_query_seconds),
         min_single_queries: 200,
         single_queries: SINGLE_QUERIES,
@@ -538,25 +644,26 @@ pub fn run(
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     measured?;
-    let want_peers = opts.peers && !cfg.peers.is_empty();
-    if want_peers && peers::peers_available(&opts.venv) {
-        let work =
-            std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
+    let specs = adapter_specs(cfg);
+    let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
+    if opts.peers && !specs.is_empty() {
         for &threads in &cfg.threads {
-            let mut rs = run_peers(cfg, opts, &data, threads, &work, progress)?;
+            let mut rs = run_peers(cfg, &specs, opts, &data, threads, &work, progress)?;
             if cfg.threads.len() > 1 {
                 rs.iter_mut()
                     .for_each(|r| r.name = format!("{} [{threads}t]", r.name));
             }
             report.runs.extend(rs);
         }
-        let _ = std::fs::remove_dir_all(&work);
-    } else if want_peers {
-        progress(&format!(
-            "peers skipped: no environment at {} (run scripts/setup-peers.sh)",
-            opts.venv.display()
-        ));
+    } else if !specs.is_empty() {
+        progress("peers and omen's Python path skipped (--no-peers)");
     }
+    if cfg.cli {
+        let cli = crate::cli::run_cli(cfg, &data, &work.join("cli"), progress);
+        let _ = std::fs::remove_dir_all(&work);
+        report.cli = cli?;
+    }
+    let _ = std::fs::remove_dir_all(&work);
     let dir = opts.reports_dir.join(&cfg.name);
     let md = crate::report::write(&report, &dir)?;
     Ok((report, md))

@@ -92,6 +92,23 @@ pub struct BenchConfig {
     /// records, syncing as soon as a record waits: the default), `per-write` or `none`.
     #[serde(default)]
     pub durability: Option<String>,
+    /// Threads of the batch search call, for every system alike, when not the
+    /// build's thread count (a suite may build on both cores and still time
+    /// batches on one).
+    #[serde(default)]
+    pub batch_threads: Option<usize>,
+    /// Also measure every omen index (over memory storage) through the `omen`
+    /// Python package with the peers' adapter: the same Python loop, queries and
+    /// clock as the peers (the `python` path). Default true; needs the package in
+    /// the peers' environment (`scripts/setup-peers.sh` installs it).
+    #[serde(default = "default_true")]
+    pub python: bool,
+    /// Also measure `omen db search` as a process (the `cli` path): every omen
+    /// index is imported into a durable collection with `omen db create` and
+    /// `omen db import`, checkpointed, then searched over the query file once per
+    /// operating point on one thread; open time is reported apart. Default false.
+    #[serde(default)]
+    pub cli: bool,
 }
 
 /// The durability modes a config may name.
@@ -131,7 +148,7 @@ impl BenchConfig {
     }
 
     /// A built-in suite by name: `quick`, `glove-50`, `hnsw-glove-50`,
-    /// `flat-glove-50`, `recall-k100`.
+    /// `flat-glove-50`, `recall-k100`, `glove-50-l2`, `synthetic-1m-128`.
     pub fn named(name: &str) -> Option<BenchConfig> {
         let text = match name {
             "quick" => include_str!("../suites/quick.toml"),
@@ -139,6 +156,8 @@ impl BenchConfig {
             "flat-glove-50" => include_str!("../suites/flat-glove-50.toml"),
             "recall-k100" => include_str!("../suites/recall-k100.toml"),
             "hnsw-glove-50" => include_str!("../suites/hnsw-glove-50.toml"),
+            "glove-50-l2" => include_str!("../suites/glove-50-l2.toml"),
+            "synthetic-1m-128" => include_str!("../suites/synthetic-1m-128.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()
@@ -148,6 +167,9 @@ impl BenchConfig {
     pub fn validate(&self) -> Result<()> {
         if self.k == 0 {
             return Err(Error::invalid_param("k", "must be at least 1"));
+        }
+        if self.batch_threads == Some(0) {
+            return Err(Error::invalid_param("batch_threads", "must be at least 1"));
         }
         if self.threads.is_empty() || self.threads.contains(&0) {
             return Err(Error::invalid_param(
@@ -224,6 +246,8 @@ mod tests {
             "flat-glove-50",
             "recall-k100",
             "hnsw-glove-50",
+            "glove-50-l2",
+            "synthetic-1m-128",
         ] {
             let c = BenchConfig::named(name).unwrap_or_else(|| panic!("suite {name}"));
             c.validate().unwrap();

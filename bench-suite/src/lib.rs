@@ -4,6 +4,7 @@
 //! harness itself, memory, and the environment; writes JSON, CSV, Markdown and plots.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod durability;
 pub mod env;

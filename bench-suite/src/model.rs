@@ -99,6 +99,13 @@ pub struct RunResult {
     pub name: String,
     /// `omen` or `peer`.
     pub family: String,
+    /// How the system was driven, which decides what it may be compared with:
+    /// `python` (one Python call per query and the system's own batch call, both
+    /// timed by the adapter's clock: every peer, and omen through its Python
+    /// package), `native` (omen timed in-process in Rust) or `cli` (`omen db
+    /// search` as a process). Ratios pair only runs of the same path.
+    #[serde(default = "default_path")]
+    pub path: String,
     /// The index kind (`flat`, `hnsw`, `ivfpq`, ...).
     pub index: String,
     /// The storage backend, for omen systems.
@@ -119,7 +126,45 @@ pub struct RunResult {
     pub notes: Vec<String>,
 }
 
+fn default_path() -> String {
+    "native".into()
+}
+
+/// Which QPS figure a frontier is drawn from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QpsKind {
+    /// One query per call, one thread.
+    Single,
+    /// All queries in one batch call (on the run's batch threads).
+    Batch,
+}
+
 impl RunResult {
+    /// (recall@k by `kind`, QPS of `qps`) for every point that has that figure.
+    pub fn curve_of(&self, kind: RecallKind, k: usize, qps: QpsKind) -> Vec<Point> {
+        self.points
+            .iter()
+            .filter_map(|p| {
+                let q = match qps {
+                    QpsKind::Single => p.qps_single,
+                    QpsKind::Batch => p.qps_batch?,
+                };
+                if !q.is_finite() || q <= 0.0 {
+                    return None;
+                }
+                Some(Point {
+                    recall: p.recall.at(kind, k)?,
+                    qps: q,
+                })
+            })
+            .collect()
+    }
+
+    /// QPS of `qps` interpolated at `target` recall@k on this run's frontier.
+    pub fn qps_at_of(&self, kind: RecallKind, k: usize, target: f64, qps: QpsKind) -> Option<f64> {
+        qps_at_recall(&self.curve_of(kind, k, qps), target)
+    }
+
     /// (recall@k by `kind`, single-thread QPS) for every point.
     pub fn curve(&self, kind: RecallKind, k: usize) -> Vec<Point> {
         self.points
@@ -171,4 +216,7 @@ pub struct Report {
     pub k: usize,
     /// Every system measured.
     pub runs: Vec<RunResult>,
+    /// `omen db search` measured as a process (the `cli` path), when the suite asks.
+    #[serde(default)]
+    pub cli: Vec<crate::cli::CliRun>,
 }

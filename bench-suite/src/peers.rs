@@ -90,11 +90,29 @@ pub enum PeerSystem {
     /// USearch. Build: `M` (connectivity), `efc` (expansion_add); sweep:
     /// `expansion_search`.
     Usearch,
+    /// ScaNN: a partitioning tree, 4-bit anisotropic asymmetric hashing and exact
+    /// re-ordering (see the adapter's README for its parameters).
+    Scann,
+    /// glass: an HNSW graph searched on SQ8 codes with FP32 refinement.
+    Glass,
+    /// SymphonyQG (`rabitqlib`): RaBitQ codes of the neighbours inside each graph
+    /// node block.
+    Symqg,
+    /// Intel SVS Vamana, float32.
+    SvsVamana,
+    /// Omen's flat index through its Python package (`omen.Index("flat")`).
+    OmenFlat,
+    /// Omen's HNSW through its Python package. Build: `m`, `ef_construction`;
+    /// sweep: `ef`.
+    OmenHnsw,
+    /// Omen's IVF-PQ through its Python package. Build: `nlist`, `m`, `nbits`;
+    /// sweep: `nprobe`, `rerank_factor`.
+    OmenIvfpq,
 }
 
 impl PeerSystem {
     /// Every system, in report order.
-    pub const ALL: [PeerSystem; 7] = [
+    pub const ALL: [PeerSystem; 14] = [
         PeerSystem::FaissFlat,
         PeerSystem::FaissHnsw,
         PeerSystem::FaissIvfflat,
@@ -102,7 +120,23 @@ impl PeerSystem {
         PeerSystem::FaissIvfpqfs,
         PeerSystem::Hnswlib,
         PeerSystem::Usearch,
+        PeerSystem::Scann,
+        PeerSystem::Glass,
+        PeerSystem::Symqg,
+        PeerSystem::SvsVamana,
+        PeerSystem::OmenFlat,
+        PeerSystem::OmenHnsw,
+        PeerSystem::OmenIvfpq,
     ];
+
+    /// Whether this is omen itself, driven through its Python package (so that it
+    /// is measured on the same path as the peers).
+    pub fn is_omen(self) -> bool {
+        matches!(
+            self,
+            PeerSystem::OmenFlat | PeerSystem::OmenHnsw | PeerSystem::OmenIvfpq
+        )
+    }
 
     /// The adapter's name for it (`faiss-flat`, `hnswlib`, ...).
     pub fn name(self) -> &'static str {
@@ -114,6 +148,13 @@ impl PeerSystem {
             PeerSystem::FaissIvfpqfs => "faiss-ivfpqfs",
             PeerSystem::Hnswlib => "hnswlib",
             PeerSystem::Usearch => "usearch",
+            PeerSystem::Scann => "scann",
+            PeerSystem::Glass => "glass",
+            PeerSystem::Symqg => "symqg",
+            PeerSystem::SvsVamana => "svs-vamana",
+            PeerSystem::OmenFlat => "omen-flat",
+            PeerSystem::OmenHnsw => "omen-hnsw",
+            PeerSystem::OmenIvfpq => "omen-ivfpq",
         }
     }
 }
@@ -196,6 +237,52 @@ pub fn peers_available(venv: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The systems among `systems` whose Python package the environment at `venv`
+/// cannot import, each with the adapter's reason (`omen_peers.py
+/// --list-available`). An environment that does not exist at all is an error.
+pub fn missing_systems(venv: &Path, systems: &[PeerSystem]) -> Result<Vec<(PeerSystem, String)>> {
+    let python = venv_python(venv);
+    if !python.is_file() {
+        return Err(PeerError::Unavailable(python));
+    }
+    let script = default_script();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg("--list-available")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err(&python))?;
+    if !out.status.success() {
+        return Err(PeerError::Failed {
+            system: "--list-available".into(),
+            status: out.status.to_string(),
+            stderr: tail(&String::from_utf8_lossy(&out.stderr), 4000),
+        });
+    }
+    let listed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| PeerError::Malformed {
+            path: script.clone(),
+            reason: format!("--list-available printed no JSON object: {e}"),
+        })?;
+    let mut missing = Vec::new();
+    for &s in systems {
+        let entry = listed.get(s.name());
+        let ok = entry
+            .and_then(|e| e.get("available"))
+            .and_then(|a| a.as_bool())
+            .unwrap_or(false);
+        if !ok {
+            let why = entry
+                .and_then(|e| e.get("error"))
+                .and_then(|e| e.as_str())
+                .unwrap_or("not listed by the adapter")
+                .to_string();
+            missing.push((s, why));
+        }
+    }
+    Ok(missing)
+}
+
 /// One adapter call: build `system` over `base`, sweep `sweep`, search `queries`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerRun {
@@ -213,9 +300,11 @@ pub struct PeerRun {
     pub metric: PeerMetric,
     /// Neighbours per query.
     pub k: usize,
-    /// Threads for the build and the batch search (single-query search is always
-    /// on one thread).
+    /// Threads for the build (and the batch search unless `batch_threads` is
+    /// set; single-query search is always on one thread).
     pub threads: usize,
+    /// Threads for the batch search call, when not `threads`.
+    pub batch_threads: Option<usize>,
     /// Build parameters, a JSON object (keys per [`PeerSystem`]).
     pub build_params: serde_json::Value,
     /// Search parameter points, JSON objects; `[{}]` for a system without any.
@@ -259,6 +348,7 @@ impl PeerRun {
             metric,
             k,
             threads: 1,
+            batch_threads: None,
             build_params: serde_json::json!({}),
             sweep: vec![serde_json::json!({})],
             train_size: 100_000,
@@ -502,6 +592,9 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
         .stdin(Stdio::null());
     if let Some(n) = req.single_queries {
         cmd.arg("--single-queries").arg(n.to_string());
+    }
+    if let Some(n) = req.batch_threads {
+        cmd.arg("--batch-threads").arg(n.to_string());
     }
     let output = cmd.output().map_err(io_err(&python))?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();

@@ -2,7 +2,7 @@
 //! `results.csv` (one row per operating point), `report.md` (tables, environment,
 //! reproduction) and SVG plots.
 
-use crate::model::{Report, RunResult, SearchPoint, RECALL_TARGETS};
+use crate::model::{QpsKind, Report, RunResult, SearchPoint, RECALL_TARGETS};
 use crate::recall::RecallKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,135 @@ fn build_scaling(report: &Report) -> Vec<(String, usize, f64, f64)> {
     out
 }
 
+/// The ratio tables: omen over each peer at equal recall, single-query and
+/// batch, pairing only runs driven the same way (path) and built with the same
+/// thread count.
+fn ratio_tables(m: &mut String, report: &Report) {
+    let k = report.k;
+    for (qps, title) in [
+        (QpsKind::Single, "one query per call, one thread"),
+        (QpsKind::Batch, "each system's own batch call"),
+    ] {
+        let mut rows = Vec::new();
+        for o in report.runs.iter().filter(|r| r.family == "omen") {
+            for p in report.runs.iter().filter(|p| {
+                p.family == "peer" && p.path == o.path && p.build_threads == o.build_threads
+            }) {
+                let cells: Vec<String> = RECALL_TARGETS
+                    .iter()
+                    .map(|&t| {
+                        match (
+                            o.qps_at_of(RecallKind::ById, k, t, qps),
+                            p.qps_at_of(RecallKind::ById, k, t, qps),
+                        ) {
+                            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                            _ => "—".into(),
+                        }
+                    })
+                    .collect();
+                let threads = o.points.first().map_or(0, |pt| pt.batch_threads);
+                rows.push(format!(
+                    "| {} | {} | {} | {} | {} | {} |",
+                    o.path,
+                    o.name,
+                    p.name,
+                    if qps == QpsKind::Batch {
+                        format!("{} / {}", cells[0], threads)
+                    } else {
+                        cells[0].clone()
+                    },
+                    cells[1],
+                    cells[2]
+                ));
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            m,
+            "\n## Ratios (omen / peer), QPS at equal recall@{k}: {title}\n"
+        );
+        if qps == QpsKind::Batch {
+            let _ = writeln!(m, "The @0.90 column also gives the batch threads.\n");
+        }
+        let _ = writeln!(m, "| path | omen system | peer | @0.90 | @0.95 | @0.99 |");
+        let _ = writeln!(m, "|---|---|---|---:|---:|---:|");
+        for r in rows {
+            let _ = writeln!(m, "{r}");
+        }
+    }
+    let _ = writeln!(m, "\n## QPS at recall@{k} (by id), batch call\n");
+    let _ = writeln!(
+        m,
+        "| system | path | batch threads | QPS @0.90 | QPS @0.95 | QPS @0.99 |"
+    );
+    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|");
+    for r in &report.runs {
+        let q: Vec<String> = RECALL_TARGETS
+            .iter()
+            .map(|&t| {
+                r.qps_at_of(RecallKind::ById, k, t, QpsKind::Batch)
+                    .map_or("—".into(), fmt_int)
+            })
+            .collect();
+        let threads = r.points.first().map_or(0, |p| p.batch_threads);
+        let _ = writeln!(
+            m,
+            "| {} | {} | {threads} | {} | {} | {} |",
+            r.name, r.path, q[0], q[1], q[2]
+        );
+    }
+}
+
+/// `omen db search` beside the native batch figure of the same index at the same
+/// parameters.
+fn cli_table(m: &mut String, report: &Report) {
+    if report.cli.is_empty() {
+        return;
+    }
+    let k = report.k;
+    let _ = writeln!(m, "\n## The CLI: `omen db search`\n");
+    let _ = writeln!(m, "Each index imported with `omen db import` (durability none, every core, then `omen db checkpoint`), then `omen db search --json --threads 1 --timing` over every query per operating point, in rounds (the fastest round counts). **search QPS** = queries / (batch calls + formatting and writing every result line), the collection's open excluded and reported apart; **process s** is the whole command as the harness timed it. **native batch** is the same index's in-process batch QPS at the same parameters and threads, from this run (its own build).\n");
+    let _ = writeln!(m, "| system | params | recall@{k} | search QPS | open s | query load s | process s | native batch QPS | CLI / native |");
+    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in &report.cli {
+        let native = report.runs.iter().find(|r| {
+            r.path == "native" && r.index == c.index && r.storage.as_deref() == Some("memory")
+        });
+        for p in &c.points {
+            let nb = native
+                .and_then(|r| {
+                    r.points
+                        .iter()
+                        .find(|q| q.params == p.params && q.batch_threads == p.threads)
+                })
+                .and_then(|q| q.qps_batch);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} |",
+                c.name,
+                p.label,
+                fmt_opt(p.recall.at(RecallKind::ById, k), 4),
+                fmt_int(p.qps),
+                p.open_seconds,
+                p.load_seconds,
+                p.process_seconds,
+                nb.map_or("—".into(), fmt_int),
+                nb.map_or("—".into(), |n| format!("{:.0} %", 100.0 * p.qps / n)),
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\n{}: `omen db create DIR {}`; import {:.1} s, checkpoint {:.1} s.\n",
+            c.name,
+            c.create_args.join(" "),
+            c.import_seconds,
+            c.checkpoint_seconds
+        );
+    }
+}
+
 /// The Markdown report.
 pub fn markdown(report: &Report) -> String {
     let k = report.k;
@@ -92,10 +221,11 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(m, "Reproduce with:\n\n```sh\n{}\n```\n", report.reproduce);
     let _ = writeln!(m, "## What each figure measures\n");
-    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, in {} rounds of one pass over every operating point, each point's fastest pass counting (the same for every system; peers first run 100 untimed queries). Peers are driven from Python, so their per-query figure includes the Python call overhead; their batch figure does not.", crate::bench::SINGLE_QUERIES, crate::bench::SINGLE_PASSES);
+    let _ = writeln!(m, "- **path**: how a system was driven. `python`: one Python call per query from the adapter's loop, and the system's own batch call, both timed by the adapter's clock — every peer, and omen through its `omen` Python package (`omen.Index`), so the Python call overhead is charged to all alike. `native`: omen timed in-process in Rust (no Python); its figures are listed, never divided by a `python` figure. `cli`: `omen db search` as a process (its own section). **Ratios pair only runs of the same path.**");
+    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, in {} rounds of one pass over every operating point, each point's fastest pass counting (the same for every system; adapter runs first run 100 untimed queries).", crate::bench::SINGLE_QUERIES, crate::bench::SINGLE_PASSES);
     let _ = writeln!(
         m,
-        "- **batch QPS**: all queries in one call with the stated threads."
+        "- **batch QPS**: all queries in one call with the stated threads, the fastest of 3 passes."
     );
     let _ = writeln!(m, "- **recall by id**: fraction of the true top-k ids returned. **recall by distance**: fraction of returned results whose distance (recomputed by the harness from the base vectors, never taken from the system) is within 1e-3 of the true k-th distance, so ties count (ann-benchmarks' rule).");
     let _ = writeln!(m, "- **QPS at recall r**: interpolated on each system's Pareto frontier of (recall@{k} by id, 1-thread QPS), geometrically in QPS between the two bracketing points; — means the system never reached r.");
@@ -110,9 +240,9 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(m, "## QPS at recall@{k} (by id), one thread\n");
     let _ = writeln!(
         m,
-        "| system | QPS @0.90 | QPS @0.95 | QPS @0.99 | best recall@{k} |"
+        "| system | path | QPS @0.90 | QPS @0.95 | QPS @0.99 | best recall@{k} |"
     );
-    let _ = writeln!(m, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|");
     for r in &report.runs {
         let best = r
             .points
@@ -125,8 +255,9 @@ pub fn markdown(report: &Report) -> String {
             .collect();
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.name,
+            r.path,
             q[0],
             q[1],
             q[2],
@@ -134,37 +265,8 @@ pub fn markdown(report: &Report) -> String {
         );
     }
 
-    let omen: Vec<&RunResult> = report.runs.iter().filter(|r| r.family == "omen").collect();
-    let peers: Vec<&RunResult> = report.runs.iter().filter(|r| r.family != "omen").collect();
-    if !omen.is_empty() && !peers.is_empty() {
-        let _ = writeln!(
-            m,
-            "\n## Ratios (omen / peer), QPS at equal recall@{k}, one thread\n"
-        );
-        let _ = writeln!(m, "| omen system | peer | @0.90 | @0.95 | @0.99 |");
-        let _ = writeln!(m, "|---|---|---:|---:|---:|");
-        for o in &omen {
-            for p in peers.iter().filter(|p| p.build_threads == o.build_threads) {
-                let cells: Vec<String> = RECALL_TARGETS
-                    .iter()
-                    .map(|&t| {
-                        match (
-                            o.qps_at(RecallKind::ById, k, t),
-                            p.qps_at(RecallKind::ById, k, t),
-                        ) {
-                            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-                            _ => "—".into(),
-                        }
-                    })
-                    .collect();
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} |",
-                    o.name, p.name, cells[0], cells[1], cells[2]
-                );
-            }
-        }
-    }
+    ratio_tables(&mut m, report);
+    cli_table(&mut m, report);
 
     let _ = writeln!(m, "\n## Build\n");
     let _ = writeln!(m, "| system | threads | storage append vec/s | index train s | index build vec/s | index build s | durable ingest: WAL + storage + index build (mode) vec/s | durable ingest s | on-disk MiB | index bytes/vector | peak RSS MiB |");

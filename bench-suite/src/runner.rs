@@ -114,6 +114,8 @@ pub struct Budget {
     pub k: usize,
     /// Threads for building and for the batch search call.
     pub threads: usize,
+    /// Threads for the batch search call, when not `threads`.
+    pub batch_threads: Option<usize>,
     /// Time allowed for the one-query-at-a-time loop of one operating point; it times
     /// at least `min_single_queries` queries (or all) and stops when this is spent.
     pub single_time: Duration,
@@ -192,7 +194,8 @@ pub fn run_omen(
     let mut points = Vec::new();
     let mut scratch = SearchScratch::new();
     let mut out: Vec<Neighbor> = Vec::with_capacity(k);
-    let search_pool = pool(threads)?;
+    let batch_threads = budget.batch_threads.unwrap_or(threads).max(1);
+    let search_pool = pool(batch_threads)?;
     // One query at a time, this thread (rayon is not involved in a single
     // search), over the first `single_queries` queries. The passes run in rounds
     // over the whole sweep: a point's passes are spread over the run rather than
@@ -278,7 +281,7 @@ pub fn run_omen(
             label: sp.label.clone(),
             qps_single,
             qps_batch: Some(nq as f64 / batch_secs.max(1e-12)),
-            batch_threads: threads,
+            batch_threads,
             latency: Latency::from_seconds(&lat),
             recall,
             distance_computations_per_query: Some(
@@ -313,6 +316,7 @@ pub fn run_omen(
     Ok(RunResult {
         name: sys.name.clone(),
         family: "omen".into(),
+        path: "native".into(),
         index: sys.index.clone(),
         storage: Some(sys.storage.clone()),
         version: Some(env!("CARGO_PKG_VERSION").to_string()),

@@ -55,6 +55,9 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         max_queries: 0,
         durable_ingest: true,
         durability: None,
+        batch_threads: Some(1),
+        python: false,
+        cli: false,
     };
     let opts = BenchOptions {
         data_dir: tmp.path().to_path_buf(),
@@ -69,6 +72,8 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
     // Every index over memory, then over mmap.
     assert_eq!(report.runs.len(), 6);
     for r in &report.runs {
+        assert_eq!(r.path, "native", "{}", r.name);
+        assert!(r.points.iter().all(|p| p.batch_threads == 1), "{}", r.name);
         let d = r.build.durable_ingest.as_ref().unwrap();
         assert_eq!(d.vectors, 3000, "{}", r.name);
         assert!(

@@ -358,6 +358,8 @@ pub fn default_data_dir() -> PathBuf {
 ///
 /// * `synthetic-default`: generated in memory, ground truth computed (about a
 ///   second);
+/// * `synthetic-1m-128`: generated into `data_dir` on first use (see
+///   [`crate::synthetic::SyntheticSpec::synthetic_1m_128`]);
 /// * `glove-50-angular`, `glove-50-l2`, or any other name: the directory of that
 ///   name under `data_dir` (fetch GloVe first with `omen dataset fetch glove-50`);
 /// * a path to a dataset directory or an `.hdf5` file.
@@ -373,6 +375,12 @@ pub fn load_named(name: &str, data_dir: &Path, k: usize) -> Result<Dataset> {
     } else {
         data_dir.join(name)
     };
+    if name == crate::synthetic::SYNTHETIC_1M_128 && !dir.exists() {
+        // Generated once, then read like any fetched set.
+        let spec = crate::synthetic::SyntheticSpec::synthetic_1m_128();
+        spec.generate()?
+            .save(&dir, Some("generated: SyntheticSpec::synthetic_1m_128"))?;
+    }
     if !dir.exists() {
         let hint = if name.starts_with("glove-50") {
             " (run `cargo run --release -p omen-cli -- dataset fetch glove-50` first)"

@@ -1,0 +1,347 @@
+//! The `cli` path: `omen db search` measured as a user runs it.
+//!
+//! Every omen index of a suite is imported into a durable collection with `omen db
+//! create` + `omen db import` (then `omen db checkpoint`, so that opening it loads
+//! the index instead of replaying the log), and searched over the query file with
+//! `omen db search --json --threads 1 --timing` once per operating point, in
+//! rounds like the single-query loop (each point's fastest round counts). The
+//! process reports its query-file load, collection open and search time apart
+//! (`--timing`); the harness also times the whole process, and computes recall
+//! from the ids the command printed.
+
+use crate::bench::SINGLE_PASSES;
+use crate::config::{BenchConfig, IndexSpec};
+use crate::recall::{summarize, RecallInputs, RecallSummary};
+use crate::runner::{BenchData, RECALL_KS};
+use omen_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// One operating point of `omen db search`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CliPoint {
+    /// The search parameters, as the native sweep names them.
+    pub params: serde_json::Value,
+    /// A short label ("ef=64").
+    pub label: String,
+    /// Queries answered.
+    pub queries: usize,
+    /// Search threads (`--threads`).
+    pub threads: usize,
+    /// Seconds to read the query file (the fastest round's).
+    pub load_seconds: f64,
+    /// Seconds to open the collection (the fastest round's).
+    pub open_seconds: f64,
+    /// Seconds from the open to the last result line written (batch calls plus
+    /// formatting and writing), the fastest round.
+    pub search_seconds: f64,
+    /// The whole process, start to exit, as the harness timed it (same round).
+    pub process_seconds: f64,
+    /// `queries / search_seconds`: the CLI's search QPS, open excluded.
+    pub qps: f64,
+    /// Recall of the printed ids.
+    pub recall: RecallSummary,
+}
+
+/// One omen index measured through the CLI.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CliRun {
+    /// Display name.
+    pub name: String,
+    /// The index kind (`flat`, `hnsw`, `ivfpq`).
+    pub index: String,
+    /// `omen db create`'s arguments past the directory.
+    pub create_args: Vec<String>,
+    /// `omen db import` wall seconds (durable ingest under `--durability none`,
+    /// including the index build, on every core), then the checkpoint's.
+    pub import_seconds: f64,
+    /// `omen db checkpoint` wall seconds.
+    pub checkpoint_seconds: f64,
+    /// The operating points.
+    pub points: Vec<CliPoint>,
+}
+
+/// The `omen` binary: `$OMEN_EXE`, else this process when it is `omen` (the
+/// harness runs inside `omen bench`).
+fn omen_exe() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OMEN_EXE") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+    if exe.file_stem().and_then(|s| s.to_str()) == Some("omen") {
+        return Ok(exe);
+    }
+    Err(Error::invalid_param(
+        "cli",
+        format!(
+            "the cli path runs the omen binary, and this process is {} (run it through `omen bench`, or set OMEN_EXE)",
+            exe.display()
+        ),
+    ))
+}
+
+fn run_cmd(exe: &Path, args: &[String]) -> Result<(Vec<u8>, String, f64)> {
+    let t = Instant::now();
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io(exe, e))?;
+    let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(Error::invalid_param(
+            "cli",
+            format!(
+                "`omen {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                stderr.trim()
+            ),
+        ));
+    }
+    Ok((out.stdout, stderr, secs))
+}
+
+/// An operating point: its label, its parameters as JSON, and its `omen db search` flags.
+type CliSweepPoint = (String, serde_json::Value, Vec<String>);
+
+/// The index kind, `omen db create`'s flags and the sweep of one index spec.
+fn create_args(
+    ix: &IndexSpec,
+    metric: &str,
+    dim: usize,
+) -> (String, Vec<String>, Vec<CliSweepPoint>) {
+    let mut a = vec![
+        "--dim".to_string(),
+        dim.to_string(),
+        "--metric".into(),
+        metric.into(),
+    ];
+    let s = |x: &usize| x.to_string();
+    match ix {
+        IndexSpec::Flat => {
+            a.extend(["--index".into(), "flat".into()]);
+            ("flat".into(), a, vec![("exact".into(), json!({}), vec![])])
+        }
+        IndexSpec::Hnsw {
+            m,
+            ef_construction,
+            ef_search,
+        } => {
+            a.extend([
+                "--index".into(),
+                "hnsw".into(),
+                "--m".into(),
+                s(m),
+                "--ef-construction".into(),
+                s(ef_construction),
+            ]);
+            let pts = ef_search
+                .iter()
+                .map(|ef| {
+                    (
+                        format!("ef={ef}"),
+                        json!({"ef": ef}),
+                        vec!["--ef".into(), s(ef)],
+                    )
+                })
+                .collect();
+            ("hnsw".into(), a, pts)
+        }
+        IndexSpec::Ivfpq {
+            nlist,
+            m,
+            nbits,
+            train_size,
+            nprobe,
+            rerank,
+        } => {
+            a.extend([
+                "--index".into(),
+                "ivfpq".into(),
+                "--nlist".into(),
+                s(nlist),
+                "--pq-m".into(),
+                s(m),
+                "--nbits".into(),
+                s(nbits),
+                "--train-size".into(),
+                s(train_size),
+            ]);
+            let pts = nprobe
+                .iter()
+                .flat_map(|np| rerank.iter().map(move |rf| (np, rf)))
+                .map(|(np, rf)| {
+                    (
+                        format!("nprobe={np},rerank={rf}"),
+                        json!({"nprobe": np, "rerank_factor": rf}),
+                        vec!["--nprobe".into(), s(np), "--rerank".into(), s(rf)],
+                    )
+                })
+                .collect();
+            ("ivfpq".into(), a, pts)
+        }
+    }
+}
+
+/// Parses `omen db search --json` output: one line per query, ids are row numbers.
+fn parse_ids(stdout: &[u8], nq: usize, k: usize) -> Result<Vec<i64>> {
+    let mut ids = vec![-1i64; nq * k];
+    let text = std::str::from_utf8(stdout)
+        .map_err(|e| Error::invalid_param("cli", format!("output is not UTF-8: {e}")))?;
+    let mut seen = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::invalid_param("cli", format!("bad output line {line:?}: {e}")))?;
+        let q = v["query"]
+            .as_u64()
+            .ok_or_else(|| Error::invalid_param("cli", format!("no query number in {line:?}")))?
+            as usize;
+        if q >= nq {
+            return Err(Error::invalid_param(
+                "cli",
+                format!("query {q} out of range"),
+            ));
+        }
+        let list = v["ids"].as_array().cloned().unwrap_or_default();
+        for (j, id) in list.iter().take(k).enumerate() {
+            ids[q * k + j] = id.as_str().and_then(|s| s.parse().ok()).unwrap_or(-1);
+        }
+        seen += 1;
+    }
+    if seen != nq {
+        return Err(Error::invalid_param(
+            "cli",
+            format!("{seen} result lines for {nq} queries"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// Measures every omen index of `cfg` through the `omen` binary; `work` is a
+/// scratch directory (removed by the caller).
+pub fn run_cli(
+    cfg: &BenchConfig,
+    data: &BenchData,
+    work: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<CliRun>> {
+    let exe = omen_exe()?;
+    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    let base = work.join("base.fbin");
+    let queries = work.join("queries.fbin");
+    omen_datasets::write_fbin(
+        &base,
+        &omen_datasets::Vectors::new(data.dim, data.base.clone())?,
+    )?;
+    omen_datasets::write_fbin(
+        &queries,
+        &omen_datasets::Vectors::new(data.dim, data.queries.clone())?,
+    )?;
+    let p = |x: &Path| x.display().to_string();
+    let mut runs = Vec::new();
+    for (i, ix) in cfg.indexes.iter().enumerate() {
+        let (kind, args, points) = create_args(ix, data.metric.name(), data.dim);
+        let dir = work.join(format!("db-{i}-{kind}"));
+        progress(&format!("cli: omen db create/import/checkpoint ({kind})"));
+        let mut create = vec!["db".to_string(), "create".into(), p(&dir)];
+        create.extend(args.iter().cloned());
+        run_cmd(&exe, &create)?;
+        let import = vec![
+            "db".to_string(),
+            "import".into(),
+            p(&dir),
+            p(&base),
+            "--batch".into(),
+            "10000".into(),
+            "--durability".into(),
+            "none".into(),
+        ];
+        let (_, _, import_seconds) = run_cmd(&exe, &import)?;
+        let (_, _, checkpoint_seconds) =
+            run_cmd(&exe, &["db".into(), "checkpoint".into(), p(&dir)])?;
+        let mut best: Vec<Option<(CliPoint, Vec<i64>)>> = vec![None; points.len()];
+        for round in 0..SINGLE_PASSES {
+            for (j, (label, params, extra)) in points.iter().enumerate() {
+                progress(&format!(
+                    "cli: omen db search {kind} {label} (round {})",
+                    round + 1
+                ));
+                let mut a = vec![
+                    "db".to_string(),
+                    "search".into(),
+                    p(&dir),
+                    "--queries".into(),
+                    p(&queries),
+                    "-k".into(),
+                    cfg.k.to_string(),
+                    "--json".into(),
+                    "--threads".into(),
+                    "1".into(),
+                    "--timing".into(),
+                ];
+                a.extend(extra.iter().cloned());
+                let (stdout, stderr, process_seconds) = run_cmd(&exe, &a)?;
+                let timing: serde_json::Value = stderr
+                    .lines()
+                    .rev()
+                    .find_map(|l| serde_json::from_str(l).ok())
+                    .ok_or_else(|| {
+                        Error::invalid_param("cli", format!("no --timing line in {stderr:?}"))
+                    })?;
+                let f = |k: &str| timing[k].as_f64().unwrap_or(f64::NAN);
+                let pt = CliPoint {
+                    params: params.clone(),
+                    label: label.clone(),
+                    queries: timing["queries"].as_u64().unwrap_or(0) as usize,
+                    threads: timing["threads"].as_u64().unwrap_or(0) as usize,
+                    load_seconds: f("load_seconds"),
+                    open_seconds: f("open_seconds"),
+                    search_seconds: f("search_seconds"),
+                    process_seconds,
+                    qps: f("qps"),
+                    recall: RecallSummary::default(),
+                };
+                let faster = best[j]
+                    .as_ref()
+                    .is_none_or(|(b, _)| pt.search_seconds < b.search_seconds);
+                if faster {
+                    let ids = parse_ids(&stdout, data.nq(), cfg.k)?;
+                    best[j] = Some((pt, ids));
+                }
+            }
+        }
+        let mut out_points = Vec::new();
+        for (mut pt, ids) in best.into_iter().flatten() {
+            pt.recall = summarize(
+                &RecallInputs {
+                    metric: data.metric,
+                    base: &data.base,
+                    queries: &data.queries,
+                    dim: data.dim,
+                    truth_ids: &data.truth_ids,
+                    truth_distances: &data.truth_distances,
+                    truth_k: data.truth_k,
+                    run_ids: &ids,
+                    run_k: cfg.k,
+                },
+                &RECALL_KS,
+            );
+            out_points.push(pt);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        runs.push(CliRun {
+            name: format!("omen db search ({kind})"),
+            index: kind,
+            create_args: args,
+            import_seconds,
+            checkpoint_seconds,
+            points: out_points,
+        });
+    }
+    Ok(runs)
+}
