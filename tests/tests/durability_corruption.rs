@@ -149,7 +149,10 @@ fn open_and_check(dir: &Path, opts: &dyn Fn() -> DurableOptions) -> Result<State
             st.len()
         )));
     }
-    if let Some((h, _)) = hits.iter().find(|(h, _)| !st.iter().any(|(i, _)| **i == **h)) {
+    if let Some((h, _)) = hits
+        .iter()
+        .find(|(h, _)| !st.iter().any(|(i, _)| **i == **h))
+    {
         return Err(Fail::After(format!("search returned {h:?}, not live")));
     }
     c.close().map_err(|e| Fail::After(format!("close: {e}")))?;

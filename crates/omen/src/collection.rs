@@ -563,12 +563,7 @@ impl Collection {
     /// at one instant between its start and its return: never a deleted id, never
     /// an id twice, never both versions of an upserted id, never fewer than
     /// `min(k, len)` hits.
-    pub fn search_with(
-        &self,
-        query: &[f32],
-        k: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>> {
+    pub fn search_with(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         SearchRequest::new(query, k, params).validate(self.dim)?;
         check_finite(query, 0)?;
         let mut qs = self.take_scratch();
@@ -835,12 +830,7 @@ impl Collection {
 
 /// Maps index hits to current ids, keeping at most `k`. Complete when `k` hits
 /// were found or the index returned fewer than `fetch` (it had no more).
-fn map_hits(
-    ids: &IdMap,
-    neighbors: &[Neighbor],
-    k: usize,
-    fetch: usize,
-) -> (Vec<Hit>, bool) {
+fn map_hits(ids: &IdMap, neighbors: &[Neighbor], k: usize, fetch: usize) -> (Vec<Hit>, bool) {
     let mut hits = Vec::with_capacity(k.min(neighbors.len()));
     for n in neighbors {
         if hits.len() == k {

@@ -162,7 +162,10 @@ fn zero_vector_is_rejected_under_cosine_only() {
     // Under L2 a zero vector is an ordinary point.
     let c = filled(Metric::L2);
     c.insert("new", &[0.0; 3]).unwrap();
-    assert_eq!(c.search(&[0.0; 3], 1).unwrap()[0], (Arc::<str>::from("new"), 0.0));
+    assert_eq!(
+        c.search(&[0.0; 3], 1).unwrap()[0],
+        (Arc::<str>::from("new"), 0.0)
+    );
 }
 
 #[test]
@@ -335,7 +338,10 @@ fn upsert_replaces_and_tombstones_the_old_slot() {
     let hits = c.search(&[0.0, 0.0], 10).unwrap();
     assert_eq!(
         hits,
-        vec![(Arc::<str>::from("a"), 162.0), (Arc::<str>::from("b"), 200.0)]
+        vec![
+            (Arc::<str>::from("a"), 162.0),
+            (Arc::<str>::from("b"), 200.0)
+        ]
     );
     // Insert still refuses the id.
     assert!(matches!(
@@ -713,7 +719,11 @@ fn concurrent_upserts_never_hide_or_duplicate_an_id() {
                 started.store(true, Ordering::SeqCst);
                 let hits = c.search(&[0.0; 4], 3).unwrap();
                 assert_eq!(hits.len(), 3, "{hits:?}");
-                assert_eq!(hits.iter().filter(|h| &*h.0 == "hot").count(), 1, "{hits:?}");
+                assert_eq!(
+                    hits.iter().filter(|h| &*h.0 == "hot").count(),
+                    1,
+                    "{hits:?}"
+                );
                 assert_eq!(hits[0].0, "hot".into(), "{hits:?}");
                 assert!([0.0, 0.25, 0.0625].contains(&hits[0].1), "{hits:?}");
                 searches += 1;
