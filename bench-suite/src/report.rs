@@ -171,6 +171,7 @@ fn cli_table(m: &mut String, report: &Report) {
     let _ = writeln!(m, "Each index imported with `omen db import` (durability none, every core, then `omen db checkpoint`), then `omen db search --json --threads 1 --timing` over every query per operating point, in rounds (the fastest round counts). **search QPS** = queries / (batch calls + formatting and writing every result line), the collection's open excluded and reported apart; **process s** is the whole command as the harness timed it. **native batch** is the same index's in-process batch QPS at the same parameters and threads, from this run (its own build).\n");
     let _ = writeln!(m, "| system | params | recall@{k} | search QPS | open s | query load s | process s | native batch QPS | CLI / native |");
     let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut notes = Vec::new();
     for c in &report.cli {
         let native = report.runs.iter().find(|r| {
             r.path == "native" && r.index == c.index && r.storage.as_deref() == Some("memory")
@@ -197,14 +198,17 @@ fn cli_table(m: &mut String, report: &Report) {
                 nb.map_or("—".into(), |n| format!("{:.0} %", 100.0 * p.qps / n)),
             );
         }
-        let _ = writeln!(
-            m,
-            "\n{}: `omen db create DIR {}`; import {:.1} s, checkpoint {:.1} s.\n",
+        notes.push(format!(
+            "- {}: `omen db create DIR {}`; `omen db import` {:.1} s, `omen db checkpoint` {:.1} s.",
             c.name,
             c.create_args.join(" "),
             c.import_seconds,
             c.checkpoint_seconds
-        );
+        ));
+    }
+    let _ = writeln!(m);
+    for n in notes {
+        let _ = writeln!(m, "{n}");
     }
 }
 

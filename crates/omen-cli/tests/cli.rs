@@ -385,3 +385,148 @@ fn db_second_writer_is_refused_while_the_directory_is_held() {
     );
     assert_eq!(ok(&["db", "get", "db", "--id", "b"], d).trim(), "1,2,3,4");
 }
+
+/// `omen db search` answers through the batch path: the same lines whatever the
+/// batch size and thread count, one line per query in order, exact (flat) results
+/// equal to brute force, and `--timing` reporting load, open and search apart.
+#[test]
+fn db_search_batches_threads_and_timing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(
+        &[
+            "dataset",
+            "gen",
+            "ds",
+            "--rows",
+            "3000",
+            "--queries",
+            "57",
+            "--dim",
+            "8",
+            "-k",
+            "10",
+        ],
+        d,
+    );
+    for index in ["flat", "hnsw"] {
+        let db = format!("db-{index}");
+        ok(
+            &[
+                "db", "create", &db, "--dim", "8", "--metric", "l2", "--index", index,
+            ],
+            d,
+        );
+        ok(&["db", "import", &db, "ds/base.fbin"], d);
+        let run = |extra: &[&str]| {
+            let mut a = vec![
+                "db",
+                "search",
+                &db,
+                "--queries",
+                "ds/queries.fbin",
+                "-k",
+                "10",
+                "--json",
+                "--ef",
+                "400",
+            ];
+            a.extend_from_slice(extra);
+            ok(&a, d)
+        };
+        let one = run(&["--batch", "1", "--threads", "1"]);
+        let many = run(&["--batch", "10", "--threads", "2"]);
+        let all = run(&[]);
+        assert_eq!(one, many, "{index}");
+        assert_eq!(one, all, "{index}");
+        let lines: Vec<serde_json::Value> = one
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 57);
+        for (i, v) in lines.iter().enumerate() {
+            assert_eq!(v["query"], i);
+            assert_eq!(v["ids"].as_array().unwrap().len(), 10);
+            let ds: Vec<f64> = v["distances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert!(ds.windows(2).all(|w| w[0] <= w[1]), "{v}");
+        }
+        if index == "flat" {
+            // Row ids are the row numbers of the imported file: compare with the
+            // generated ground truth (ids of base rows, nearest first).
+            let gt = std::fs::read(d.join("ds/groundtruth.ibin")).unwrap();
+            let k = u32::from_le_bytes(gt[4..8].try_into().unwrap()) as usize;
+            for (i, v) in lines.iter().enumerate() {
+                let first =
+                    i32::from_le_bytes(gt[8 + 4 * i * k..12 + 4 * i * k].try_into().unwrap());
+                assert_eq!(v["ids"][0], first.to_string(), "query {i}");
+            }
+        }
+        let o = omen(
+            &[
+                "db",
+                "search",
+                &db,
+                "--queries",
+                "ds/queries.fbin",
+                "-k",
+                "3",
+                "--threads",
+                "1",
+                "--timing",
+            ],
+            d,
+        );
+        assert!(o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let t: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+        assert_eq!(t["queries"], 57);
+        assert_eq!(t["threads"], 1);
+        for key in ["load_seconds", "open_seconds", "search_seconds", "qps"] {
+            assert!(t[key].as_f64().unwrap() >= 0.0, "{key}: {t}");
+        }
+        fails(
+            &[
+                "db",
+                "search",
+                &db,
+                "--queries",
+                "ds/queries.fbin",
+                "--threads",
+                "0",
+            ],
+            d,
+            "threads",
+        );
+        fails(
+            &[
+                "db",
+                "search",
+                &db,
+                "--queries",
+                "ds/queries.fbin",
+                "--batch",
+                "0",
+            ],
+            d,
+            "batch",
+        );
+        fails(
+            &[
+                "db",
+                "search",
+                &db,
+                "--queries",
+                "ds/base.fbin",
+                "--ef",
+                "0",
+            ],
+            d,
+            "ef",
+        );
+    }
+}
