@@ -42,7 +42,11 @@ pip=("$py" -m pip install --quiet --disable-pip-version-check)
 if ! "$py" -c "import numpy" >/dev/null 2>&1; then
     "${pip[@]}" "numpy==$NUMPY_VERSION" || die "installing numpy failed"
 fi
-"${pip[@]}" "maturin==$MATURIN_VERSION" "pytest==$PYTEST_VERSION" || die "installing maturin/pytest failed"
+"${pip[@]}" "maturin==$MATURIN_VERSION" || die "installing maturin failed"
+# pytest likewise: the peers' environment pins its own.
+if ! "$py" -c "import pytest" >/dev/null 2>&1; then
+    "${pip[@]}" "pytest==$PYTEST_VERSION" || die "installing pytest failed"
+fi
 
 echo "setup-python: building and installing crates/omen-py into $venv"
 # No build isolation: maturin comes from the environment, at the pinned version.

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Peer adapter for the Omen benchmark harness.
 
-Builds one peer index (FAISS, hnswlib or USearch) over a base set, runs a parameter
-sweep of searches over a query set and reports, as one JSON document, what it
-measured: build time (train and add separately), single-query QPS and latency
-percentiles (one query per call, one thread: the ann-benchmarks convention), batch
-QPS (all queries in one call, on the given threads), index memory and peak RSS.
+Builds one peer index (FAISS, hnswlib, USearch, ScaNN, glass, SymphonyQG or Intel SVS)
+over a base set, runs a parameter sweep of searches over a query set and reports, as
+one JSON document, what it measured: build time (train and add separately),
+single-query QPS and latency percentiles (one query per call, one thread: the
+ann-benchmarks convention), batch QPS (all queries in one call, on the given
+threads), index memory and peak RSS.
 
 The returned ids of every sweep point are written to a binary file
 (u32 LE nq, u32 LE k, then int32 ids row-major, -1 for "no result") so that the
@@ -20,15 +21,23 @@ Run with the interpreter of `.venv-peers` (see scripts/setup-peers.sh):
 
 Errors are reported on stderr with exit status 2 (bad input) or 1 (a library
 failure); nothing falls back silently.
+
+`--list-available` (alias `--check`) needs no other argument: it prints a JSON object
+mapping every system name to {"available", "package", "install", "error"}, found by
+importing each system's module (in a child process, so that a crashing import cannot
+take the listing down), and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,7 +98,7 @@ def write_ids(path: Path, ids: np.ndarray) -> None:
 # Systems: each adapter builds, sets sweep parameters and searches.
 
 
-_MAY_BE_ZERO = {"random_seed"}
+_MAY_BE_ZERO = {"random_seed", "quantization_bits"}
 
 
 def _check_keys(what: str, given: dict, allowed: dict) -> dict:
@@ -118,13 +127,24 @@ class Adapter:
     """Interface every system implements."""
 
     library = ""
+    # The module whose import decides availability (--list-available).
+    module = ""
     build_keys: dict = {}
     sweep_keys: dict = {}
+    # Set by run() after construction (before add): the k searched for and the
+    # training-sample size (min(--train-size, n)) for systems that train inside add.
+    k: int = 10
+    train_size: int = 100_000
 
     def __init__(self, dim: int, metric: str, build: dict):
         self.dim = dim
         self.metric = metric
         self.build_params = build
+
+    @classmethod
+    def check(cls, build: dict, sweep: list[dict], k: int, n: int) -> None:
+        """Refuses (InputError) parameter combinations the library would silently
+        clamp or mishandle; runs before the build. `build`/`sweep` are checked dicts."""
 
     def description(self) -> str:
         raise NotImplementedError
@@ -145,6 +165,11 @@ class Adapter:
         """The sweep parameters that actually apply (for the report)."""
         return params
 
+    def prepare_queries(self, queries: np.ndarray) -> np.ndarray:
+        """The query array the searches get, made once before any timing (the
+        identity except where a library needs, say, zero-padded dimensions)."""
+        return queries
+
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
         """One query (a 1-row array) on the current single thread: returns its ids."""
         raise NotImplementedError
@@ -164,6 +189,7 @@ class Adapter:
 
 class FaissAdapter(Adapter):
     library = "faiss-cpu"
+    module = "faiss"
 
     def __init__(self, dim: int, metric: str, build: dict):
         super().__init__(dim, metric, build)
@@ -296,6 +322,7 @@ class FaissIvfPqFs(FaissIvf):
 
 class Hnswlib(Adapter):
     library = "hnswlib"
+    module = "hnswlib"
     build_keys = {"M": None, "ef_construction": None, "random_seed": 100}
     sweep_keys = {"ef": None}
 
@@ -339,6 +366,7 @@ class Hnswlib(Adapter):
 
 class Usearch(Adapter):
     library = "usearch"
+    module = "usearch.index"
     build_keys = {"M": None, "efc": None}
     sweep_keys = {"expansion_search": None}
 
@@ -395,6 +423,398 @@ class Usearch(Adapter):
         }
 
 
+def _fixed_ids(raw: Any, rows: int, k: int, n: int) -> np.ndarray:
+    """A library's ids as an (rows, k) int64 array: short rows padded with -1, and
+    -1 for anything that is not a valid row id (unsigned "none" sentinels) and for
+    columns at or past n (some libraries fill those with 0 when n < k)."""
+    ids = np.asarray(raw)
+    if ids.ndim == 1:
+        ids = ids.reshape(1, -1)
+    if ids.shape[0] != rows or ids.shape[1] > k:
+        raise RuntimeError(f"search returned shape {ids.shape}, expected ({rows}, <= {k})")
+    if ids.dtype.kind not in "iu":
+        raise RuntimeError(f"search returned ids of dtype {ids.dtype}")
+    # Compared before any cast: an unsigned "none" sentinel (2**32-1, 2**64-1)
+    # must not wrap to a small or negative id unnoticed.
+    bad = ids >= n
+    if ids.dtype.kind == "i":
+        bad |= ids < 0
+    out = np.full((rows, k), -1, dtype=np.int64)
+    out[:, : ids.shape[1]] = np.where(bad, -1, ids.astype(np.int64))
+    if n < k:
+        out[:, n:] = -1
+    return out
+
+
+def _one_ids(raw: np.ndarray, k: int, n: int) -> np.ndarray:
+    """_fixed_ids for one query's 1-D ids, with a fast path (under a microsecond,
+    inside the timed single-query call) when they need no fixing."""
+    if raw.shape == (k,) and n >= k and raw.max() < n:
+        return raw
+    return _fixed_ids(raw, 1, k, n)[0]
+
+
+class Scann(Adapter):
+    """ScaNN: k-means tree partitioning, 4-bit anisotropic AH scoring (LUT16, two
+    dimensions per block), exact float re-ordering."""
+
+    library = "scann"
+    module = "scann"
+    build_keys = {"num_leaves": None, "dims_per_block": 2, "spherical": False}
+    sweep_keys = {"leaves_to_search": None, "reorder": None}
+    # The anisotropic-quantization threshold (ScaNN's recommended 0.2) and the
+    # build-time reorder default; every search passes its own pre_reorder_num_neighbors.
+    AQ_THRESHOLD = 0.2
+    BUILD_REORDER = 100
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        import scann
+
+        self.scann = scann
+        self.distance = "dot_product" if metric == "ip" else "squared_l2"
+        self.searcher = None
+        self.n = 0
+        self.leaves = None
+        self.reorder = None
+
+    @classmethod
+    def check(cls, build, sweep, k, n):
+        if build["num_leaves"] > n:
+            raise InputError(
+                f"scann: num_leaves {build['num_leaves']} exceeds the {n} base vectors"
+            )
+        for p in sweep:
+            # ScaNN clamps leaves_to_search to num_leaves without a word, and with
+            # reorder < k returns fewer than k neighbours (zero-padded in batches).
+            if p["leaves_to_search"] > build["num_leaves"]:
+                raise InputError(
+                    f"scann: leaves_to_search {p['leaves_to_search']} exceeds "
+                    f"num_leaves {build['num_leaves']}"
+                )
+            if p["reorder"] < k:
+                raise InputError(f"scann: reorder {p['reorder']} is below k = {k}")
+
+    def _ts(self) -> int:
+        """ScaNN's training_sample_size (tree and AH alike): min(--train-size, n)."""
+        return int(self.train_size if not self.n else min(self.train_size, self.n))
+
+    def description(self) -> str:
+        b = self.build_params
+        ts = self._ts()
+        return (
+            f'scann_ops_pybind.builder(X, {self.k}, "{self.distance}")'
+            f".tree(num_leaves={b['num_leaves']}, num_leaves_to_search={self._default_leaves()}, "
+            f"training_sample_size={ts}, spherical={b['spherical']})"
+            f".score_ah({b['dims_per_block']}, "
+            f"anisotropic_quantization_threshold={self.AQ_THRESHOLD}, "
+            f"training_sample_size={ts}).reorder({self.BUILD_REORDER})"
+            ".set_n_training_threads(threads).build() [float32 reorder]; every search "
+            "passes leaves_to_search and pre_reorder_num_neighbors = reorder, overriding "
+            "the build defaults"
+        )
+
+    def _default_leaves(self) -> int:
+        return max(1, self.build_params["num_leaves"] // 10)
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        b = self.build_params
+        self.n = len(data)
+        ts = self._ts()
+        if ts < 1:
+            raise InputError(f"scann: training sample size {ts} (--train-size) must be positive")
+        self.searcher = (
+            self.scann.scann_ops_pybind.builder(data, self.k, self.distance)
+            .tree(
+                num_leaves=b["num_leaves"],
+                num_leaves_to_search=self._default_leaves(),
+                training_sample_size=ts,
+                spherical=b["spherical"],
+            )
+            .score_ah(
+                b["dims_per_block"],
+                anisotropic_quantization_threshold=self.AQ_THRESHOLD,
+                training_sample_size=ts,
+            )
+            .reorder(self.BUILD_REORDER)
+            .set_n_training_threads(threads)
+            .build()
+        )
+
+    def set_search(self, params: dict) -> None:
+        self.leaves = params["leaves_to_search"]
+        self.reorder = params["reorder"]
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        ids, _ = self.searcher.search(
+            q[0],
+            final_num_neighbors=k,
+            pre_reorder_num_neighbors=self.reorder,
+            leaves_to_search=self.leaves,
+        )
+        return _one_ids(ids, k, self.n)
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        if threads == 1:
+            # search_batched runs on the calling thread only.
+            ids, _ = self.searcher.search_batched(
+                qs, final_num_neighbors=k, pre_reorder_num_neighbors=self.reorder,
+                leaves_to_search=self.leaves,
+            )
+        else:
+            # search_batched_parallel splits the batch into chunks of batch_size
+            # over the searcher's pool (set_num_threads); chunks no bigger than an
+            # even share keep every thread busy on small batches.
+            self.searcher.set_num_threads(threads)
+            ids, _ = self.searcher.search_batched_parallel(
+                qs, final_num_neighbors=k, pre_reorder_num_neighbors=self.reorder,
+                leaves_to_search=self.leaves,
+                batch_size=max(1, min(256, -(-len(qs) // threads))),
+            )
+        return _fixed_ids(ids, len(qs), k, self.n)
+
+    def memory(self) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
+            self.searcher.serialize(d)
+            size = sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file())
+        return {"index_bytes": int(size), "index_bytes_method": "scann serialize() directory size"}
+
+
+class Glass(Adapter):
+    """glass (pyglass-portable): HNSW graph, searched over SQ8U codes with FP32 refine."""
+
+    library = "pyglass-portable"
+    module = "glass"
+    build_keys = {"R": None, "L": None}
+    sweep_keys = {"ef": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        import glass
+
+        self.glass = glass
+        # glass takes "IP" for inner product and "L2"; any other string is taken
+        # silently as L2, so only these two are ever passed.
+        self.metric_name = "IP" if metric == "ip" else "L2"
+        self.graph = None
+        self.searcher = None
+        self.n = 0
+
+    @classmethod
+    def check(cls, build, sweep, k, n):
+        # glass's one-query search() widens its pool to max(ef, 1.5 k) while
+        # batch_search() keeps ef: below 1.5 k the two return different neighbours.
+        least = -(-3 * k // 2)
+        for p in sweep:
+            if p["ef"] < least:
+                raise InputError(
+                    f"glass: ef {p['ef']} is below 1.5 k = {least} (its single-query search "
+                    "would widen it and its batch search would not)"
+                )
+
+    def description(self) -> str:
+        b = self.build_params
+        m = self.metric_name
+        return (
+            f'glass.Index("HNSW", "{m}", "FP32", R={b["R"]}, L={b["L"]}).build(X); '
+            f'glass.Searcher(graph, X, "{m}", "SQ8U", "FP32"), optimize(1), set_ef(ef)'
+        )
+
+    def set_threads(self, threads: int) -> None:
+        self.glass.set_num_threads(threads)
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        b = self.build_params
+        self.n = len(data)
+        self.glass.set_num_threads(threads)
+        index = self.glass.Index("HNSW", self.metric_name, "FP32", R=b["R"], L=b["L"])
+        self.graph = index.build(data)
+        self.searcher = self.glass.Searcher(self.graph, data, self.metric_name, "SQ8U", "FP32")
+        # optimize() tunes the prefetch depth by timing sample searches on one thread.
+        self.searcher.optimize(1)
+
+    def set_search(self, params: dict) -> None:
+        self.searcher.set_ef(params["ef"])
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        ids, _ = self.searcher.search(q[0], k)
+        return _one_ids(ids, k, self.n)
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        ids, _ = self.searcher.batch_search(qs, k, threads)
+        return _fixed_ids(ids, len(qs), k, self.n)
+
+    def memory(self) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
+            path = os.path.join(d, "graph.glass")
+            self.graph.save(path)
+            graph_bytes = os.path.getsize(path)
+        codes = self.n * self.dim  # SQ8U: one byte a dimension
+        refine = 4 * self.n * self.dim  # FP32 refine vectors
+        return {
+            "index_bytes": int(graph_bytes + codes + refine),
+            "index_bytes_method": "glass Graph.save file size + n*d SQ8U code bytes + 4*n*d FP32 "
+            "refine bytes (the searcher has no serialisation; codes estimated unpadded)",
+            "glass_graph_file_bytes": int(graph_bytes),
+        }
+
+
+class Symqg(Adapter):
+    """SymphonyQG (rabitqlib.SymqgIndex): a graph over RaBitQ codes, FastScan
+    neighbour estimates, exact re-ranking against the stored vectors."""
+
+    library = "rabitqlib"
+    module = "rabitqlib"
+    build_keys = {"degree": None, "ef_construction": None, "quantization_bits": 0}
+    sweep_keys = {"ef": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        import rabitqlib
+
+        if build["degree"] % 32 != 0:
+            raise InputError(f"symqg: degree {build['degree']} must be a multiple of 32")
+        if build["quantization_bits"] not in (0, 4, 8):
+            raise InputError(
+                "symqg: quantization_bits must be 0 (float32 vectors), 4 or 8, "
+                f"got {build['quantization_bits']}"
+            )
+        # Its rotator rejects many dimensions (50 among them): zero-pad to a
+        # multiple of 64, base and queries alike, which changes no L2 distance or
+        # inner product.
+        self.padded = -(-dim // 64) * 64
+        self.index = rabitqlib.SymqgIndex(
+            self.padded,
+            build["degree"],
+            "ip" if metric == "ip" else "l2",
+            build["quantization_bits"],
+        )
+        self.ef = None
+        self.n = 0
+
+    @classmethod
+    def check(cls, build, sweep, k, n):
+        if build["degree"] >= n:
+            raise InputError(f"symqg: degree {build['degree']} must be below the {n} base vectors")
+        for p in sweep:
+            if p["ef"] < k:
+                raise InputError(f"symqg: ef {p['ef']} is below k = {k}")
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        if self.padded == self.dim:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        out = np.zeros((len(x), self.padded), dtype=np.float32)
+        out[:, : self.dim] = x
+        return out
+
+    def description(self) -> str:
+        b = self.build_params
+        m = "ip" if self.metric == "ip" else "l2"
+        return (
+            f'rabitqlib.SymqgIndex({self.padded}, {b["degree"]}, "{m}", {b["quantization_bits"]})'
+            f'.build(X, {b["ef_construction"]}, threads) [init=pipnn; vectors zero-padded '
+            f"{self.dim} -> {self.padded} dims]; search(Q, k, ef, threads)"
+        )
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        self.n = len(data)
+        self.index.build(self._pad(data), self.build_params["ef_construction"], threads)
+
+    def prepare_queries(self, queries: np.ndarray) -> np.ndarray:
+        return self._pad(queries)
+
+    def set_search(self, params: dict) -> None:
+        self.ef = params["ef"]
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        ids, _ = self.index.search(q, k, self.ef, 1)
+        return _one_ids(ids[0], k, self.n)
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        ids, _ = self.index.search_batch(qs, k, self.ef, threads)
+        return _fixed_ids(ids, len(qs), k, self.n)
+
+    def memory(self) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
+            path = os.path.join(d, "index.symqg")
+            self.index.save(path)
+            size = os.path.getsize(path)
+        return {
+            "index_bytes": int(size),
+            "index_bytes_method": "rabitqlib SymqgIndex.save file size",
+        }
+
+
+class SvsVamana(Adapter):
+    """Intel SVS Vamana over uncompressed float32 vectors."""
+
+    library = "scalable-vs"
+    module = "svs"
+    build_keys = {"graph_max_degree": None, "window_size": None}
+    sweep_keys = {"search_window_size": None}
+
+    def __init__(self, dim, metric, build):
+        super().__init__(dim, metric, build)
+        import svs
+
+        self.svs = svs
+        self.distance = svs.DistanceType.MIP if metric == "ip" else svs.DistanceType.L2
+        # SVS's documented defaults: alpha > 1 for a distance minimised, < 1 for a
+        # similarity maximised.
+        self.alpha = 0.95 if metric == "ip" else 1.2
+        self.index = None
+        self.n = 0
+
+    @classmethod
+    def check(cls, build, sweep, k, n):
+        for p in sweep:
+            # SVS widens a window below k without a word.
+            if p["search_window_size"] < k:
+                raise InputError(
+                    f"svs-vamana: search_window_size {p['search_window_size']} is below k = {k}"
+                )
+
+    def description(self) -> str:
+        b = self.build_params
+        d = "MIP" if self.metric == "ip" else "L2"
+        return (
+            f"svs.Vamana.build(svs.VamanaBuildParameters(graph_max_degree={b['graph_max_degree']}, "
+            f"window_size={b['window_size']}, alpha={self.alpha}), X [float32], "
+            f"svs.DistanceType.{d}, num_threads=threads); search_window_size"
+        )
+
+    def set_threads(self, threads: int) -> None:
+        if self.index is not None:
+            self.index.num_threads = threads
+
+    def add(self, data: np.ndarray, threads: int) -> None:
+        b = self.build_params
+        self.n = len(data)
+        params = self.svs.VamanaBuildParameters(
+            graph_max_degree=b["graph_max_degree"], window_size=b["window_size"], alpha=self.alpha
+        )
+        self.index = self.svs.Vamana.build(params, data, self.distance, num_threads=threads)
+
+    def set_search(self, params: dict) -> None:
+        self.index.search_window_size = params["search_window_size"]
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        ids, _ = self.index.search(q, k)
+        return _one_ids(ids[0], k, self.n)
+
+    def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
+        self.index.num_threads = threads
+        ids, _ = self.index.search(qs, k)
+        return _fixed_ids(ids, len(qs), k, self.n)
+
+    def memory(self) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
+            dirs = [os.path.join(d, x) for x in ("config", "graph", "data")]
+            self.index.save(*dirs)
+            size = sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file())
+        return {"index_bytes": int(size), "index_bytes_method": "svs Vamana.save directories' size"}
+
+
 SYSTEMS: dict[str, type[Adapter]] = {
     "faiss-flat": FaissFlat,
     "faiss-hnsw": FaissHnsw,
@@ -403,7 +823,19 @@ SYSTEMS: dict[str, type[Adapter]] = {
     "faiss-ivfpqfs": FaissIvfPqFs,
     "hnswlib": Hnswlib,
     "usearch": Usearch,
+    "scann": Scann,
+    "glass": Glass,
+    "symqg": Symqg,
+    "svs-vamana": SvsVamana,
 }
+
+# Omen itself, through its Python package (crates/omen-py), on exactly this path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from omen_adapter import make_classes as _omen_classes  # noqa: E402
+
+for _name, _cls in _omen_classes(Adapter).items():
+    _cls.module = "omen"
+    SYSTEMS[_name] = _cls
 
 
 # ---------------------------------------------------------------------------
@@ -491,6 +923,8 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError("k must be positive")
     if args.threads <= 0:
         raise InputError("threads must be positive")
+    if args.batch_threads is not None and args.batch_threads <= 0:
+        raise InputError("batch-threads must be positive")
     if args.batch_runs <= 0:
         raise InputError("batch-runs must be positive")
     cls = SYSTEMS[args.system]
@@ -521,12 +955,15 @@ def run(args: argparse.Namespace) -> dict:
     single_count = nq if args.single_queries is None else min(args.single_queries, nq)
     if single_count < 0:
         raise InputError("single-queries must be >= 0")
+    cls.check(build, sweep, args.k, n)
     ids_dir = Path(args.ids_dir)
     ids_dir.mkdir(parents=True, exist_ok=True)
 
     load_start = os.getloadavg()
     rss_before = rss_bytes()
     adapter = cls(dim, args.metric, build)
+    adapter.k = args.k
+    adapter.train_size = min(args.train_size, n)
 
     train_seconds = 0.0
     train_vectors = 0
@@ -547,6 +984,7 @@ def run(args: argparse.Namespace) -> dict:
     add_cpu_seconds = time.process_time() - c0
     memory = adapter.memory()
     memory["index_bytes_per_vector"] = memory["index_bytes"] / n
+    queries = adapter.prepare_queries(queries)
 
     # One-query-at-a-time passes run in rounds over the whole sweep: a point's
     # passes are spread over the run rather than back to back, so that one slow
@@ -577,11 +1015,12 @@ def run(args: argparse.Namespace) -> dict:
             point.update(qps_single=qps, single_queries=single_count, latency=latency)
         else:
             point.update(qps_single=None, single_queries=0, latency=None)
+        batch_threads = args.batch_threads or args.threads
         qps_b, secs, cpu, ids = measure_batch(
-            adapter, queries, args.k, args.threads, args.batch_runs
+            adapter, queries, args.k, batch_threads, args.batch_runs
         )
         point.update(
-            qps_batch=qps_b, batch_threads=args.threads, batch_seconds=secs, batch_cpu_seconds=cpu
+            qps_batch=qps_b, batch_threads=batch_threads, batch_seconds=secs, batch_cpu_seconds=cpu
         )
         if single_ids is not None:
             # The two calling conventions must agree on what they return; a
@@ -596,7 +1035,7 @@ def run(args: argparse.Namespace) -> dict:
         points.append(point)
         print(
             f"omen_peers: {args.system} {params}: single {point['qps_single'] or 0:.0f} QPS, "
-            f"batch {qps_b:.0f} QPS ({args.threads} threads)",
+            f"batch {qps_b:.0f} QPS ({batch_threads} threads)",
             file=sys.stderr,
         )
 
@@ -639,17 +1078,114 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+INSTALL_HINT = "bash scripts/setup-peers.sh"
+
+
+def list_available(timeout_s: float = 120.0) -> dict:
+    """{system: {"available", "package", "install", "error"}}, by importing each
+    system's module in a child process of this interpreter (all at once): an import
+    that crashes or hangs marks its systems unavailable instead of ending the listing."""
+    import signal
+
+    modules: dict[str, list[str]] = {}
+    for name, cls in SYSTEMS.items():
+        modules.setdefault(cls.module, []).append(name)
+    procs = {
+        m: subprocess.Popen(
+            [sys.executable, "-c", f"import {m}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in modules
+    }
+    errors: dict[str, str | None] = {}
+    for m, proc in procs.items():
+        try:
+            _, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            errors[m] = f"import {m} did not finish in {timeout_s:.0f} s"
+            continue
+        if proc.returncode == 0:
+            errors[m] = None
+        elif proc.returncode < 0:
+            try:
+                sig = signal.Signals(-proc.returncode).name
+            except ValueError:
+                sig = str(-proc.returncode)
+            errors[m] = f"import {m} was killed by signal {sig}"
+        else:
+            lines = [line for line in err.splitlines() if line.strip()]
+            errors[m] = lines[-1] if lines else f"import {m} exited with status {proc.returncode}"
+    return {
+        name: {
+            "available": errors[cls.module] is None,
+            "package": cls.library,
+            "install": INSTALL_HINT,
+            "error": errors[cls.module],
+        }
+        for name, cls in SYSTEMS.items()
+    }
+
+
+def _flush_c_stdio() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Points file descriptor 1 at stderr for the duration: some libraries (glass)
+    print progress on the C-level stdout, which must not mix with the JSON report."""
+    sys.stdout.flush()
+    _flush_c_stdio()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        _flush_c_stdio()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--system", required=True, choices=sorted(SYSTEMS))
-    p.add_argument("--base", required=True, help=".fbin base vectors")
-    p.add_argument("--queries", required=True, help=".fbin query vectors")
-    p.add_argument("--metric", required=True, choices=["ip", "l2"])
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--threads", type=int, required=True, help="build and batch-search threads")
+    p.add_argument(
+        "--list-available",
+        "--check",
+        action="store_true",
+        help="print {system: {available, package, install, error}} as JSON and exit "
+        "(no other option needed)",
+    )
+    # The run options are required unless only the availability is asked for.
+    req = not any(a in ("--list-available", "--check") for a in argv)
+    p.add_argument("--system", required=req, choices=sorted(SYSTEMS))
+    p.add_argument("--base", required=req, help=".fbin base vectors")
+    p.add_argument("--queries", required=req, help=".fbin query vectors")
+    p.add_argument("--metric", required=req, choices=["ip", "l2"])
+    p.add_argument("--k", type=int, required=req)
+    p.add_argument("--threads", type=int, required=req, help="build and batch-search threads")
+    p.add_argument(
+        "--batch-threads",
+        type=int,
+        default=None,
+        help="threads of the batch search call when not --threads",
+    )
     p.add_argument("--build-params", default="{}", help="JSON object")
     p.add_argument("--sweep", default="[{}]", help="JSON array of search-parameter objects")
-    p.add_argument("--train-size", type=int, default=100_000, help="IVF training sample")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=100_000,
+        help="IVF training sample (ScaNN: its training_sample_size, capped at n)",
+    )
     p.add_argument("--train-seed", type=int, default=0)
     p.add_argument(
         "--single-queries",
@@ -665,19 +1201,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1,
         help="rounds of one-query-at-a-time passes over the sweep; each point's fastest counts",
     )
-    p.add_argument("--ids-dir", required=True, help="directory for the ids files")
+    p.add_argument("--ids-dir", required=req, help="directory for the ids files")
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.list_available:
+        print(json.dumps(list_available(), indent=1))
+        return 0
     try:
-        result = run(args)
+        # Library chatter on the C stdout goes to stderr; only the report goes out.
+        with _stdout_to_stderr():
+            result = run(args)
     except InputError as e:
         print(f"omen_peers: error: {e}", file=sys.stderr)
         return 2
-    except (RuntimeError, MemoryError, OSError) as e:
+    except (RuntimeError, ValueError, MemoryError, OSError) as e:
         print(f"omen_peers: {args.system} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     text = json.dumps(result, indent=1)

@@ -84,6 +84,10 @@ pub struct DurableIngest {
     pub scratch: std::path::PathBuf,
 }
 
+/// Passes of the batch search call per operating point; the fastest counts (the
+/// peers' adapter does the same).
+pub const BATCH_PASSES: usize = 3;
+
 /// Rows per `insert_batch` call in durable ingest.
 pub const DURABLE_BATCH: usize = 1_000;
 
@@ -236,20 +240,26 @@ pub fn run_omen(
         let qps_single = lat.len() as f64 / single_secs.max(1e-12);
         let timed = lat.len();
 
-        // All queries in one batch call on the pool; its answers give the recall.
+        // All queries in one batch call on the pool, BATCH_PASSES times (the
+        // fastest counts, as the adapter does for every peer); the answers give
+        // the recall.
         let mut results: Vec<Vec<Neighbor>> = Vec::new();
-        let t = Instant::now();
-        let stats = search_pool.install(|| {
-            index.search_batch(
-                storage.as_ref(),
-                &data.queries,
-                k,
-                &sp.params,
-                None,
-                &mut results,
-            )
-        })?;
-        let batch_secs = t.elapsed().as_secs_f64();
+        let mut batch_secs = f64::INFINITY;
+        let mut stats = Default::default();
+        for _ in 0..BATCH_PASSES {
+            let t = Instant::now();
+            stats = search_pool.install(|| {
+                index.search_batch(
+                    storage.as_ref(),
+                    &data.queries,
+                    k,
+                    &sp.params,
+                    None,
+                    &mut results,
+                )
+            })?;
+            batch_secs = batch_secs.min(t.elapsed().as_secs_f64());
+        }
         let mut ids = vec![-1i64; nq * k];
         for (qi, r) in results.iter().enumerate() {
             for (j, nb) in r.iter().take(k).enumerate() {
