@@ -595,7 +595,13 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Report, PathBuf)> {
     cfg.validate()?;
-    if opts.peers {
+    let skip_adapter = cfg.peers_optional && !opts.venv.join("bin").join("python").is_file();
+    if skip_adapter {
+        progress(&format!(
+            "peers and omen's Python path skipped: no environment at {} (run `bash scripts/setup-peers.sh`)",
+            opts.venv.display()
+        ));
+    } else if opts.peers {
         check_adapter_systems(cfg, opts)?;
     }
     progress(&format!(
@@ -646,7 +652,7 @@ pub fn run(
     measured?;
     let specs = adapter_specs(cfg);
     let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
-    if opts.peers && !specs.is_empty() {
+    if opts.peers && !skip_adapter && !specs.is_empty() {
         for &threads in &cfg.threads {
             let mut rs = run_peers(cfg, &specs, opts, &data, threads, &work, progress)?;
             if cfg.threads.len() > 1 {
@@ -655,7 +661,7 @@ pub fn run(
             }
             report.runs.extend(rs);
         }
-    } else if !specs.is_empty() {
+    } else if !specs.is_empty() && !skip_adapter {
         progress("peers and omen's Python path skipped (--no-peers)");
     }
     if cfg.cli {

@@ -109,6 +109,12 @@ pub struct BenchConfig {
     /// operating point on one thread; open time is reported apart. Default false.
     #[serde(default)]
     pub cli: bool,
+    /// When the peers' environment does not exist at all, measure omen natively
+    /// and note the skip in the progress log instead of refusing the run (the
+    /// `quick` suite, which must work on a fresh machine). An environment that
+    /// exists but lacks a named system's package is still refused. Default false.
+    #[serde(default)]
+    pub peers_optional: bool,
 }
 
 /// The durability modes a config may name.

@@ -58,6 +58,7 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         batch_threads: Some(1),
         python: false,
         cli: false,
+        peers_optional: false,
     };
     let opts = BenchOptions {
         data_dir: tmp.path().to_path_buf(),
@@ -152,4 +153,48 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         assert!(tmp.path().join("reports/e2e").join(f).exists(), "{f}");
     }
     assert!(log.iter().any(|m| m.contains("index build")));
+}
+
+/// A suite that runs systems through the Python adapter is refused up front, in
+/// one line naming the install command, when their environment is missing or
+/// lacks a package; nothing is silently dropped.
+#[test]
+fn a_missing_peer_environment_is_refused_with_the_install_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = omen_bench::config::BenchConfig::named("quick").unwrap();
+    cfg.peers_optional = false;
+    cfg.peers = vec![omen_bench::config::PeerSpec {
+        system: "scann".into(),
+        build: Default::default(),
+        sweep: vec![],
+    }];
+    let opts = BenchOptions {
+        data_dir: tmp.path().to_path_buf(),
+        reports_dir: tmp.path().join("reports"),
+        venv: tmp.path().join("no-venv"),
+        peers: true,
+        reproduce: String::new(),
+    };
+    let err = run(&cfg, &opts, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("scripts/setup-peers.sh"), "{err}");
+    assert!(err.contains("--no-peers"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !tmp.path().join("reports/quick").exists(),
+        "nothing measured"
+    );
+    // omen's own Python path needs the environment as well.
+    cfg.peers.clear();
+    cfg.python = true;
+    let err = run(&cfg, &opts, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("scripts/setup-peers.sh"), "{err}");
+    // A system the adapter does not know is an error, not a skip.
+    cfg.python = false;
+    cfg.peers = vec![omen_bench::config::PeerSpec {
+        system: "annoy".into(),
+        build: Default::default(),
+        sweep: vec![],
+    }];
+    let err = run(&cfg, &opts, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("annoy"), "{err}");
 }
