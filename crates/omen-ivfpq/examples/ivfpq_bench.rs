@@ -4,12 +4,16 @@
 //! cargo run --release -p omen-ivfpq --example ivfpq_bench -- --data DIR \
 //!     [--metric cosine|l2|ip] [--nlist 1024] [--m 50] [--nbits 4] [--train-size 100000] \
 //!     [--nprobe 8,16,32,64] [--rerank 1,4,10] [--queries 10000] [--seed 0] [--iters 20] \
-//!     [--repeat 1]
+//!     [--repeat 1] [--index FILE] [--no-recall]
 //! ```
 //! `DIR` holds `base.fbin` and `queries.fbin` (u32 LE count, u32 dim, f32 rows).
 //! With `--metric cosine` (the default, GloVe "angular") rows and queries are
 //! L2-normalised first, as the collection does. Training uses every core (rayon);
 //! adding runs on a one-thread pool; queries run one at a time on the main thread.
+//! With `--index FILE` the trained and filled index is loaded from `FILE` when it
+//! exists (built and saved there otherwise), so that profiling runs (`perf`,
+//! `valgrind --tool=callgrind`) spend their time in search, not in training;
+//! `--no-recall` skips the exact ground truth (recall is then reported as NaN).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omen_core::{Metric, SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage};
@@ -60,6 +64,8 @@ fn main() {
     let mut nprobes = vec![8, 16, 32, 64];
     let mut reranks = vec![1, 4, 10];
     let (mut max_q, mut seed, mut iters, mut repeat) = (10_000usize, 0u64, 20usize, 1usize);
+    let mut index_file: Option<PathBuf> = None;
+    let mut recall = true;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -77,6 +83,11 @@ fn main() {
             "--seed" => seed = v.parse().unwrap(),
             "--iters" => iters = v.parse().unwrap(),
             "--repeat" => repeat = v.parse().unwrap(),
+            "--index" => index_file = Some(PathBuf::from(v)),
+            "--no-recall" => {
+                recall = false;
+                i -= 1;
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -107,59 +118,51 @@ fn main() {
     flat.add(&storage, slots.clone()).unwrap();
     let t = Instant::now();
     let mut gt = Vec::new();
-    flat.search_batch(
-        &storage,
-        &queries,
-        10,
-        &SearchParams::exhaustive(),
-        None,
-        &mut gt,
-    )
-    .unwrap();
-    println!("# ground truth: {:.2}s", t.elapsed().as_secs_f64());
-
-    let params = IvfPqParams::new(nlist, m)
-        .with_nbits(nbits)
-        .with_train_size(0)
-        .with_seed(seed)
-        .with_kmeans_iters(iters)
-        .with_nprobe(nprobes[0].min(nlist));
-    let index = IvfPqIndex::new(dim, metric, params).unwrap();
-    // Training sample: an evenly spaced subset of the base.
-    let step = (n / train_size.min(n)).max(1);
-    let sample: Vec<f32> = base
-        .chunks_exact(dim)
-        .step_by(step)
-        .take(train_size)
-        .flatten()
-        .copied()
-        .collect();
-    let t = Instant::now();
-    index.train(&sample).unwrap();
-    println!(
-        "# train: {} vectors, nlist {nlist}, m {m}, nbits {nbits}: {:.2}s ({} rayon threads)",
-        sample.len() / dim,
-        t.elapsed().as_secs_f64(),
-        rayon::current_num_threads()
-    );
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
+    if recall {
+        flat.search_batch(
+            &storage,
+            &queries,
+            10,
+            &SearchParams::exhaustive(),
+            None,
+            &mut gt,
+        )
         .unwrap();
-    let t = Instant::now();
-    let add_cpu = one.install(|| {
-        let c = thread_cpu_s();
-        index.add(&storage, slots.clone()).unwrap();
-        thread_cpu_s() - c
-    });
-    let add_s = t.elapsed().as_secs_f64();
+        println!("# ground truth: {:.2}s", t.elapsed().as_secs_f64());
+    } else {
+        gt.resize(nq, Vec::new());
+    }
+
+    let index = match &index_file {
+        Some(f) if f.exists() => {
+            let t = Instant::now();
+            let index = IvfPqIndex::load(f).unwrap();
+            assert_eq!(index.len(), n, "{}: built over another base", f.display());
+            assert_eq!(
+                index.metric(),
+                metric,
+                "{}: built for another metric",
+                f.display()
+            );
+            println!(
+                "# loaded {}: {:.2}s",
+                f.display(),
+                t.elapsed().as_secs_f64()
+            );
+            index
+        }
+        _ => {
+            let index = build(
+                &storage, &base, dim, metric, nlist, m, nbits, train_size, seed, iters, &nprobes,
+            );
+            if let Some(f) = &index_file {
+                index.save(f).unwrap();
+            }
+            index
+        }
+    };
     println!(
-        "# add (1 thread): {:.0} vectors/s wall ({add_s:.2}s), {:.0} vectors/s of thread CPU",
-        n as f64 / add_s,
-        n as f64 / add_cpu
-    );
-    println!(
-        "# bytes/vector in lists (codes + u32 ids): {:.2}; index memory_bytes/vector {:.2}",
+        "# bytes/vector in lists (codes + u32 ids + L2 terms): {:.2}; index memory_bytes/vector {:.2}",
         index.list_bytes_per_vector(),
         index.memory_bytes() as f64 / n as f64
     );
@@ -205,11 +208,73 @@ fn main() {
                 let secs = t.elapsed().as_secs_f64();
                 println!(
                     "{np}\t{rf}\t{:.4}\t{:.0}\t{:.0}",
-                    hits as f64 / (nq * 10) as f64,
+                    if recall {
+                        hits as f64 / (nq * 10) as f64
+                    } else {
+                        f64::NAN
+                    },
                     nq as f64 / secs,
                     nq as f64 / cpu
                 );
             }
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    storage: &MemoryStorage,
+    base: &[f32],
+    dim: usize,
+    metric: Metric,
+    nlist: usize,
+    m: usize,
+    nbits: u32,
+    train_size: usize,
+    seed: u64,
+    iters: usize,
+    nprobes: &[usize],
+) -> IvfPqIndex {
+    let params = IvfPqParams::new(nlist, m)
+        .with_nbits(nbits)
+        .with_train_size(0)
+        .with_seed(seed)
+        .with_kmeans_iters(iters)
+        .with_nprobe(nprobes[0].min(nlist));
+    let index = IvfPqIndex::new(dim, metric, params).unwrap();
+    let n = base.len() / dim;
+    // Training sample: an evenly spaced subset of the base.
+    let step = (n / train_size.min(n)).max(1);
+    let sample: Vec<f32> = base
+        .chunks_exact(dim)
+        .step_by(step)
+        .take(train_size)
+        .flatten()
+        .copied()
+        .collect();
+    let t = Instant::now();
+    index.train(&sample).unwrap();
+    println!(
+        "# train: {} vectors, nlist {nlist}, m {m}, nbits {nbits}: {:.2}s ({} rayon threads)",
+        sample.len() / dim,
+        t.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let add_cpu = one.install(|| {
+        let c = thread_cpu_s();
+        index.add(storage, 0..n as u32).unwrap();
+        thread_cpu_s() - c
+    });
+    let add_s = t.elapsed().as_secs_f64();
+    println!(
+        "# add (1 thread): {:.0} vectors/s wall ({add_s:.2}s), {:.0} vectors/s of thread CPU",
+        n as f64 / add_s,
+        n as f64 / add_cpu
+    );
+    index
 }

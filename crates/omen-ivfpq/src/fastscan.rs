@@ -19,6 +19,14 @@
 //! are recovered as `lo - (hi << 8)` (all modulo 2¹⁶). Since `mp ≤ 256`, every true
 //! sum is at most `256 × 255 < 2¹⁶`, so the modular arithmetic is exact and the SIMD
 //! kernels return exactly what [`scan_block_scalar`] returns.
+//!
+//! # Filtering
+//! [`Scanner::scan_filter`] goes on from the sums, still in registers, to the
+//! estimated distances `(offset + sum · inv) + term` (the term optional, one float
+//! per vector) and a bit mask of those at most a threshold, so that the caller
+//! touches only the vectors that pass instead of testing 32 sums one by one. The
+//! arithmetic is IEEE single precision without fused multiply-add in every
+//! implementation, so all of them return the same bits.
 
 /// Vectors per code block.
 pub const BLOCK: usize = 32;
@@ -67,14 +75,17 @@ pub fn quantize_lut(table: &[f32], m: usize, lut: &mut Vec<u8>) -> (f32, f32) {
     let mut lows = [0f32; 256];
     let mut bias = 0f32;
     let mut span = 0f32;
-    for (j, row) in table.chunks_exact(16).take(m).enumerate() {
+    // Whole 16-entry rows as arrays, so that the loops below vectorise.
+    let (rows, _) = table.as_chunks::<16>();
+    let (dsts, _) = lut.as_chunks_mut::<16>();
+    for (row, low) in rows.iter().take(m).zip(lows.iter_mut()) {
         // Compare-and-select (not `f32::min`, whose NaN rule blocks vectorising).
         let (mut lo, mut hi) = (row[0], row[0]);
         for &v in &row[1..] {
             lo = if v < lo { v } else { lo };
             hi = if v > hi { v } else { hi };
         }
-        lows[j] = lo;
+        *low = lo;
         bias += lo;
         span = if hi - lo > span { hi - lo } else { span };
     }
@@ -83,16 +94,28 @@ pub fn quantize_lut(table: &[f32], m: usize, lut: &mut Vec<u8>) -> (f32, f32) {
     } else {
         1.0
     };
-    for ((row, dst), &lo) in table
-        .chunks_exact(16)
-        .zip(lut.chunks_exact_mut(16))
-        .zip(&lows[..m])
-    {
+    for ((row, dst), &lo) in rows.iter().zip(dsts).zip(&lows[..m]) {
+        // Round half up: `t = x + 0.5` truncated. `f32::round` is a libm call at
+        // the baseline x86_64 target, and a saturating `as` conversion does not
+        // vectorise there, so the truncation is done in float arithmetic: adding
+        // 2^23 rounds `t` (clamped to 0..=255, NaN to 0, as `as u8` would) to the
+        // nearest integer, exactly; one less where that rounded up. (Equality
+        // with `as u8` is tested below.)
         for (d, &v) in dst.iter_mut().zip(row) {
-            // Round half up by hand: `f32::round` is a libm call at the baseline
-            // x86_64 target, and this runs for every probed list. The value is
-            // non-negative; `as u8` saturates (and maps NaN to 0).
-            *d = ((v - lo) * scale + 0.5) as u8;
+            let t = (v - lo) * scale + 0.5;
+            let t = if t >= 0.0 {
+                if t >= 255.0 {
+                    255.0
+                } else {
+                    t
+                }
+            } else {
+                0.0
+            };
+            let r = (t + 8_388_608.0) - 8_388_608.0;
+            let r = if r > t { r - 1.0 } else { r };
+            // 0 <= r <= 255 is an integer: the low mantissa bits of r + 2^23.
+            *d = ((r + 8_388_608.0).to_bits() & 0xff) as u8;
         }
     }
     (scale, bias)
@@ -112,6 +135,47 @@ pub fn scan_block_scalar(block: &[u8], lut: &[u8], m: usize, out: &mut [u16; BLO
             out[i + 16] = out[i + 16].wrapping_add(t[(b >> 4) as usize] as u16);
         }
     }
+}
+
+/// Reference of [`Scanner::scan_filter`]: scans `block`, writes
+/// `est[i] = (offset + sum_i as f32 * inv) + terms[i]` (no term when `terms` is
+/// `None`) for the 32 vectors, and returns the mask of those with
+/// `est[i] <= thr`.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_filter_scalar(
+    block: &[u8],
+    lut: &[u8],
+    m: usize,
+    offset: f32,
+    inv: f32,
+    terms: Option<&[f32; BLOCK]>,
+    thr: f32,
+    est: &mut [f32; BLOCK],
+) -> u32 {
+    let mut sums = [0u16; BLOCK];
+    scan_block_scalar(block, lut, m, &mut sums);
+    finish_filter(&sums, offset, inv, terms, thr, est)
+}
+
+/// The float part of [`scan_filter_scalar`], from the sums.
+fn finish_filter(
+    sums: &[u16; BLOCK],
+    offset: f32,
+    inv: f32,
+    terms: Option<&[f32; BLOCK]>,
+    thr: f32,
+    est: &mut [f32; BLOCK],
+) -> u32 {
+    let mut mask = 0u32;
+    for (i, (e, &s)) in est.iter_mut().zip(sums).enumerate() {
+        let mut d = offset + s as f32 * inv;
+        if let Some(t) = terms {
+            d += t[i];
+        }
+        *e = d;
+        mask |= ((d <= thr) as u32) << i;
+    }
+    mask
 }
 
 /// Which implementation of the block scan runs. Only constructed for an instruction
@@ -145,10 +209,11 @@ impl Scanner {
         None
     }
 
-    /// The AVX-512BW scanner, if the CPU has AVX-512BW (and AVX2).
+    /// The AVX-512BW scanner, if the CPU has AVX-512BW (and AVX-512F, AVX2).
     pub fn avx512() -> Option<Scanner> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx2")
         {
             return Some(Scanner { kind: Kind::Avx512 });
@@ -210,25 +275,79 @@ impl Scanner {
     }
 }
 
+/// The float parameters of [`Scanner::scan_filter`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Filter<'a> {
+    offset: f32,
+    inv: f32,
+    terms: Option<&'a [f32; BLOCK]>,
+    thr: f32,
+}
+
+impl Scanner {
+    /// Scans one block and filters it: writes the estimated distances
+    /// `est[i] = (offset + sum_i as f32 * inv) + terms[i]` (no term when `terms` is
+    /// `None`) of its 32 vectors and returns the mask of those with
+    /// `est[i] <= thr` (bit `i` for vector `i`, padding vectors included: the
+    /// caller masks them off). Same contract and result, bit for bit, as
+    /// [`scan_filter_scalar`].
+    ///
+    /// # Panics
+    /// If `block` or `lut` is shorter than [`block_bytes`]`(m)` or `m > 256`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn scan_filter(
+        &self,
+        block: &[u8],
+        lut: &[u8],
+        m: usize,
+        offset: f32,
+        inv: f32,
+        terms: Option<&[f32; BLOCK]>,
+        thr: f32,
+        est: &mut [f32; BLOCK],
+    ) -> u32 {
+        let need = block_bytes(m);
+        assert!(
+            block.len() >= need && lut.len() >= need && m <= 256,
+            "fast-scan block or table too short"
+        );
+        #[cfg(target_arch = "x86_64")]
+        let f = Filter {
+            offset,
+            inv,
+            terms,
+            thr,
+        };
+        match self.kind {
+            Kind::Scalar => scan_filter_scalar(block, lut, m, offset, inv, terms, thr, est),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kind::Avx2` is only constructed after detecting AVX2, and the
+            // lengths were checked above.
+            Kind::Avx2 => unsafe { x86::filter_avx2(block, lut, padded_m(m), &f, est) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kind::Avx512` is only constructed after detecting AVX-512BW,
+            // AVX-512F and AVX2, and the lengths were checked above.
+            Kind::Avx512 => unsafe { x86::filter_avx512(block, lut, padded_m(m), &f, est) },
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::BLOCK;
+    use super::{Filter, BLOCK};
     use std::arch::x86_64::*;
 
-    /// Writes the 32 sums of a block from the even/odd-split u16 accumulators: `a`
-    /// holds vectors 0..16 and `b` vectors 16..32, each as (lo, hi) pairs summed over
-    /// both 128-bit lanes.
+    /// The block's 32 sums as four registers of 8 u16, in vector order (0..8,
+    /// 8..16, 16..24, 24..32), from the even/odd-split accumulators: `a` holds
+    /// vectors 0..16 and `b` vectors 16..32, each as (lo, hi) pairs summed over both
+    /// 128-bit lanes.
     ///
     /// # Safety
     /// The CPU must support AVX2.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn finish(
-        a_lo: __m256i,
-        a_hi: __m256i,
-        b_lo: __m256i,
-        b_hi: __m256i,
-        out: &mut [u16; BLOCK],
-    ) {
+    fn sums8(a_lo: __m256i, a_hi: __m256i, b_lo: __m256i, b_hi: __m256i) -> [__m128i; 4] {
         let a_even = _mm256_sub_epi16(a_lo, _mm256_slli_epi16(a_hi, 8));
         let b_even = _mm256_sub_epi16(b_lo, _mm256_slli_epi16(b_hi, 8));
         macro_rules! fold {
@@ -237,23 +356,37 @@ mod x86 {
             };
         }
         let (ae, ao, be, bo) = (fold!(a_even), fold!(a_hi), fold!(b_even), fold!(b_hi));
+        [
+            _mm_unpacklo_epi16(ae, ao),
+            _mm_unpackhi_epi16(ae, ao),
+            _mm_unpacklo_epi16(be, bo),
+            _mm_unpackhi_epi16(be, bo),
+        ]
+    }
+
+    /// Writes the 32 sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_sums(g: [__m128i; 4], out: &mut [u16; BLOCK]) {
         let p = out.as_mut_ptr() as *mut __m128i;
-        // SAFETY: `out` is 32 u16 = 4 × 16 bytes; unaligned stores.
-        unsafe {
-            _mm_storeu_si128(p, _mm_unpacklo_epi16(ae, ao));
-            _mm_storeu_si128(p.add(1), _mm_unpackhi_epi16(ae, ao));
-            _mm_storeu_si128(p.add(2), _mm_unpacklo_epi16(be, bo));
-            _mm_storeu_si128(p.add(3), _mm_unpackhi_epi16(be, bo));
+        for (k, g) in g.into_iter().enumerate() {
+            // SAFETY: `out` is 32 u16 = 4 × 16 bytes, k < 4; unaligned stores.
+            unsafe { _mm_storeu_si128(p.add(k), g) };
         }
     }
 
-    /// AVX2 block scan, two sub-quantizers per 256-bit register.
+    /// Accumulates one block, two sub-quantizers per 256-bit register; returns the
+    /// (a_lo, a_hi, b_lo, b_hi) accumulators.
     ///
     /// # Safety
     /// The CPU must support AVX2; `block` and `lut` must hold at least `mp * 16`
     /// bytes; `mp` must be even and at most 256.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn scan_avx2(block: &[u8], lut: &[u8], mp: usize, out: &mut [u16; BLOCK]) {
+    unsafe fn accumulate_avx2(block: &[u8], lut: &[u8], mp: usize) -> [__m256i; 4] {
         let mask = _mm256_set1_epi8(0x0f);
         let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = (
             _mm256_setzero_si256(),
@@ -278,18 +411,66 @@ mod x86 {
             b_lo = _mm256_add_epi16(b_lo, rhi);
             b_hi = _mm256_add_epi16(b_hi, _mm256_srli_epi16(rhi, 8));
         }
-        // SAFETY: AVX2 is enabled in this function.
-        unsafe { finish(a_lo, a_hi, b_lo, b_hi, out) }
+        [a_lo, a_hi, b_lo, b_hi]
     }
 
-    /// AVX-512BW block scan, four sub-quantizers per 512-bit register (a remaining
-    /// pair goes through 256-bit registers).
+    /// AVX2 block scan.
+    ///
+    /// # Safety
+    /// As [`accumulate_avx2`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn scan_avx2(block: &[u8], lut: &[u8], mp: usize, out: &mut [u16; BLOCK]) {
+        // SAFETY: the caller's contract is this function's.
+        let [a_lo, a_hi, b_lo, b_hi] = unsafe { accumulate_avx2(block, lut, mp) };
+        store_sums(sums8(a_lo, a_hi, b_lo, b_hi), out);
+    }
+
+    /// AVX2 block scan and filter (see `Scanner::scan_filter`).
+    ///
+    /// # Safety
+    /// As [`accumulate_avx2`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn filter_avx2(
+        block: &[u8],
+        lut: &[u8],
+        mp: usize,
+        f: &Filter<'_>,
+        est: &mut [f32; BLOCK],
+    ) -> u32 {
+        // SAFETY: the caller's contract is this function's.
+        let [a_lo, a_hi, b_lo, b_hi] = unsafe { accumulate_avx2(block, lut, mp) };
+        let g = sums8(a_lo, a_hi, b_lo, b_hi);
+        let (off, inv, thr) = (
+            _mm256_set1_ps(f.offset),
+            _mm256_set1_ps(f.inv),
+            _mm256_set1_ps(f.thr),
+        );
+        let mut mask = 0u32;
+        for (k, g) in g.into_iter().enumerate() {
+            let s = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(g));
+            let mut d = _mm256_add_ps(off, _mm256_mul_ps(s, inv));
+            if let Some(t) = f.terms {
+                // SAFETY: `t` holds 32 floats and k < 4; an unaligned load.
+                d = _mm256_add_ps(d, unsafe { _mm256_loadu_ps(t.as_ptr().add(8 * k)) });
+            }
+            // SAFETY: `est` holds 32 floats and k < 4; an unaligned store.
+            unsafe { _mm256_storeu_ps(est.as_mut_ptr().add(8 * k), d) };
+            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(d, thr)) as u32;
+            mask |= hit << (8 * k);
+        }
+        mask
+    }
+
+    /// Accumulates one block, four sub-quantizers per 512-bit register (a remaining
+    /// pair goes through 256-bit registers); returns the accumulators folded to
+    /// 256 bits, as [`accumulate_avx2`]'s.
     ///
     /// # Safety
     /// The CPU must support AVX-512BW and AVX2; `block` and `lut` must hold at least
     /// `mp * 16` bytes; `mp` must be even and at most 256.
+    #[inline]
     #[target_feature(enable = "avx512bw,avx2")]
-    pub unsafe fn scan_avx512(block: &[u8], lut: &[u8], mp: usize, out: &mut [u16; BLOCK]) {
+    unsafe fn accumulate_avx512(block: &[u8], lut: &[u8], mp: usize) -> [__m256i; 4] {
         let mask = _mm512_set1_epi8(0x0f);
         let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = (
             _mm512_setzero_si512(),
@@ -339,8 +520,56 @@ mod x86 {
             b_lo2 = _mm256_add_epi16(b_lo2, rhi);
             b_hi2 = _mm256_add_epi16(b_hi2, _mm256_srli_epi16(rhi, 8));
         }
-        // SAFETY: AVX2 is enabled in this function.
-        unsafe { finish(a_lo2, a_hi2, b_lo2, b_hi2, out) }
+        [a_lo2, a_hi2, b_lo2, b_hi2]
+    }
+
+    /// AVX-512BW block scan.
+    ///
+    /// # Safety
+    /// As [`accumulate_avx512`].
+    #[target_feature(enable = "avx512bw,avx2")]
+    pub unsafe fn scan_avx512(block: &[u8], lut: &[u8], mp: usize, out: &mut [u16; BLOCK]) {
+        // SAFETY: the caller's contract is this function's.
+        let [a_lo, a_hi, b_lo, b_hi] = unsafe { accumulate_avx512(block, lut, mp) };
+        store_sums(sums8(a_lo, a_hi, b_lo, b_hi), out);
+    }
+
+    /// AVX-512 block scan and filter (see `Scanner::scan_filter`): 16 estimates
+    /// per register.
+    ///
+    /// # Safety
+    /// As [`accumulate_avx512`], and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512bw,avx512f,avx2")]
+    pub unsafe fn filter_avx512(
+        block: &[u8],
+        lut: &[u8],
+        mp: usize,
+        f: &Filter<'_>,
+        est: &mut [f32; BLOCK],
+    ) -> u32 {
+        // SAFETY: the caller's contract is this function's.
+        let [a_lo, a_hi, b_lo, b_hi] = unsafe { accumulate_avx512(block, lut, mp) };
+        let [g0, g1, g2, g3] = sums8(a_lo, a_hi, b_lo, b_hi);
+        let (off, inv, thr) = (
+            _mm512_set1_ps(f.offset),
+            _mm512_set1_ps(f.inv),
+            _mm512_set1_ps(f.thr),
+        );
+        let mut mask = 0u32;
+        for (k, (lo, hi)) in [(g0, g1), (g2, g3)].into_iter().enumerate() {
+            let g = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+            let s = _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(g));
+            let mut d = _mm512_add_ps(off, _mm512_mul_ps(s, inv));
+            if let Some(t) = f.terms {
+                // SAFETY: `t` holds 32 floats and k < 2; an unaligned load.
+                d = _mm512_add_ps(d, unsafe { _mm512_loadu_ps(t.as_ptr().add(16 * k)) });
+            }
+            // SAFETY: `est` holds 32 floats and k < 2; an unaligned store.
+            unsafe { _mm512_storeu_ps(est.as_mut_ptr().add(16 * k), d) };
+            let hit = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(d, thr) as u32;
+            mask |= hit << (16 * k);
+        }
+        mask
     }
 }
 
@@ -380,6 +609,77 @@ mod tests {
                 let mut got = [0u16; BLOCK];
                 s.scan_block(&block, &lut, m, &mut got);
                 prop_assert_eq!(got, want, "{}", s.name());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn filter_equals_scalar_exactly(
+            m in 1usize..=64,
+            seed in any::<u64>(),
+            offset in -50.0f32..50.0,
+            inv in 1e-4f32..2.0,
+            with_terms in any::<bool>(),
+            cut in 0usize..=32,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let n = block_bytes(m);
+            let mut block: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            let mut lut: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            if m % 2 == 1 {
+                block[m * 16..].fill(0);
+                lut[m * 16..].fill(0);
+            }
+            let terms: [f32; BLOCK] = std::array::from_fn(|_| rng.gen_range(-30.0f32..30.0));
+            let terms = with_terms.then_some(&terms);
+            // The definition, from the sums.
+            let mut sums = [0u16; BLOCK];
+            scan_block_scalar(&block, &lut, m, &mut sums);
+            let want_est: Vec<f32> = (0..BLOCK)
+                .map(|i| {
+                    let d = offset + sums[i] as f32 * inv;
+                    terms.map_or(d, |t| d + t[i])
+                })
+                .collect();
+            // A threshold at one of the estimates (ties must pass), or infinite.
+            let mut sorted = want_est.clone();
+            sorted.sort_by(f32::total_cmp);
+            let thr = sorted.get(cut).copied().unwrap_or(f32::INFINITY);
+            let want_mask = (0..BLOCK).fold(0u32, |m, i| m | (((want_est[i] <= thr) as u32) << i));
+            let mut est = [f32::NAN; BLOCK];
+            prop_assert_eq!(scan_filter_scalar(&block, &lut, m, offset, inv, terms, thr, &mut est), want_mask);
+            prop_assert_eq!(est.map(f32::to_bits).to_vec(), want_est.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            for s in scanners() {
+                let mut got = [f32::NAN; BLOCK];
+                let mask = s.scan_filter(&block, &lut, m, offset, inv, terms, thr, &mut got);
+                prop_assert_eq!(mask, want_mask, "{}", s.name());
+                prop_assert_eq!(got.map(f32::to_bits), est.map(f32::to_bits), "{}", s.name());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn lut_rounds_half_up_and_saturates_as_the_plain_conversion(
+            m in 1usize..8,
+            vals in proptest::collection::vec(prop_oneof![
+                -1e3f32..1e3,
+                (0u32..64).prop_map(|x| x as f32 * 0.5),
+                Just(f32::INFINITY),
+                Just(f32::NAN),
+            ], 8 * 16),
+        ) {
+            let table = &vals[..m * 16];
+            let mut lut = Vec::new();
+            let (scale, _) = quantize_lut(table, m, &mut lut);
+            for (j, row) in table.chunks_exact(16).enumerate() {
+                let lo = row.iter().skip(1).fold(row[0], |lo, &v| if v < lo { v } else { lo });
+                for (i, &v) in row.iter().enumerate() {
+                    let want = ((v - lo) * scale + 0.5) as u8;
+                    prop_assert_eq!(lut[j * 16 + i], want, "row {} entry {}: {}", j, i, v);
+                }
             }
         }
     }

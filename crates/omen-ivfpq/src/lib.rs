@@ -10,8 +10,18 @@
 //! * [`fastscan`]: the 4-bit block layout and its scalar/AVX2/AVX-512BW scan.
 //!
 //! # Metrics
-//! * `L2`: the distance table of each probed list is built on `q - c` (the query's
-//!   residual), so `|q - c - r̂|²` is a sum of table entries.
+//! Every metric builds one distance table per query (and, for 4 bits, quantises it
+//! once); a probed list adds only numbers it already has.
+//! * `L2`: `|q - c - r̂|² = |q - c|² - 2 q·r̂ + (|r̂|² + 2 c·r̂)`. The first term is
+//!   the coarse distance, computed anyway to choose the lists; the second is the
+//!   query's table of `-2 q·b` over the PQ centroids `b`; the third depends only on
+//!   the list and the code, and each list entry keeps it as one float (its *term*,
+//!   see [`pq::ProductQuantizer::list_terms_table`]), added to the table sum by
+//!   the scan. FAISS instead adds a precomputed per-list table (`nlist × m × ksub`
+//!   floats) to the query's table and quantises the result for every probed list;
+//!   per-entry terms cost 4 bytes per vector and leave nothing to do per list.
+//!   The terms are not stored in the file: loading recomputes them from the
+//!   centroids, the codebooks and the codes.
 //! * `InnerProduct` and `Cosine` (vectors and queries unit-normalised by the
 //!   collection): `1 - q·x ≈ 1 - q·c - q·r̂`, as FAISS's by-residual inner-product
 //!   scan does: the table of `-q·r̂` terms is built (and, for 4 bits, quantised)
@@ -19,8 +29,15 @@
 //!   largest inner product; the coarse quantizer is trained with spherical k-means
 //!   for cosine and plain k-means for inner product.
 //!
-//! Re-ranking always uses the exact metric ([`Metric::distance_many`], the same
-//! kernels as the flat index), so returned distances are exact.
+//! Candidates at most the pool's running threshold are collected in a buffer and
+//! cut back to the best `k × rerank_factor` by selection (`src/pool.rs`), not
+//! kept in a heap.
+//!
+//! Re-ranking always uses the exact metric, through omen-simd's kernels for
+//! scattered rows (`l2_sq_rows` and friends: the candidates' rows are gathered a
+//! batch at a time, the next batch's rows prefetched meanwhile), which give the
+//! same numbers as the flat index's one-to-many kernels; returned distances are
+//! exact.
 //!
 //! # Search parameters
 //! [`SearchParams::nprobe`](omen_core::SearchParams) (default
@@ -72,6 +89,7 @@
 pub mod fastscan;
 pub mod kmeans;
 mod persist;
+mod pool;
 pub mod pq;
 
 use fastscan::{Scanner, BLOCK};
@@ -84,6 +102,7 @@ use omen_core::{
     Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats, SlotId,
     TopK, VectorIndex, VectorStorage,
 };
+use pool::{order_key, CandidatePool};
 use pq::ProductQuantizer;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -202,6 +221,10 @@ pub(crate) struct InvList {
     pub(crate) ids: Vec<SlotId>,
     /// 8 bits: `m` bytes per entry. 4 bits: [`fastscan`] blocks of 32 entries.
     pub(crate) codes: Vec<u8>,
+    /// L2 only (empty otherwise): each entry's term `|r̂|² + 2 c·r̂` (see the crate
+    /// docs), one float per entry; for 4 bits, zero-padded to whole blocks so the
+    /// scan reads 32 at a time.
+    pub(crate) terms: Vec<f32>,
 }
 
 /// The trained state: immutable except for the lists' contents.
@@ -209,6 +232,8 @@ pub(crate) struct Model {
     pub(crate) coarse: Vec<f32>,
     pub(crate) pq: ProductQuantizer,
     pub(crate) lists: Vec<RwLock<InvList>>,
+    /// Whether list entries carry L2 terms (the metric is L2).
+    pub(crate) l2_terms: bool,
 }
 
 impl Model {
@@ -310,23 +335,30 @@ impl std::fmt::Debug for IvfPqIndex {
 /// to the arithmetic, and the distance tile (256 × nlist floats) within L2.
 const ASSIGN_TILE: usize = 256;
 
-/// Re-ranking prefetches the rows of this many candidates ahead.
-const PREFETCH_AHEAD: usize = 16;
+/// Re-ranking gathers this many candidates' rows at a time, prefetching them while
+/// the previous batch's distances are computed.
+const RERANK_BATCH: usize = 16;
 
-/// Asks the CPU to bring a row into cache (a hint; a no-op off x86_64).
+/// Asks the CPU to bring a row into cache, every cache line it touches (a hint; a
+/// no-op off x86_64).
 #[inline(always)]
 fn prefetch_row(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr() as *const i8;
         let bytes = std::mem::size_of_val(v);
-        let mut off = 0;
-        while off < bytes {
+        if bytes == 0 {
+            return;
+        }
+        let p = v.as_ptr() as *const i8;
+        // From the line holding the first byte to the line holding the last.
+        let mut line = p.wrapping_sub(p as usize & 63);
+        let last = p.wrapping_add(bytes - 1);
+        while line <= last {
             // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never
             // faults or reads memory architecturally, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
-            off += 64;
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+            line = line.wrapping_add(64);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -336,14 +368,83 @@ fn prefetch_row(v: &[f32]) {
 /// Per-thread search state kept in [`SearchScratch::extra`].
 #[derive(Default)]
 struct IvfScratch {
-    probes: Vec<(f32, u32)>,
+    /// Coarse distance and number of each list, as [`order_key`]s.
+    probes: Vec<u64>,
     coarse_d: Vec<f32>,
-    resid: Vec<f32>,
     top: TopK,
     table: Vec<f32>,
     lut: Vec<u8>,
-    cand: TopK,
-    cands: Vec<Neighbor>,
+    pool: CandidatePool,
+}
+
+/// Below this many probes (and a quarter of the lists) the probes are selected by
+/// insertion into a sorted array, above by `select_nth_unstable`.
+const PROBE_INSERT_MAX: usize = 64;
+
+/// The `nprobe` lists closest by coarse distance `d`, closest first, as
+/// [`order_key`]s (ties broken by list number).
+fn select_probes(d: &[f32], nprobe: usize, out: &mut Vec<u64>) {
+    out.clear();
+    let n = d.len();
+    let nprobe = nprobe.min(n);
+    if nprobe == 0 {
+        return;
+    }
+    if nprobe > PROBE_INSERT_MAX || nprobe * 4 > n {
+        out.extend(d.iter().enumerate().map(|(i, &x)| order_key(x, i as u32)));
+        if nprobe < n {
+            out.select_nth_unstable(nprobe - 1);
+            out.truncate(nprobe);
+        }
+        out.sort_unstable();
+        return;
+    }
+    // Few probes among many lists: most distances lose one float comparison
+    // against the worst kept; the few that win are inserted in order.
+    out.extend(
+        d[..nprobe]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| order_key(x, i as u32)),
+    );
+    out.sort_unstable();
+    let Some(&first_worst) = out.last() else {
+        return;
+    };
+    let (mut worst_key, mut worst) = (first_worst, pool::from_key(first_worst).0);
+    for (i, &x) in d.iter().enumerate().skip(nprobe) {
+        // Only a distance greater than the worst kept is certainly out; ties, both
+        // zeros and NaNs go on to the exact key comparison.
+        if x.partial_cmp(&worst) == Some(std::cmp::Ordering::Greater) {
+            continue;
+        }
+        let key = order_key(x, i as u32);
+        if key < worst_key {
+            let at = out.partition_point(|&k| k < key);
+            out.pop();
+            out.insert(at, key);
+            if let Some(&w) = out.last() {
+                (worst_key, worst) = (w, pool::from_key(w).0);
+            }
+        }
+    }
+}
+
+/// The rows of one re-ranking batch.
+struct RowBatch<'a> {
+    rows: [&'a [f32]; RERANK_BATCH],
+    slots: [SlotId; RERANK_BATCH],
+    len: usize,
+}
+
+impl RowBatch<'_> {
+    fn new() -> Self {
+        RowBatch {
+            rows: [&[]; RERANK_BATCH],
+            slots: [0; RERANK_BATCH],
+            len: 0,
+        }
+    }
 }
 
 /// Encoded new entries, grouped for appending.
@@ -412,8 +513,9 @@ impl IvfPqIndex {
         self.scanner = scanner;
     }
 
-    /// Bytes per encoded vector held in the lists (codes and slot numbers, by length,
-    /// not capacity), averaged over list entries; 0 when there are none.
+    /// Bytes per encoded vector held in the lists (codes, slot numbers and, for L2,
+    /// terms; by length, not capacity), averaged over list entries; 0 when there
+    /// are none.
     pub fn list_bytes_per_vector(&self) -> f64 {
         let Some(model) = self.snapshot() else {
             return 0.0;
@@ -421,7 +523,7 @@ impl IvfPqIndex {
         let (mut bytes, mut n) = (0usize, 0usize);
         for l in &model.lists {
             let l = sync::read(l);
-            bytes += l.ids.len() * 4 + l.codes.len();
+            bytes += l.ids.len() * 4 + l.codes.len() + l.terms.len() * 4;
             n += l.ids.len();
         }
         if n == 0 {
@@ -532,7 +634,12 @@ impl IvfPqIndex {
             (n * p.nlist * (p.kmeans_iters + 1)) as u64,
             Ordering::Relaxed,
         );
-        Ok(Model { coarse, pq, lists })
+        Ok(Model {
+            coarse,
+            pq,
+            lists,
+            l2_terms: self.metric == Metric::L2,
+        })
     }
 
     /// The list of each row: nearest centroid for L2, largest inner product otherwise.
@@ -637,11 +744,19 @@ impl IvfPqIndex {
         Ok(Encoded { lists, codes })
     }
 
-    /// Appends encoded entries to their lists (each list locked once).
+    /// Appends encoded entries to their lists (each list locked once), with their
+    /// L2 terms when the model keeps them.
     fn append(model: &Model, slots: &[SlotId], enc: &Encoded) {
         let m = model.pq.m();
         let four = model.pq.nbits() == 4;
         let bb = fastscan::block_bytes(m);
+        let dim = model.pq.dim();
+        let term_len = if model.l2_terms {
+            m * model.pq.ksub()
+        } else {
+            0
+        };
+        let mut term_table = vec![0f32; term_len];
         // Counting sort by list, stable in slot order.
         let nlist = model.nlist();
         let mut start = vec![0usize; nlist + 1];
@@ -661,6 +776,10 @@ impl IvfPqIndex {
             let group = &order[start[l]..start[l + 1]];
             if group.is_empty() {
                 continue;
+            }
+            if model.l2_terms {
+                let c = &model.coarse[l * dim..(l + 1) * dim];
+                model.pq.list_terms_table(c, &mut term_table);
             }
             let mut list = sync::write(&model.lists[l]);
             let list = &mut *list;
@@ -685,17 +804,38 @@ impl IvfPqIndex {
             } else {
                 list.codes.reserve(add * m);
             }
+            if model.l2_terms {
+                let need = if four {
+                    (list.ids.len() + add).div_ceil(BLOCK) * BLOCK - list.terms.len()
+                } else {
+                    add
+                };
+                if add >= list.ids.len() {
+                    list.terms.reserve_exact(need);
+                } else {
+                    list.terms.reserve(need);
+                }
+            }
             for &i in group {
                 let code = &enc.codes[i * m..(i + 1) * m];
+                let pos = list.ids.len();
                 if four {
-                    let pos = list.ids.len();
                     if pos.is_multiple_of(BLOCK) {
                         list.codes.resize(list.codes.len() + bb, 0);
+                        if model.l2_terms {
+                            list.terms.resize(list.terms.len() + BLOCK, 0.0);
+                        }
                     }
                     let b = pos / BLOCK;
                     fastscan::set_codes(&mut list.codes[b * bb..(b + 1) * bb], pos % BLOCK, code);
                 } else {
                     list.codes.extend_from_slice(code);
+                    if model.l2_terms {
+                        list.terms.push(0.0);
+                    }
+                }
+                if model.l2_terms {
+                    list.terms[pos] = model.pq.code_term(&term_table, code.iter().copied());
                 }
                 list.ids.push(slots[i]);
             }
@@ -736,7 +876,9 @@ impl IvfPqIndex {
         Ok(rows)
     }
 
-    /// Scans one list into the candidate heap.
+    /// Scans one list into the candidate pool: the estimate of an entry is
+    /// `offset + table sum` (`offset + sum / scale` for 4 bits), plus its term for
+    /// L2. Returns the number of entries scanned.
     #[allow(clippy::too_many_arguments)]
     fn scan_list(
         &self,
@@ -750,9 +892,10 @@ impl IvfPqIndex {
     ) -> u64 {
         let m = model.pq.m();
         let n = list.ids.len();
+        let terms = model.l2_terms;
         if model.pq.nbits() == 8 {
             let t = &sc.table[..m * 256];
-            for (&slot, code) in list.ids.iter().zip(list.codes.chunks_exact(m)) {
+            for (i, (&slot, code)) in list.ids.iter().zip(list.codes.chunks_exact(m)).enumerate() {
                 let mut d = offset;
                 for (row, &c) in t.chunks_exact(256).zip(code) {
                     // A u8 index into a 256-entry row needs no bounds check.
@@ -762,43 +905,113 @@ impl IvfPqIndex {
                     };
                     d += row[c as usize];
                 }
-                if d <= sc.cand.threshold() && mem.visible_in_lists(slot) && req.allows(slot) {
-                    sc.cand.push(Neighbor::new(slot, d));
+                if terms {
+                    d += list.terms.get(i).copied().unwrap_or(0.0);
+                }
+                if d <= sc.pool.threshold() && mem.visible_in_lists(slot) && req.allows(slot) {
+                    sc.pool.push(slot, d);
                 }
             }
         } else {
             let bb = fastscan::block_bytes(m);
             let inv = 1.0 / lut_scale;
-            let qthr = |thr: f32| -> u32 {
-                let t = (thr - offset) * lut_scale;
-                if t.is_nan() || t >= 65535.0 {
-                    u32::MAX
-                } else if t < 0.0 {
-                    0
-                } else {
-                    t as u32 + 1
-                }
-            };
-            let mut limit = qthr(sc.cand.threshold());
-            let mut sums = [0u16; BLOCK];
+            let mut est = [0f32; BLOCK];
             for (b, block) in list.codes.chunks_exact(bb).enumerate() {
-                self.scanner.scan_block(block, &sc.lut, m, &mut sums);
                 let first = b * BLOCK;
-                let valid = (n - first).min(BLOCK);
-                for (i, &s) in sums[..valid].iter().enumerate() {
-                    if (s as u32) < limit {
-                        let slot = list.ids[first + i];
-                        if mem.visible_in_lists(slot) && req.allows(slot) {
-                            let d = offset + s as f32 * inv;
-                            if sc.cand.push(Neighbor::new(slot, d)) {
-                                limit = qthr(sc.cand.threshold());
-                            }
-                        }
+                let valid = n.saturating_sub(first).min(BLOCK);
+                let t: Option<&[f32; BLOCK]> = if terms {
+                    list.terms
+                        .get(first..first + BLOCK)
+                        .and_then(|t| t.try_into().ok())
+                } else {
+                    None
+                };
+                let mut hits = self.scanner.scan_filter(
+                    block,
+                    &sc.lut,
+                    m,
+                    offset,
+                    inv,
+                    t,
+                    sc.pool.threshold(),
+                    &mut est,
+                );
+                if valid < BLOCK {
+                    hits &= (1u32 << valid) - 1;
+                }
+                while hits != 0 {
+                    let i = hits.trailing_zeros() as usize;
+                    hits &= hits - 1;
+                    let slot = list.ids[first + i];
+                    if mem.visible_in_lists(slot) && req.allows(slot) {
+                        sc.pool.push(slot, est[i]);
                     }
                 }
             }
         }
         n as u64
+    }
+
+    /// Exact distances from `q` to the rows of `rows`.
+    fn distances_rows(&self, q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        let k = self.kernels;
+        match self.metric {
+            Metric::L2 => k.l2_sq_rows(q, rows, out),
+            Metric::InnerProduct => {
+                k.dot_rows(q, rows, out);
+                out.iter_mut().for_each(|d| *d = 1.0 - *d);
+            }
+            Metric::Cosine => k.cosine_rows(q, rows, out),
+            other => {
+                for (o, r) in out.iter_mut().zip(rows) {
+                    *o = other.distance(k, q, r);
+                }
+            }
+        }
+    }
+
+    /// Offers the exact distances from `q` to the rows of `slots` to `top`; returns
+    /// how many were computed. Rows are gathered [`RERANK_BATCH`] at a time; the
+    /// next batch's rows are looked up and prefetched before the current batch's
+    /// distances are computed, so that the cache misses of scattered rows overlap.
+    fn rerank(
+        &self,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        mut slots: impl Iterator<Item = SlotId>,
+        top: &mut TopK,
+    ) -> Result<u64> {
+        let (mut cur, mut next) = (RowBatch::new(), RowBatch::new());
+        let mut d = [0f32; RERANK_BATCH];
+        let mut computed = 0u64;
+        loop {
+            next.len = 0;
+            for s in slots.by_ref() {
+                // (`ok_or` would build and drop an `Error` for every row.)
+                let Some(v) = storage.get(s) else {
+                    return Err(Error::UnknownSlot { slot: s });
+                };
+                prefetch_row(v);
+                next.rows[next.len] = v;
+                next.slots[next.len] = s;
+                next.len += 1;
+                if next.len == RERANK_BATCH {
+                    break;
+                }
+            }
+            let n = cur.len;
+            if n > 0 {
+                self.distances_rows(q, &cur.rows[..n], &mut d[..n]);
+                for (&s, &dist) in cur.slots[..n].iter().zip(&d[..n]) {
+                    top.push(Neighbor::new(s, dist));
+                }
+                computed += n as u64;
+            }
+            if next.len == 0 {
+                return Ok(computed);
+            }
+            std::mem::swap(&mut cur, &mut next);
+        }
     }
 
     fn search_inner(
@@ -835,14 +1048,14 @@ impl IvfPqIndex {
             req.k.saturating_mul(rf)
         };
         let sc = scratch.extra_or_insert_with(IvfScratch::default);
-        sc.cand.reset(cap);
+        sc.pool.reset(cap);
         let mut computed = 0u64;
         let mem = sync::read(&self.members);
         let k = self.kernels;
-        let dim = self.dim;
         if let Some(model) = &model {
             let nlist = model.nlist();
-            // Coarse distances (for IP/cosine: 1 - q·c, which is also the list offset).
+            // Coarse distances: |q - c|² for L2, 1 - q·c for IP/cosine; both are
+            // also the lists' offsets in the estimates.
             sc.coarse_d.resize(nlist, 0.0);
             if self.metric == Metric::L2 {
                 k.l2_sq_many(q, &model.coarse, &mut sc.coarse_d);
@@ -850,91 +1063,45 @@ impl IvfPqIndex {
                 k.dot_many(q, &model.coarse, &mut sc.coarse_d);
                 sc.coarse_d.iter_mut().for_each(|d| *d = 1.0 - *d);
             }
-            sc.probes.clear();
-            sc.probes
-                .extend(sc.coarse_d.iter().enumerate().map(|(i, &d)| (d, i as u32)));
-            let by_dist = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-            if nprobe < nlist {
-                sc.probes.select_nth_unstable_by(nprobe - 1, by_dist);
-                sc.probes.truncate(nprobe);
-            }
-            sc.probes.sort_unstable_by(by_dist);
+            select_probes(&sc.coarse_d, nprobe, &mut sc.probes);
             computed += nlist as u64;
+            // One table per query: -q·b (IP, cosine) or -2 q·b (L2) over the PQ
+            // centroids b, quantised once for 4 bits.
             let pq = &model.pq;
             sc.table.resize(pq.m() * pq.ksub(), 0.0);
-            sc.resid.resize(dim, 0.0);
-            let l2 = self.metric == Metric::L2;
-            let four = pq.nbits() == 4;
-            let (mut scale, mut bias) = (1.0f32, 0.0f32);
-            if !l2 {
-                // Inner product: one table per query; lists differ by 1 - q·c only.
-                pq.neg_ip_table(k, q, &mut sc.table);
-                if four {
-                    (scale, bias) = fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut);
-                }
+            pq.neg_ip_table(k, q, &mut sc.table);
+            if model.l2_terms {
+                // Exact: doubling only changes the exponent.
+                sc.table.iter_mut().for_each(|t| *t *= 2.0);
             }
+            let four = pq.nbits() == 4;
+            let (scale, bias) = if four {
+                fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut)
+            } else {
+                (1.0, 0.0)
+            };
             for pi in 0..sc.probes.len() {
-                let (coarse_d, li) = sc.probes[pi];
-                let li = li as usize;
+                let li = (sc.probes[pi] & u64::from(u32::MAX)) as usize;
                 let list = sync::read(&model.lists[li]);
                 if list.ids.is_empty() {
                     continue;
                 }
-                let offset = if l2 {
-                    let c = &model.coarse[li * dim..(li + 1) * dim];
-                    for ((r, &a), &b) in sc.resid.iter_mut().zip(q).zip(c) {
-                        *r = a - b;
-                    }
-                    pq.l2_table(k, &sc.resid, &mut sc.table);
-                    if four {
-                        (scale, bias) = fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut);
-                        bias
-                    } else {
-                        0.0
-                    }
-                } else if four {
-                    coarse_d + bias
-                } else {
-                    coarse_d
-                };
+                let coarse_d = sc.coarse_d[li];
+                let offset = if four { coarse_d + bias } else { coarse_d };
                 computed += self.scan_list(model, &list, offset, scale, &mem, req, sc);
             }
         }
         // Exact re-ranking of the candidates, plus the buffered slots.
         sc.top.reset(req.k);
-        sc.cand.drain_sorted_into(&mut sc.cands);
-        let top = &mut sc.top;
-        let mut d1 = [0f32; 1];
-        // Candidates' rows are scattered over storage: prefetching a window ahead
-        // overlaps the cache misses instead of paying them one after another.
-        for c in sc.cands.iter().take(PREFETCH_AHEAD) {
-            if let Some(v) = storage.get(c.slot) {
-                prefetch_row(v);
-            }
-        }
-        for (i, c) in sc.cands.iter().enumerate() {
-            if let Some(ahead) = sc.cands.get(i + PREFETCH_AHEAD) {
-                if let Some(v) = storage.get(ahead.slot) {
-                    prefetch_row(v);
-                }
-            }
-            let v = storage
-                .get(c.slot)
-                .ok_or(Error::UnknownSlot { slot: c.slot })?;
-            self.metric.distance_many(k, q, v, &mut d1);
-            top.push(Neighbor::new(c.slot, d1[0]));
-        }
-        computed += sc.cands.len() as u64;
-        for &s in &mem.pending {
-            if bit(&mem.present, s) && req.allows(s) {
-                let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
-                self.metric.distance_many(k, q, v, &mut d1);
-                top.push(Neighbor::new(s, d1[0]));
-                computed += 1;
-            }
-        }
+        computed += self.rerank(storage, q, sc.pool.finish(), &mut sc.top)?;
+        let pending = mem
+            .pending
+            .iter()
+            .copied()
+            .filter(|&s| bit(&mem.present, s) && req.allows(s));
+        computed += self.rerank(storage, q, pending, &mut sc.top)?;
         drop(mem);
-        top.drain_sorted_into(out);
+        sc.top.drain_sorted_into(out);
         Ok(SearchStats {
             distance_computations: computed,
         })
@@ -1053,6 +1220,7 @@ impl VectorIndex for IvfPqIndex {
                 let l = sync::read(l);
                 bytes += l.ids.capacity() * 4
                     + l.codes.capacity()
+                    + l.terms.capacity() * 4
                     + std::mem::size_of::<RwLock<InvList>>();
             }
         }
@@ -1092,6 +1260,7 @@ mod loom_tests {
                 coarse: vec![0.0; 2],
                 pq,
                 lists: vec![RwLock::new(InvList::default())],
+                l2_terms: false,
             });
             let members = Arc::new(RwLock::new(Members::default()));
             let (m2, mem2) = (model.clone(), members.clone());
@@ -1132,5 +1301,27 @@ mod loom_tests {
                 panic!("writer panicked");
             }
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn probes_are_the_nearest_lists_in_order(
+            // Few distinct values: ties broken by list number.
+            d in proptest::collection::vec(prop_oneof![(0u8..20).prop_map(|x| x as f32 - 5.0), Just(-0.0f32), Just(f32::INFINITY)], 0..300),
+            nprobe in 0usize..80,
+        ) {
+            let mut want: Vec<u64> = d.iter().enumerate().map(|(i, &x)| order_key(x, i as u32)).collect();
+            want.sort_unstable();
+            want.truncate(nprobe);
+            let mut got = Vec::new();
+            select_probes(&d, nprobe, &mut got);
+            prop_assert_eq!(got, want);
+        }
     }
 }

@@ -282,6 +282,8 @@ impl IvfPqIndex {
                 .map_err(|e| r.err(r.pos, format!("codebooks: {e}")))?;
             let mut lists = Vec::with_capacity(nlist);
             let bb = fastscan::block_bytes(m);
+            let l2_terms = metric == Metric::L2;
+            let mut term_table = vec![0f32; if l2_terms { m << nbits } else { 0 }];
             for li in 0..nlist {
                 let at = r.pos;
                 let n = r.count(4, "list length")?;
@@ -310,9 +312,21 @@ impl IvfPqIndex {
                     check_padding(&codes, n, m)
                         .map_err(|d| r.err(code_at, format!("list {li}: {d}")))?;
                 }
-                lists.push(RwLock::new(InvList { ids, codes }));
+                let terms = if l2_terms {
+                    let c = &coarse[li * dim..(li + 1) * dim];
+                    pq.list_terms_table(c, &mut term_table);
+                    list_terms(&pq, &term_table, n, &codes)
+                } else {
+                    Vec::new()
+                };
+                lists.push(RwLock::new(InvList { ids, codes, terms }));
             }
-            Some(Model { coarse, pq, lists })
+            Some(Model {
+                coarse,
+                pq,
+                lists,
+                l2_terms,
+            })
         } else {
             None
         };
@@ -342,6 +356,31 @@ impl IvfPqIndex {
         debug_assert_eq!(idx.len(), len);
         Ok(idx)
     }
+}
+
+/// The L2 terms of a list's `n` entries (not stored in the file): the same
+/// arithmetic, in the same order, as when the entries were added, so a loaded
+/// index estimates exactly as the saved one did.
+fn list_terms(pq: &ProductQuantizer, table: &[f32], n: usize, codes: &[u8]) -> Vec<f32> {
+    let m = pq.m();
+    if pq.nbits() == 8 {
+        return codes
+            .chunks_exact(m)
+            .take(n)
+            .map(|c| pq.code_term(table, c.iter().copied()))
+            .collect();
+    }
+    let bb = fastscan::block_bytes(m);
+    let mut terms = vec![0f32; n.div_ceil(BLOCK) * BLOCK];
+    for (i, t) in terms.iter_mut().enumerate().take(n) {
+        if let Some(block) = codes.get((i / BLOCK) * bb..(i / BLOCK + 1) * bb) {
+            *t = pq.code_term(
+                table,
+                (0..m).map(|j| fastscan::get_code(block, i % BLOCK, j)),
+            );
+        }
+    }
+    terms
 }
 
 /// 4-bit blocks: codes of padding vectors and padding sub-quantizers must be zero

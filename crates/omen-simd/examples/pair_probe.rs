@@ -38,10 +38,14 @@ fn main() {
         None => vec![4, 8, 12, 16, 25, 32, 50, 96, 128, 384, 768, 960, 1536],
     };
     const ROWS: usize = 256;
-    println!("ns per call (one-to-one) and per row (one-to-many, {ROWS} rows)");
+    const GATHER: usize = 16;
     println!(
-        "{:>5} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "dim", "isa", "l2", "dot", "cos", "l2_many", "dot_many", "cos_many"
+        "ns per call (one-to-one) and per row (one-to-many, {ROWS} rows; scattered rows, \
+         {GATHER} of them in shuffled order, by l2_sq_rows and by one l2_sq_many call per row)"
+    );
+    println!(
+        "{:>5} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "dim", "isa", "l2", "dot", "cos", "l2_many", "dot_many", "cos_many", "l2_rows", "l2_1row"
     );
     for dim in dims {
         let (a, b) = (data(dim, 1), data(dim, 2));
@@ -68,8 +72,30 @@ fn main() {
             let l2m = per_row(|k, q, r, o| k.l2_sq_many(q, r, o), &mut out);
             let dotm = per_row(|k, q, r, o| k.dot_many(q, r, o), &mut out);
             let cosm = per_row(|k, q, r, o| k.cosine_many(q, r, o), &mut out);
+            // A re-ranking batch: rows picked out of order from the block (all in
+            // cache here; this times the arithmetic, not the misses).
+            let picked: Vec<&[f32]> = (0..GATHER)
+                .map(|i| {
+                    let r = (i * 97 + 13) % ROWS;
+                    &rows[r * dim..(r + 1) * dim]
+                })
+                .collect();
+            let inner_rows = (inner / GATHER).max(2);
+            let l2r = best_ns(inner_rows, || {
+                k.l2_sq_rows(
+                    black_box(&a),
+                    black_box(&picked),
+                    black_box(&mut out[..GATHER]),
+                )
+            }) / GATHER as f64;
+            let l2one = best_ns(inner_rows, || {
+                for (r, o) in picked.iter().zip(out.iter_mut()) {
+                    k.l2_sq_many(black_box(&a), black_box(r), std::slice::from_mut(o));
+                }
+            }) / GATHER as f64;
             println!(
-                "{dim:>5} {:>7} {l2:8.2} {dot:8.2} {cos:8.2} {l2m:9.2} {dotm:9.2} {cosm:9.2}",
+                "{dim:>5} {:>7} {l2:8.2} {dot:8.2} {cos:8.2} {l2m:9.2} {dotm:9.2} {cosm:9.2} \
+                 {l2r:9.2} {l2one:9.2}",
                 isa.name()
             );
         }

@@ -161,6 +161,42 @@ pub(crate) unsafe fn cosine(a: &[f32], b: &[f32]) -> f32 {
     cosine_from_parts(sab, saa, sbb)
 }
 
+/// The four sums (L2 or dot) of `query` with one group of four rows: one
+/// accumulator per row over whole registers, a horizontal sum, then the scalar
+/// tail. The one-to-many and the scattered-rows kernels share it, so a row gets
+/// the same number from both.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; every row must hold at least
+/// `query.len()` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group4<const L2: bool>(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    let dim = query.len();
+    let full = dim - dim % LANES;
+    let pq = query.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 8 <= full <= dim = query.len().
+        let q = unsafe { _mm256_loadu_ps(pq.add(i)) };
+        for (acc, r) in acc.iter_mut().zip(&rows) {
+            // SAFETY: i + 8 <= dim <= r.len() (caller's contract).
+            let x = unsafe { _mm256_loadu_ps(r.as_ptr().add(i)) };
+            *acc = step::<L2>(*acc, q, x);
+        }
+        i += LANES;
+    }
+    let mut sums = [0.0f32; 4];
+    for ((s, acc), r) in sums.iter_mut().zip(acc).zip(&rows) {
+        *s = hsum(acc);
+        for (x, y) in query[full..].iter().zip(&r[full..dim]) {
+            *s += step1::<L2>(*x, *y);
+        }
+    }
+    sums
+}
+
 /// `query` against each `query.len()`-wide row of `rows`, L2 or dot, into `out`.
 /// Four rows at a time share each load of the query.
 ///
@@ -178,36 +214,109 @@ pub(crate) unsafe fn reduce_many<const L2: bool>(query: &[f32], rows: &[f32], ou
         };
     }
     let n = out.len().min(rows.len() / dim);
-    let (pq, pr) = (query.as_ptr(), rows.as_ptr());
-    let full = dim - dim % LANES;
     let mut j = 0;
     while j + 4 <= n {
         let r = &rows[j * dim..(j + 4) * dim];
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 8 <= full <= dim = query.len().
-            let q = unsafe { _mm256_loadu_ps(pq.add(i)) };
-            for (k, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: row j + k < n lies inside `rows` and i + 8 <= dim.
-                let x = unsafe { _mm256_loadu_ps(pr.add((j + k) * dim + i)) };
-                *acc = step::<L2>(*acc, q, x);
-            }
-            i += LANES;
-        }
-        for (k, acc) in acc.into_iter().enumerate() {
-            let mut s = hsum(acc);
-            for (x, y) in query[full..].iter().zip(&r[k * dim + full..(k + 1) * dim]) {
-                s += step1::<L2>(*x, *y);
-            }
-            out[j + k] = s;
-        }
+        let g = [
+            &r[..dim],
+            &r[dim..2 * dim],
+            &r[2 * dim..3 * dim],
+            &r[3 * dim..],
+        ];
+        // SAFETY: same CPU precondition as this function; each of the four rows
+        // holds `dim` floats.
+        let sums = unsafe { group4::<L2>(query, g) };
+        out[j..j + 4].copy_from_slice(&sums);
         j += 4;
     }
     for (o, r) in out[j..n].iter_mut().zip(rows[j * dim..].chunks_exact(dim)) {
         // SAFETY: same CPU precondition as this function.
         *o = unsafe { reduce_pair::<L2>(query, r) };
     }
+}
+
+/// `query` against each of the scattered `rows`, L2 or dot, into `out[i]` for
+/// `i < min(rows.len(), out.len())`. Groups of four rows at least `query.len()`
+/// long go through [`group4`], as in [`reduce_many`] (so a group gives bit for
+/// bit what the one-to-many kernel gives for the same four rows side by side);
+/// the rest through [`reduce_pair`], over `min(query.len(), row.len())`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn reduce_rows<const L2: bool>(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    let dim = query.len();
+    if dim < MANY_SCALAR_BELOW {
+        return if L2 {
+            scalar::l2_sq_rows(query, rows, out)
+        } else {
+            scalar::dot_rows(query, rows, out)
+        };
+    }
+    let n = out.len().min(rows.len());
+    let (rows, out) = (&rows[..n], &mut out[..n]);
+    let mut groups = rows.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(4);
+    for (g, o) in (&mut groups).zip(&mut outs) {
+        if g.iter().all(|r| r.len() >= dim) {
+            // SAFETY: same CPU precondition as this function; every row of the
+            // group holds at least `dim` floats.
+            let sums = unsafe { group4::<L2>(query, [g[0], g[1], g[2], g[3]]) };
+            o.copy_from_slice(&sums);
+        } else {
+            for (o, r) in o.iter_mut().zip(g) {
+                // SAFETY: same CPU precondition as this function.
+                *o = unsafe { reduce_pair::<L2>(query, r) };
+            }
+        }
+    }
+    for (o, r) in outs.into_remainder().iter_mut().zip(groups.remainder()) {
+        // SAFETY: same CPU precondition as this function.
+        *o = unsafe { reduce_pair::<L2>(query, r) };
+    }
+}
+
+/// Cosine distance of `query` (squared norm `qq`) and one row at least as long:
+/// the per-row body of [`cosine_many`] and [`cosine_rows`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `r.len() >= query.len()`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn cosine_row(query: &[f32], qq: f32, r: &[f32]) -> f32 {
+    let dim = query.len();
+    let full = dim - dim % LANES;
+    let (pq, pr) = (query.as_ptr(), r.as_ptr());
+    let (mut ab, mut bb) = ([_mm256_setzero_ps(); 2], [_mm256_setzero_ps(); 2]);
+    let mut i = 0;
+    // Two chains per sum: one would be bound by the FMA latency.
+    while i + 2 * LANES <= full {
+        for k in 0..2 {
+            // SAFETY: i + 8k + 8 <= full <= dim <= r.len().
+            let (q, x) = unsafe {
+                (
+                    _mm256_loadu_ps(pq.add(i + k * LANES)),
+                    _mm256_loadu_ps(pr.add(i + k * LANES)),
+                )
+            };
+            ab[k] = _mm256_fmadd_ps(q, x, ab[k]);
+            bb[k] = _mm256_fmadd_ps(x, x, bb[k]);
+        }
+        i += 2 * LANES;
+    }
+    if i < full {
+        // SAFETY: i + 8 <= full <= dim <= r.len().
+        let (q, x) = unsafe { (_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pr.add(i))) };
+        ab[0] = _mm256_fmadd_ps(q, x, ab[0]);
+        bb[0] = _mm256_fmadd_ps(x, x, bb[0]);
+    }
+    let mut sab = hsum(_mm256_add_ps(ab[0], ab[1]));
+    let mut sbb = hsum(_mm256_add_ps(bb[0], bb[1]));
+    for (x, y) in query[full..].iter().zip(&r[full..dim]) {
+        sab += x * y;
+        sbb += y * y;
+    }
+    cosine_from_parts(sab, qq, sbb)
 }
 
 /// Cosine distance from `query` to each row of `rows`; the query norm is computed
@@ -224,41 +333,33 @@ pub(crate) unsafe fn cosine_many(query: &[f32], rows: &[f32], out: &mut [f32]) {
     }
     // SAFETY: same CPU precondition as this function.
     let qq = unsafe { reduce_pair::<false>(query, query) };
-    let n = out.len().min(rows.len() / dim);
-    let full = dim - dim % LANES;
-    let pq = query.as_ptr();
-    for (o, r) in out[..n].iter_mut().zip(rows.chunks_exact(dim)) {
-        let (mut ab, mut bb) = ([_mm256_setzero_ps(); 2], [_mm256_setzero_ps(); 2]);
-        let pr = r.as_ptr();
-        let mut i = 0;
-        // Two chains per sum: one would be bound by the FMA latency.
-        while i + 2 * LANES <= full {
-            for k in 0..2 {
-                // SAFETY: i + 8k + 8 <= full <= dim, the length of `query` and `r`.
-                let (q, x) = unsafe {
-                    (
-                        _mm256_loadu_ps(pq.add(i + k * LANES)),
-                        _mm256_loadu_ps(pr.add(i + k * LANES)),
-                    )
-                };
-                ab[k] = _mm256_fmadd_ps(q, x, ab[k]);
-                bb[k] = _mm256_fmadd_ps(x, x, bb[k]);
-            }
-            i += 2 * LANES;
-        }
-        if i < full {
-            // SAFETY: i + 8 <= full <= dim.
-            let (q, x) = unsafe { (_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pr.add(i))) };
-            ab[0] = _mm256_fmadd_ps(q, x, ab[0]);
-            bb[0] = _mm256_fmadd_ps(x, x, bb[0]);
-        }
-        let mut sab = hsum(_mm256_add_ps(ab[0], ab[1]));
-        let mut sbb = hsum(_mm256_add_ps(bb[0], bb[1]));
-        for (x, y) in query[full..].iter().zip(&r[full..]) {
-            sab += x * y;
-            sbb += y * y;
-        }
-        *o = cosine_from_parts(sab, qq, sbb);
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(dim)) {
+        // SAFETY: same CPU precondition; `r` holds `dim` floats.
+        *o = unsafe { cosine_row(query, qq, r) };
+    }
+}
+
+/// Cosine distance from `query` to each of the scattered `rows`, into `out[i]`
+/// for `i < min(rows.len(), out.len())`; the query norm is computed once. A row
+/// shorter than the query goes through [`cosine`] over its own length.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn cosine_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    let dim = query.len();
+    // SAFETY: same CPU precondition as this function.
+    let qq = unsafe { reduce_pair::<false>(query, query) };
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = if dim == 0 {
+            1.0
+        } else if r.len() >= dim {
+            // SAFETY: same CPU precondition; `r` is at least as long as the query.
+            unsafe { cosine_row(query, qq, r) }
+        } else {
+            // SAFETY: same CPU precondition as this function.
+            unsafe { cosine(query, r) }
+        };
     }
 }
 

@@ -203,6 +203,44 @@ pub(crate) unsafe fn cosine(a: &[f32], b: &[f32]) -> f32 {
     )
 }
 
+/// The four sums (L2 or dot) of `query` with one group of four rows, each read
+/// through its own pointer: one accumulator per row over whole registers, the
+/// masked tail folded into it, then [`hsum4`]. The one-to-many and the
+/// scattered-rows kernels share it, so a row gets the same number from both.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `query` and every `rows[k]` must point to at
+/// least `dim` readable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn group4<const L2: bool>(query: *const f32, rows: [*const f32; 4], dim: usize) -> __m128 {
+    let tail = tail_mask(dim % LANES);
+    let full = dim - dim % LANES;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 16 <= full <= dim, inside the query (caller's contract).
+        let q = unsafe { _mm512_loadu_ps(query.add(i)) };
+        for (acc, &r) in acc.iter_mut().zip(&rows) {
+            // SAFETY: as above, inside each row.
+            let x = unsafe { _mm512_loadu_ps(r.add(i)) };
+            *acc = step::<L2>(*acc, q, x);
+        }
+        i += LANES;
+    }
+    if full < dim {
+        // SAFETY: the mask selects lanes full..dim only, inside the query; masked-off
+        // lanes are not accessed.
+        let q = unsafe { _mm512_maskz_loadu_ps(tail, query.add(full)) };
+        for (acc, &r) in acc.iter_mut().zip(&rows) {
+            // SAFETY: as above, inside each row.
+            let x = unsafe { _mm512_maskz_loadu_ps(tail, r.add(full)) };
+            *acc = step::<L2>(*acc, q, x);
+        }
+    }
+    hsum4(acc)
+}
+
 /// `query` against each `query.len()`-wide row of `rows`, L2 or dot, into `out`.
 /// Four rows at a time share each load of the query.
 ///
@@ -220,38 +258,19 @@ pub(crate) unsafe fn reduce_many<const L2: bool>(query: &[f32], rows: &[f32], ou
         };
     }
     let n = out.len().min(rows.len() / dim);
-    let (pq, pr) = (query.as_ptr(), rows.as_ptr());
-    let tail = tail_mask(dim % LANES);
-    let full = dim - dim % LANES;
     let mut j = 0;
     while j + 4 <= n {
-        // For every load below: rows j..j+4 lie inside `rows` because
-        // j + 4 <= n <= rows.len() / dim, offsets within a row are < dim, and the
-        // masked tail reads only lanes full..dim.
-        // SAFETY: j * dim <= rows.len() (see above).
-        let r = unsafe { pr.add(j * dim) };
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: see above; i + 16 <= full <= dim.
-            let q = unsafe { _mm512_loadu_ps(pq.add(i)) };
-            for (k, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: see above.
-                let x = unsafe { _mm512_loadu_ps(r.add(k * dim + i)) };
-                *acc = step::<L2>(*acc, q, x);
-            }
-            i += LANES;
-        }
-        if full < dim {
-            // SAFETY: see above.
-            let q = unsafe { _mm512_maskz_loadu_ps(tail, pq.add(full)) };
-            for (k, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: see above.
-                let x = unsafe { _mm512_maskz_loadu_ps(tail, r.add(k * dim + full)) };
-                *acc = step::<L2>(*acc, q, x);
-            }
-        }
-        let sums = hsum4(acc);
+        let r = &rows[j * dim..(j + 4) * dim];
+        let p = r.as_ptr();
+        // SAFETY: `r` holds four whole rows of `dim` floats, the query `dim` floats;
+        // the pointers formed are to the start of each row inside `r`.
+        let sums = unsafe {
+            group4::<L2>(
+                query.as_ptr(),
+                [p, p.add(dim), p.add(2 * dim), p.add(3 * dim)],
+                dim,
+            )
+        };
         // SAFETY: j + 4 <= n <= out.len(); an unaligned 4-float store.
         unsafe { _mm_storeu_ps(out.as_mut_ptr().add(j), sums) };
         j += 4;
@@ -260,6 +279,106 @@ pub(crate) unsafe fn reduce_many<const L2: bool>(query: &[f32], rows: &[f32], ou
         // SAFETY: same CPU precondition as this function.
         *o = unsafe { reduce_pair::<L2>(query, r) };
     }
+}
+
+/// `query` against each of the scattered `rows`, L2 or dot, into `out[i]` for
+/// `i < min(rows.len(), out.len())`. Groups of four rows at least `query.len()`
+/// long go through [`group4`], as in [`reduce_many`] (so a group gives bit for
+/// bit what the one-to-many kernel gives for the same four rows side by side);
+/// the rest through [`reduce_pair`], over `min(query.len(), row.len())`.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn reduce_rows<const L2: bool>(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    let dim = query.len();
+    if dim < MANY_SCALAR_BELOW {
+        return if L2 {
+            scalar::l2_sq_rows(query, rows, out)
+        } else {
+            scalar::dot_rows(query, rows, out)
+        };
+    }
+    let n = out.len().min(rows.len());
+    let (rows, out) = (&rows[..n], &mut out[..n]);
+    let mut groups = rows.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(4);
+    for (g, o) in (&mut groups).zip(&mut outs) {
+        if g.iter().all(|r| r.len() >= dim) {
+            // SAFETY: every row of the group holds at least `dim` floats, as does
+            // the query.
+            let sums = unsafe {
+                group4::<L2>(
+                    query.as_ptr(),
+                    [g[0].as_ptr(), g[1].as_ptr(), g[2].as_ptr(), g[3].as_ptr()],
+                    dim,
+                )
+            };
+            // SAFETY: `o` is 4 floats; an unaligned store.
+            unsafe { _mm_storeu_ps(o.as_mut_ptr(), sums) };
+        } else {
+            for (o, r) in o.iter_mut().zip(g) {
+                // SAFETY: same CPU precondition as this function.
+                *o = unsafe { reduce_pair::<L2>(query, r) };
+            }
+        }
+    }
+    for (o, r) in outs.into_remainder().iter_mut().zip(groups.remainder()) {
+        // SAFETY: same CPU precondition as this function.
+        *o = unsafe { reduce_pair::<L2>(query, r) };
+    }
+}
+
+/// Cosine distance of `query` (squared norm `qq`) and one row: the per-row body
+/// of [`cosine_many`] and [`cosine_rows`].
+///
+/// # Safety
+/// The CPU must support AVX-512F; `query` and `row` must point to at least `dim`
+/// readable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn cosine_row(query: *const f32, qq: f32, row: *const f32, dim: usize) -> f32 {
+    let z = _mm512_setzero_ps();
+    let (mut ab, mut bb) = ([z; 2], [z; 2]);
+    let mut i = 0;
+    // Two chains per sum: one would be bound by the FMA latency.
+    while i + 2 * LANES <= dim {
+        for k in 0..2 {
+            // SAFETY: i + 16k + 16 <= dim, inside the query and the row.
+            let (q, x) = unsafe {
+                (
+                    _mm512_loadu_ps(query.add(i + k * LANES)),
+                    _mm512_loadu_ps(row.add(i + k * LANES)),
+                )
+            };
+            ab[k] = _mm512_fmadd_ps(q, x, ab[k]);
+            bb[k] = _mm512_fmadd_ps(x, x, bb[k]);
+        }
+        i += 2 * LANES;
+    }
+    while i < dim {
+        let m = if dim - i >= LANES {
+            0xffff
+        } else {
+            tail_mask(dim - i)
+        };
+        // SAFETY: the lanes selected by `m` are i..min(i + 16, dim) of the query
+        // and of the row.
+        let (q, x) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, query.add(i)),
+                _mm512_maskz_loadu_ps(m, row.add(i)),
+            )
+        };
+        ab[0] = _mm512_fmadd_ps(q, x, ab[0]);
+        bb[0] = _mm512_fmadd_ps(x, x, bb[0]);
+        i += LANES;
+    }
+    cosine_from_parts(
+        _mm512_reduce_add_ps(_mm512_add_ps(ab[0], ab[1])),
+        qq,
+        _mm512_reduce_add_ps(_mm512_add_ps(bb[0], bb[1])),
+    )
 }
 
 /// Cosine distance from `query` to each row of `rows`; the query norm is computed
@@ -276,50 +395,33 @@ pub(crate) unsafe fn cosine_many(query: &[f32], rows: &[f32], out: &mut [f32]) {
     }
     // SAFETY: same CPU precondition as this function.
     let qq = unsafe { reduce_pair::<false>(query, query) };
-    let (pq, pr) = (query.as_ptr(), rows.as_ptr());
-    let n = out.len().min(rows.len() / dim);
-    for (j, o) in out[..n].iter_mut().enumerate() {
-        let z = _mm512_setzero_ps();
-        let (mut ab, mut bb) = ([z; 2], [z; 2]);
-        let mut i = 0;
-        // Two chains per sum: one would be bound by the FMA latency.
-        while i + 2 * LANES <= dim {
-            for k in 0..2 {
-                // SAFETY: row j < n lies inside `rows`, and i + 16k + 16 <= dim.
-                let (q, x) = unsafe {
-                    (
-                        _mm512_loadu_ps(pq.add(i + k * LANES)),
-                        _mm512_loadu_ps(pr.add(j * dim + i + k * LANES)),
-                    )
-                };
-                ab[k] = _mm512_fmadd_ps(q, x, ab[k]);
-                bb[k] = _mm512_fmadd_ps(x, x, bb[k]);
-            }
-            i += 2 * LANES;
-        }
-        while i < dim {
-            let m = if dim - i >= LANES {
-                0xffff
-            } else {
-                tail_mask(dim - i)
-            };
-            // SAFETY: row j < n lies inside `rows`; the lanes selected by `m` are
-            // i..min(i + 16, dim) of the query and of that row.
-            let (q, x) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(m, pq.add(i)),
-                    _mm512_maskz_loadu_ps(m, pr.add(j * dim + i)),
-                )
-            };
-            ab[0] = _mm512_fmadd_ps(q, x, ab[0]);
-            bb[0] = _mm512_fmadd_ps(x, x, bb[0]);
-            i += LANES;
-        }
-        *o = cosine_from_parts(
-            _mm512_reduce_add_ps(_mm512_add_ps(ab[0], ab[1])),
-            qq,
-            _mm512_reduce_add_ps(_mm512_add_ps(bb[0], bb[1])),
-        );
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(dim)) {
+        // SAFETY: `r` and the query hold `dim` floats.
+        *o = unsafe { cosine_row(query.as_ptr(), qq, r.as_ptr(), dim) };
+    }
+}
+
+/// Cosine distance from `query` to each of the scattered `rows`, into `out[i]`
+/// for `i < min(rows.len(), out.len())`; the query norm is computed once. A row
+/// shorter than the query goes through [`cosine`] over its own length.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn cosine_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    let dim = query.len();
+    // SAFETY: same CPU precondition as this function.
+    let qq = unsafe { reduce_pair::<false>(query, query) };
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = if dim == 0 {
+            1.0
+        } else if r.len() >= dim {
+            // SAFETY: `r` holds at least `dim` floats, the query `dim`.
+            unsafe { cosine_row(query.as_ptr(), qq, r.as_ptr(), dim) }
+        } else {
+            // SAFETY: same CPU precondition as this function.
+            unsafe { cosine(query, r) }
+        };
     }
 }
 

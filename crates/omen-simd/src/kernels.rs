@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 type OneFn = fn(&[f32], &[f32]) -> f32;
 type ManyFn = fn(&[f32], &[f32], &mut [f32]);
 type TileFn = fn(&[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
+type RowsFn = fn(&[f32], &[&[f32]], &mut [f32]);
 
 /// A table of distance kernels for one instruction set.
 ///
@@ -24,8 +25,10 @@ type TileFn = fn(&[f32], &[f32], usize, &mut [f32], &mut Vec<f32>);
 /// Lengths: one-to-one kernels use the first `min(a.len(), b.len())` elements.
 /// One-to-many kernels treat `rows` as `out.len()` rows of `query.len()` floats and
 /// write `out[i]`; rows missing from a short `rows` slice are left untouched, and
-/// an empty query sets every `out[i]` to 0 (1 for cosine). Tile kernels: see
-/// [`Kernels::l2_sq_tile`].
+/// an empty query sets every `out[i]` to 0 (1 for cosine). Scattered-rows kernels
+/// write `out[i]` for `i < min(rows.len(), out.len())`, row `i` over the first
+/// `min(query.len(), rows[i].len())` elements, as the one-to-one kernels. Tile
+/// kernels: see [`Kernels::l2_sq_tile`].
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
@@ -35,6 +38,9 @@ pub struct Kernels {
     l2_sq_many: ManyFn,
     dot_many: ManyFn,
     cosine_many: ManyFn,
+    l2_sq_rows: RowsFn,
+    dot_rows: RowsFn,
+    cosine_rows: RowsFn,
     l2_sq_tile: TileFn,
     dot_tile: TileFn,
 }
@@ -76,6 +82,9 @@ impl Kernels {
             l2_sq_many: scalar::l2_sq_many,
             dot_many: scalar::dot_many,
             cosine_many: scalar::cosine_many,
+            l2_sq_rows: scalar::l2_sq_rows,
+            dot_rows: scalar::dot_rows,
+            cosine_rows: scalar::cosine_rows,
             l2_sq_tile: |q, r, d, o, _| scalar::l2_sq_tile(q, r, d, o),
             dot_tile: |q, r, d, o, _| scalar::dot_tile(q, r, d, o),
         }
@@ -142,6 +151,33 @@ impl Kernels {
         (self.cosine_many)(query, rows, out)
     }
 
+    /// Squared L2 from `query` to each of the scattered `rows` (any lengths; see
+    /// the type's docs), into `out[i]`.
+    ///
+    /// For rows that do not lie side by side in memory (the candidates of a
+    /// re-ranking pass): groups of four rows share the query's loads as the
+    /// one-to-many kernel's do, and give the same numbers as
+    /// [`Kernels::l2_sq_many`] on the same four rows stored contiguously. The
+    /// caller gathers the row slices (and may prefetch the next ones meanwhile).
+    #[inline]
+    pub fn l2_sq_rows(&self, query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        (self.l2_sq_rows)(query, rows, out)
+    }
+
+    /// Dot product of `query` with each of the scattered `rows`, into `out[i]`
+    /// (see [`Kernels::l2_sq_rows`]).
+    #[inline]
+    pub fn dot_rows(&self, query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        (self.dot_rows)(query, rows, out)
+    }
+
+    /// Cosine distance from `query` to each of the scattered `rows`, into
+    /// `out[i]` (see [`Kernels::l2_sq_rows`]); the query's norm is computed once.
+    #[inline]
+    pub fn cosine_rows(&self, query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        (self.cosine_rows)(query, rows, out)
+    }
+
     /// Many-to-many squared L2 for a tile.
     ///
     /// Shape contract: `queries` and `rows` are row-major with `dim` floats per
@@ -204,6 +240,9 @@ mod x86 {
             l2_sq_many: avx512_l2_sq_many,
             dot_many: avx512_dot_many,
             cosine_many: avx512_cosine_many,
+            l2_sq_rows: avx512_l2_sq_rows,
+            dot_rows: avx512_dot_rows,
+            cosine_rows: avx512_cosine_rows,
             l2_sq_tile: avx512_l2_sq_tile,
             dot_tile: avx512_dot_tile,
         }
@@ -219,6 +258,9 @@ mod x86 {
             l2_sq_many: avx2_l2_sq_many,
             dot_many: avx2_dot_many,
             cosine_many: avx2_cosine_many,
+            l2_sq_rows: avx2_l2_sq_rows,
+            dot_rows: avx2_dot_rows,
+            cosine_rows: avx2_cosine_rows,
             l2_sq_tile: avx2_l2_sq_tile,
             dot_tile: avx2_dot_tile,
         }
@@ -251,6 +293,18 @@ mod x86 {
     fn avx512_cosine_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
         // SAFETY: AVX-512F was checked before this table existed (see above).
         unsafe { avx512::cosine_many(q, rows, out) }
+    }
+    fn avx512_l2_sq_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_rows::<true>(q, rows, out) }
+    }
+    fn avx512_dot_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::reduce_rows::<false>(q, rows, out) }
+    }
+    fn avx512_cosine_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX-512F was checked before this table existed (see above).
+        unsafe { avx512::cosine_rows(q, rows, out) }
     }
     fn avx512_l2_sq_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
         // SAFETY: AVX-512F was checked before this table existed (see above).
@@ -285,6 +339,18 @@ mod x86 {
         // SAFETY: AVX2 and FMA were checked before this table existed (see above).
         unsafe { avx2::cosine_many(q, rows, out) }
     }
+    fn avx2_l2_sq_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_rows::<true>(q, rows, out) }
+    }
+    fn avx2_dot_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::reduce_rows::<false>(q, rows, out) }
+    }
+    fn avx2_cosine_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: AVX2 and FMA were checked before this table existed (see above).
+        unsafe { avx2::cosine_rows(q, rows, out) }
+    }
     fn avx2_l2_sq_tile(q: &[f32], r: &[f32], dim: usize, out: &mut [f32], s: &mut Vec<f32>) {
         // SAFETY: AVX2 and FMA were checked before this table existed (see above).
         unsafe { avx2::tile::<true, { avx2::MR_L2 }>(q, r, dim, out, s) }
@@ -313,6 +379,9 @@ mod arm {
             l2_sq_many,
             dot_many,
             cosine_many,
+            l2_sq_rows,
+            dot_rows,
+            cosine_rows,
             l2_sq_tile,
             dot_tile,
         }
@@ -341,6 +410,18 @@ mod arm {
     fn cosine_many(q: &[f32], rows: &[f32], out: &mut [f32]) {
         // SAFETY: NEON was checked before this table existed (`neon_table`).
         unsafe { neon::cosine_many(q, rows, out) }
+    }
+    fn l2_sq_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_rows::<true>(q, rows, out) }
+    }
+    fn dot_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::reduce_rows::<false>(q, rows, out) }
+    }
+    fn cosine_rows(q: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+        // SAFETY: NEON was checked before this table existed (`neon_table`).
+        unsafe { neon::cosine_rows(q, rows, out) }
     }
     // The table fixes the signature; NEON's simple tile needs no scratch.
     #[allow(clippy::ptr_arg)]

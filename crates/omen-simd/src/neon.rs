@@ -127,6 +127,32 @@ pub(crate) unsafe fn cosine_many(query: &[f32], rows: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `query` against each of the scattered `rows`, L2 or dot, into `out[i]` for
+/// `i < min(rows.len(), out.len())`, each over `min(query.len(), row.len())`.
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn reduce_rows<const L2: bool>(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows) {
+        // SAFETY: same CPU precondition as this function.
+        *o = unsafe { reduce_pair::<L2>(query, r) };
+    }
+}
+
+/// Cosine distance from `query` to each of the scattered `rows` (see
+/// [`reduce_rows`]).
+///
+/// # Safety
+/// The CPU must support NEON.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn cosine_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows) {
+        // SAFETY: same CPU precondition as this function.
+        *o = unsafe { cosine(query, r) };
+    }
+}
+
 /// Many-to-many tile, `out[i * nr + j]` = L2 or dot of query `i` and row `j`, with
 /// the same length rules as the scalar tile kernel.
 ///

@@ -109,6 +109,30 @@ pub fn cosine_many(query: &[f32], rows: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Squared L2 from `query` to each of the scattered `rows`, written to `out[i]`
+/// for `i < min(rows.len(), out.len())`; each over the first
+/// `min(query.len(), rows[i].len())` elements, as [`l2_sq`].
+pub fn l2_sq_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = l2_sq(query, r);
+    }
+}
+
+/// Dot product of `query` with each of the scattered `rows` (see [`l2_sq_rows`]).
+pub fn dot_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = dot(query, r);
+    }
+}
+
+/// Cosine distance from `query` to each of the scattered `rows` (see
+/// [`l2_sq_rows`]).
+pub fn cosine_rows(query: &[f32], rows: &[&[f32]], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = cosine(query, r);
+    }
+}
+
 /// Tiled many-to-many dot products: `out[i * nr + j] = queries[i] · rows[j]`, where
 /// `nq = queries.len() / dim` and `nr = rows.len() / dim`.
 pub fn dot_tile(queries: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {

@@ -183,6 +183,76 @@ proptest! {
     }
 
     #[test]
+    fn scattered_rows_match_scalar_and_one_to_many(
+        (dim, rows) in (prop_oneof![Just(0usize), dim_strategy(100)], 0usize..11)
+            .prop_flat_map(|(dim, n)| (Just(dim), vec_strategy(dim * (n + 1), 10.0))),
+        // Per row: 0 keeps it whole, 1..=3 cuts that many floats off, 4 adds 3;
+        // half the cases keep every row whole.
+        shapes in prop::collection::vec(0usize..5, 11),
+        all_whole in any::<bool>(),
+        extra_out in 0usize..3,
+        short_out in 0usize..3,
+    ) {
+        let (query, block) = rows.split_at(dim);
+        let nrows = block.len() / dim.max(1);
+        let nrows = if dim == 0 { shapes.len() % 7 } else { nrows };
+        // Rows scattered over separate allocations, some shorter or longer than
+        // the query (the distance then covers the shorter length).
+        let owned: Vec<Vec<f32>> = (0..nrows)
+            .map(|j| {
+                let mut r = block.get(j * dim..(j + 1) * dim).unwrap_or(&[]).to_vec();
+                match if all_whole { 0 } else { shapes[j] } {
+                    0 => {}
+                    4 => r.extend([1.5, -2.0, 0.25]),
+                    cut => r.truncate(dim.saturating_sub(cut)),
+                }
+                r
+            })
+            .collect();
+        let refs: Vec<&[f32]> = owned.iter().map(|r| r.as_slice()).collect();
+        let out_len = (nrows + extra_out).saturating_sub(short_out);
+        let whole = owned.iter().all(|r| r.len() == dim) && dim > 0;
+        type Rows = fn(&Kernels, &[f32], &[&[f32]], &mut [f32]);
+        type Many = fn(&Kernels, &[f32], &[f32], &mut [f32]);
+        type One = fn(&[f32], &[f32]) -> f32;
+        let cases: [(&str, Rows, Many, One); 3] = [
+            ("l2_sq_rows", |k, q, r, o| k.l2_sq_rows(q, r, o), |k, q, r, o| k.l2_sq_many(q, r, o), scalar::l2_sq),
+            ("dot_rows", |k, q, r, o| k.dot_rows(q, r, o), |k, q, r, o| k.dot_many(q, r, o), scalar::dot),
+            ("cosine_rows", |k, q, r, o| k.cosine_rows(q, r, o), |k, q, r, o| k.cosine_many(q, r, o), scalar::cosine),
+        ];
+        for k in tables() {
+            for (name, rows_fn, many, one) in cases {
+                let mut out = vec![f32::NAN; out_len];
+                rows_fn(&k, query, &refs, &mut out);
+                for (j, &got) in out.iter().enumerate() {
+                    if j < nrows {
+                        let r = refs[j];
+                        let n = r.len().min(dim);
+                        let mag = if name == "cosine_rows" {
+                            1.0
+                        } else {
+                            abs_dot(&query[..n], &r[..n]) + l2_f64(&query[..n], &r[..n])
+                        };
+                        check_close(name, k.isa(), n, got, one(query, r), mag);
+                    } else {
+                        prop_assert!(got.is_nan(), "{name} [{}] wrote past the rows: {j}", k.isa());
+                    }
+                }
+                // Whole rows: bit for bit what the one-to-many kernel of the same ISA
+                // gives for them side by side (re-ranking then agrees with the flat
+                // index's scan wherever the two group rows alike).
+                if whole {
+                    let mut want = vec![f32::NAN; out_len];
+                    many(&k, query, &block[..nrows * dim], &mut want);
+                    for (j, (g, w)) in out.iter().zip(&want).enumerate().take(nrows) {
+                        prop_assert_eq!(g.to_bits(), w.to_bits(), "{} [{}] row {}", name, k.isa(), j);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn tile_matches_scalar(
         (dim, nq, nr, data) in (dim_strategy(70), 0usize..14, 0usize..72).prop_flat_map(
             |(dim, nq, nr)| (Just(dim), Just(nq), Just(nr), vec_strategy(dim * (nq + nr), 10.0)),

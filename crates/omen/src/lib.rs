@@ -8,8 +8,8 @@
 //! c.insert("a", &[0.0, 0.0])?;
 //! c.insert_batch(&["b", "c"], &[1.0, 0.0, 5.0, 5.0])?;
 //! let hits = c.search(&[0.9, 0.1], 2)?;
-//! assert_eq!(hits[0].0, "b");
-//! assert_eq!(hits[1].0, "a");
+//! assert_eq!(&*hits[0].0, "b");
+//! assert_eq!(&*hits[1].0, "a");
 //! # Ok::<(), omen::Error>(())
 //! ```
 //!
