@@ -644,7 +644,7 @@ impl Collection {
         } else {
             queries
         };
-        let fetch = k.saturating_add(1);
+        let fetch = self.first_fetch(k);
         let version = read(&self.ids).version();
         let mut raw = Vec::new();
         self.index
@@ -722,12 +722,13 @@ impl Collection {
         // was searched, mapping its hits gives an exact answer, provided enough
         // hits: non-current slots in the index (at most one per upsert or delete,
         // a whole batch while it is published) are skipped, so ask for one more
-        // than `k` and for more again if that was not enough.
+        // than `k` when the index may hold any (see `first_fetch`) and for more
+        // again if that was not enough.
         //
         // The first attempts run the index search without the id-map lock, so
         // writers are never held up by searches; if the map keeps changing under
         // them, the last attempts hold the read lock across the search.
-        let mut fetch = k.saturating_add(1);
+        let mut fetch = self.first_fetch(k);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -814,6 +815,21 @@ impl Collection {
     fn retire(&self, slot: SlotId) {
         let removed = self.index.remove(slot);
         debug_assert!(removed.is_ok(), "index lost slot {slot}: {removed:?}");
+    }
+
+    /// How many hits to ask the index for first: `k` when it holds exactly as
+    /// many slots as there are live ids (so every slot it holds is current, the
+    /// usual state of a collection not being written), else `k + 1` to absorb a
+    /// tombstone without a second search. Either is correct: a hit that is not
+    /// current leaves the answer short of `k` with the index not exhausted, which
+    /// `map_hits` reports as incomplete and the caller asks again. The extra hit
+    /// is not free: IVF-PQ re-ranks `fetch × rerank_factor` candidates.
+    fn first_fetch(&self, k: usize) -> usize {
+        if self.index.len() == read(&self.ids).len() {
+            k
+        } else {
+            k.saturating_add(1)
+        }
     }
 
     fn take_scratch(&self) -> QueryScratch {
