@@ -25,13 +25,13 @@ fn loom_upsert_racing_search_sees_exactly_one_version() {
         let hits = c.search(&[0.0, 0.0], 2).unwrap();
         // "a" is at 0 (old) or 1 (new), never both and never missing.
         assert_eq!(hits.len(), 2, "{hits:?}");
-        assert_eq!(hits[0].0, "a", "{hits:?}");
+        assert_eq!(hits[0].0, "a".into(), "{hits:?}");
         assert!(hits[0].1 == 0.0 || hits[0].1 == 1.0, "{hits:?}");
-        assert_eq!(hits[1], ("b".to_string(), 9.0));
+        assert_eq!(hits[1], (std::sync::Arc::<str>::from("b"), 9.0));
         writer.join().unwrap();
         assert_eq!(
             c.search(&[0.0, 0.0], 1).unwrap(),
-            vec![("a".to_string(), 1.0)]
+            vec![(std::sync::Arc::<str>::from("a"), 1.0)]
         );
     });
 }
@@ -48,7 +48,7 @@ fn loom_delete_and_insert_racing_search() {
             })
         };
         let hits = c.search(&[0.0, 0.0], 3).unwrap();
-        let ids: Vec<&str> = hits.iter().map(|h| h.0.as_str()).collect();
+        let ids: Vec<&str> = hits.iter().map(|h| &*h.0).collect();
         // Any linearisation point: before the delete, between, after the insert.
         assert!(
             ids == ["a", "b"] || ids == ["b"] || ids == ["c", "b"],
@@ -72,11 +72,12 @@ fn loom_batch_insert_racing_search() {
         // the nearest hits and must be skipped by asking the index for more.
         let hits = c.search(&[0.0, 0.0], 1).unwrap();
         assert!(
-            hits == [("a".to_string(), 9.0)] || hits == [("x".to_string(), 0.0)],
+            hits == [(std::sync::Arc::<str>::from("a"), 9.0)]
+                || hits == [(std::sync::Arc::<str>::from("x"), 0.0)],
             "{hits:?}"
         );
         writer.join().unwrap();
-        assert_eq!(c.search(&[0.0, 0.0], 1).unwrap()[0].0, "x");
+        assert_eq!(c.search(&[0.0, 0.0], 1).unwrap()[0].0, "x".into());
     });
 }
 
