@@ -849,6 +849,18 @@ fn search_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
         .map_err(|e| Error::invalid_param("threads", e.to_string()))
 }
 
+/// Writes `s` as a JSON string. Most ids need no escaping and are copied as they
+/// are; the rest go through serde_json.
+fn write_json_str(line: &mut Vec<u8>, s: &str) -> Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        line.push(b'"');
+        line.extend_from_slice(s.as_bytes());
+        line.push(b'"');
+        return Ok(());
+    }
+    serde_json::to_writer(&mut *line, s).map_err(|e| stdout_err(std::io::Error::other(e)))
+}
+
 /// Formats one query's results as a line of `omen db search`'s output.
 fn write_hits(line: &mut Vec<u8>, query: usize, hits: &[omen::Hit], json: bool) -> Result<()> {
     let fmt_err = |e: std::io::Error| stdout_err(e);
@@ -858,8 +870,7 @@ fn write_hits(line: &mut Vec<u8>, query: usize, hits: &[omen::Hit], json: bool) 
             if i > 0 {
                 line.push(b',');
             }
-            serde_json::to_writer(&mut *line, &**id)
-                .map_err(|e| stdout_err(std::io::Error::other(e)))?;
+            write_json_str(line, id)?;
         }
         line.extend_from_slice(b"],\"distances\":[");
         for (i, (_, d)) in hits.iter().enumerate() {
@@ -881,4 +892,35 @@ fn write_hits(line: &mut Vec<u8>, query: usize, hits: &[omen::Hit], json: bool) 
         line.push(b'\n');
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_json_str;
+
+    /// The fast path writes what serde_json writes, for ids that need escaping
+    /// and ids that do not.
+    #[test]
+    fn json_ids_match_serde_json() {
+        for id in [
+            "plain-id_42",
+            "",
+            "quote\"inside",
+            "back\\slash",
+            "tab\there",
+            "nul\u{1}ctl",
+            "del\u{7f}",
+            "ünïcødé ✓",
+            "line\nbreak",
+        ] {
+            let mut got = Vec::new();
+            write_json_str(&mut got, id).unwrap();
+            let want = serde_json::to_vec(id).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap(),
+                "{id:?}"
+            );
+        }
+    }
 }

@@ -102,13 +102,7 @@ pub trait VectorIndex: Send + Sync {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim();
-        if dim == 0 || !queries.len().is_multiple_of(dim) {
-            return Err(crate::Error::DimensionMismatch {
-                expected: dim,
-                got: queries.len() % dim.max(1),
-            });
-        }
-        let nq = queries.len() / dim;
+        let nq = crate::validate::check_rows(queries, dim)?;
         out.resize_with(nq, Vec::new);
         let results: Result<Vec<SearchStats>> = queries
             .par_chunks_exact(dim)

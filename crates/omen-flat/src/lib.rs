@@ -343,18 +343,12 @@ impl VectorIndex for FlatIndex {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim;
-        if !queries.len().is_multiple_of(dim) {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got: queries.len() % dim,
-            });
-        }
+        let nq = omen_core::validate::check_rows(queries, dim)?;
         if k == 0 {
             return Err(Error::invalid_param("k", "must be at least 1"));
         }
         params.validate()?;
         self.check_storage(storage)?;
-        let nq = queries.len() / dim;
         out.resize_with(nq, Vec::new);
         if nq == 0 {
             return Ok(SearchStats::default());

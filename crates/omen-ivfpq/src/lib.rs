@@ -99,8 +99,8 @@ use omen_core::sync::atomic::{AtomicU64, Ordering};
 use omen_core::sync::{self, Arc, Mutex, RwLock};
 use omen_core::validate::check_finite;
 use omen_core::{
-    Error, IndexStats, Metric, Neighbor, Result, SearchRequest, SearchScratch, SearchStats, SlotId,
-    TopK, VectorIndex, VectorStorage,
+    Error, IndexStats, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch,
+    SearchStats, SlotFilter, SlotId, TopK, VectorIndex, VectorStorage,
 };
 use pool::{order_key, CandidatePool};
 use pq::ProductQuantizer;
@@ -339,10 +339,15 @@ const ASSIGN_TILE: usize = 256;
 /// the previous batch's distances are computed.
 const RERANK_BATCH: usize = 16;
 
-/// Asks the CPU to bring a row into cache, every cache line it touches (a hint; a
+/// Queries per block of a batch search: their coarse distances are one call of
+/// the tiled kernel (64 × nlist floats stay within L2), and the block is the unit
+/// of work handed to a thread.
+const BATCH_BLOCK: usize = 64;
+
+/// Asks the CPU to bring `v` into cache, every cache line it touches (a hint; a
 /// no-op off x86_64).
 #[inline(always)]
-fn prefetch_row(v: &[f32]) {
+fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -365,6 +370,14 @@ fn prefetch_row(v: &[f32]) {
     let _ = v;
 }
 
+/// What a request resolves to before any list is read.
+struct Plan {
+    /// Lists to probe (all of them when exhaustive, none when untrained).
+    nprobe: usize,
+    /// Candidates kept for exact re-ranking.
+    cap: usize,
+}
+
 /// Per-thread search state kept in [`SearchScratch::extra`].
 #[derive(Default)]
 struct IvfScratch {
@@ -375,6 +388,10 @@ struct IvfScratch {
     table: Vec<f32>,
     lut: Vec<u8>,
     pool: CandidatePool,
+    /// Batch search: the coarse distances of a block of queries.
+    tile: Vec<f32>,
+    /// Batch search: the tiled kernel's packing space.
+    tile_scratch: Vec<f32>,
 }
 
 /// Below this many probes (and a quarter of the lists) the probes are selected by
@@ -916,8 +933,14 @@ impl IvfPqIndex {
             let bb = fastscan::block_bytes(m);
             let inv = 1.0 / lut_scale;
             let mut est = [0f32; BLOCK];
+            // The ids of a block are read only for its hits, too sparsely for the
+            // hardware prefetcher: they are asked for two blocks ahead.
+            prefetch(list.ids.get(..2 * BLOCK).unwrap_or(&list.ids));
             for (b, block) in list.codes.chunks_exact(bb).enumerate() {
                 let first = b * BLOCK;
+                if let Some(ids) = list.ids.get(first + 2 * BLOCK..) {
+                    prefetch(&ids[..ids.len().min(BLOCK)]);
+                }
                 let valid = n.saturating_sub(first).min(BLOCK);
                 let t: Option<&[f32; BLOCK]> = if terms {
                     list.terms
@@ -991,7 +1014,7 @@ impl IvfPqIndex {
                 let Some(v) = storage.get(s) else {
                     return Err(Error::UnknownSlot { slot: s });
                 };
-                prefetch_row(v);
+                prefetch(v);
                 next.rows[next.len] = v;
                 next.slots[next.len] = s;
                 next.len += 1;
@@ -1014,6 +1037,112 @@ impl IvfPqIndex {
         }
     }
 
+    /// The number of lists to probe and the candidate pool's capacity for `k`
+    /// neighbours under `params`, checked against this index.
+    fn plan(&self, model: Option<&Model>, k: usize, params: &SearchParams) -> Result<Plan> {
+        let exhaustive = params.exhaustive;
+        let np = params.nprobe.unwrap_or(self.params.nprobe);
+        if np > self.params.nlist {
+            return Err(Error::invalid_param(
+                "nprobe",
+                format!("must be in 1..={} (nlist), got {np}", self.params.nlist),
+            ));
+        }
+        let nprobe = match model {
+            Some(m) if exhaustive => m.nlist(),
+            Some(_) => np,
+            None => 0,
+        };
+        let rf = params.rerank_factor.unwrap_or(self.params.rerank_factor);
+        let cap = if exhaustive {
+            usize::MAX
+        } else {
+            k.saturating_mul(rf)
+        };
+        Ok(Plan { nprobe, cap })
+    }
+
+    /// Coarse distances from `q` to every centroid: |q - c|² for L2, 1 - q·c for
+    /// IP/cosine; both are also the lists' offsets in the estimates.
+    fn coarse_distances(&self, model: &Model, q: &[f32], out: &mut Vec<f32>) {
+        out.resize(model.nlist(), 0.0);
+        let k = self.kernels;
+        if self.metric == Metric::L2 {
+            k.l2_sq_many(q, &model.coarse, out);
+        } else {
+            k.dot_many(q, &model.coarse, out);
+            out.iter_mut().for_each(|d| *d = 1.0 - *d);
+        }
+    }
+
+    /// The candidate phase of one search: probes picked from the coarse distances
+    /// `coarse_d`, one distance table, and the probed lists scanned into
+    /// `sc.pool`. Returns the distance computations (estimates included).
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        model: &Model,
+        coarse_d: &[f32],
+        plan: &Plan,
+        mem: &Members,
+        req: &SearchRequest<'_>,
+        sc: &mut IvfScratch,
+    ) -> u64 {
+        let q = req.query;
+        let k = self.kernels;
+        let mut computed = coarse_d.len() as u64;
+        select_probes(coarse_d, plan.nprobe, &mut sc.probes);
+        // One table per query: -q·b (IP, cosine) or -2 q·b (L2) over the PQ
+        // centroids b, quantised once for 4 bits.
+        let pq = &model.pq;
+        sc.table.resize(pq.m() * pq.ksub(), 0.0);
+        pq.neg_ip_table(k, q, &mut sc.table);
+        if model.l2_terms {
+            // Exact: doubling only changes the exponent.
+            sc.table.iter_mut().for_each(|t| *t *= 2.0);
+        }
+        let four = pq.nbits() == 4;
+        let (scale, bias) = if four {
+            fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut)
+        } else {
+            (1.0, 0.0)
+        };
+        for pi in 0..sc.probes.len() {
+            let li = (sc.probes[pi] & u64::from(u32::MAX)) as usize;
+            let list = sync::read(&model.lists[li]);
+            if list.ids.is_empty() {
+                continue;
+            }
+            let d = coarse_d.get(li).copied().unwrap_or(f32::INFINITY);
+            let offset = if four { d + bias } else { d };
+            computed += self.scan_list(model, &list, offset, scale, mem, req, sc);
+        }
+        computed
+    }
+
+    /// The exact phase of one search: the pool's candidates and the buffered
+    /// (not yet encoded) slots re-ranked into `out`, nearest first.
+    fn finish_query(
+        &self,
+        storage: &dyn VectorStorage,
+        candidates: impl Iterator<Item = SlotId>,
+        mem: &Members,
+        req: &SearchRequest<'_>,
+        top: &mut TopK,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<u64> {
+        top.reset(req.k);
+        let mut computed = self.rerank(storage, req.query, candidates, top)?;
+        let pending = mem
+            .pending
+            .iter()
+            .copied()
+            .filter(|&s| bit(&mem.present, s) && req.allows(s));
+        computed += self.rerank(storage, req.query, pending, top)?;
+        top.drain_sorted_into(out);
+        Ok(computed)
+    }
+
     fn search_inner(
         &self,
         storage: &dyn VectorStorage,
@@ -1023,86 +1152,81 @@ impl IvfPqIndex {
     ) -> Result<SearchStats> {
         req.validate(self.dim)?;
         check_finite(req.query, 0)?;
-        let q = req.query;
-        let exhaustive = req.params.exhaustive;
         let model = self.snapshot();
-        let np = req.params.nprobe.unwrap_or(self.params.nprobe);
-        if np > self.params.nlist {
-            return Err(Error::invalid_param(
-                "nprobe",
-                format!("must be in 1..={} (nlist), got {np}", self.params.nlist),
-            ));
-        }
-        let nprobe = match &model {
-            Some(m) if exhaustive => m.nlist(),
-            Some(_) => np,
-            None => 0,
-        };
-        let rf = req
-            .params
-            .rerank_factor
-            .unwrap_or(self.params.rerank_factor);
-        let cap = if exhaustive {
-            usize::MAX
-        } else {
-            req.k.saturating_mul(rf)
-        };
+        let plan = self.plan(model.as_deref(), req.k, req.params)?;
         let sc = scratch.extra_or_insert_with(IvfScratch::default);
-        sc.pool.reset(cap);
+        sc.pool.reset(plan.cap);
         let mut computed = 0u64;
         let mem = sync::read(&self.members);
-        let k = self.kernels;
         if let Some(model) = &model {
-            let nlist = model.nlist();
-            // Coarse distances: |q - c|² for L2, 1 - q·c for IP/cosine; both are
-            // also the lists' offsets in the estimates.
-            sc.coarse_d.resize(nlist, 0.0);
+            let mut coarse_d = std::mem::take(&mut sc.coarse_d);
+            self.coarse_distances(model, req.query, &mut coarse_d);
+            computed += self.scan(model, &coarse_d, &plan, &mem, req, sc);
+            sc.coarse_d = coarse_d;
+        }
+        let IvfScratch { pool, top, .. } = sc;
+        computed += self.finish_query(storage, pool.finish(), &mem, req, top, out)?;
+        drop(mem);
+        Ok(SearchStats {
+            distance_computations: computed,
+        })
+    }
+
+    /// One block of a batch (at most [`BATCH_BLOCK`] queries, already checked):
+    /// the coarse distances of all of them from one call of the tiled kernel,
+    /// then each query's candidate and exact phases as in a single search.
+    #[allow(clippy::too_many_arguments)]
+    fn search_block(
+        &self,
+        storage: &dyn VectorStorage,
+        model: Option<&Model>,
+        plan: &Plan,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<&dyn SlotFilter>,
+        scratch: &mut SearchScratch,
+        outs: &mut [Vec<Neighbor>],
+    ) -> Result<SearchStats> {
+        let dim = self.dim;
+        let sc = scratch.extra_or_insert_with(IvfScratch::default);
+        let mut tile = std::mem::take(&mut sc.tile);
+        let nlist = model.map_or(0, Model::nlist);
+        if let Some(model) = model {
+            tile.resize(outs.len() * nlist, 0.0);
             if self.metric == Metric::L2 {
-                k.l2_sq_many(q, &model.coarse, &mut sc.coarse_d);
+                self.kernels.l2_sq_tile(
+                    queries,
+                    &model.coarse,
+                    dim,
+                    &mut tile,
+                    &mut sc.tile_scratch,
+                );
             } else {
-                k.dot_many(q, &model.coarse, &mut sc.coarse_d);
-                sc.coarse_d.iter_mut().for_each(|d| *d = 1.0 - *d);
-            }
-            select_probes(&sc.coarse_d, nprobe, &mut sc.probes);
-            computed += nlist as u64;
-            // One table per query: -q·b (IP, cosine) or -2 q·b (L2) over the PQ
-            // centroids b, quantised once for 4 bits.
-            let pq = &model.pq;
-            sc.table.resize(pq.m() * pq.ksub(), 0.0);
-            pq.neg_ip_table(k, q, &mut sc.table);
-            if model.l2_terms {
-                // Exact: doubling only changes the exponent.
-                sc.table.iter_mut().for_each(|t| *t *= 2.0);
-            }
-            let four = pq.nbits() == 4;
-            let (scale, bias) = if four {
-                fastscan::quantize_lut(&sc.table, pq.m(), &mut sc.lut)
-            } else {
-                (1.0, 0.0)
-            };
-            for pi in 0..sc.probes.len() {
-                let li = (sc.probes[pi] & u64::from(u32::MAX)) as usize;
-                let list = sync::read(&model.lists[li]);
-                if list.ids.is_empty() {
-                    continue;
-                }
-                let coarse_d = sc.coarse_d[li];
-                let offset = if four { coarse_d + bias } else { coarse_d };
-                computed += self.scan_list(model, &list, offset, scale, &mem, req, sc);
+                self.kernels
+                    .dot_tile(queries, &model.coarse, dim, &mut tile, &mut sc.tile_scratch);
+                tile.iter_mut().for_each(|d| *d = 1.0 - *d);
             }
         }
-        // Exact re-ranking of the candidates, plus the buffered slots.
-        sc.top.reset(req.k);
-        computed += self.rerank(storage, q, sc.pool.finish(), &mut sc.top)?;
-        let pending = mem
-            .pending
-            .iter()
-            .copied()
-            .filter(|&s| bit(&mem.present, s) && req.allows(s));
-        computed += self.rerank(storage, q, pending, &mut sc.top)?;
+        let mem = sync::read(&self.members);
+        let mut computed = 0u64;
+        let result = (|| {
+            for (j, (q, out)) in queries.chunks_exact(dim).zip(outs.iter_mut()).enumerate() {
+                let mut req = SearchRequest::new(q, k, params);
+                req.filter = filter;
+                sc.pool.reset(plan.cap);
+                if let Some(model) = model {
+                    let coarse_d = tile.get(j * nlist..(j + 1) * nlist).unwrap_or(&[]);
+                    computed += self.scan(model, coarse_d, plan, &mem, &req, sc);
+                }
+                let IvfScratch { pool, top, .. } = &mut *sc;
+                computed += self.finish_query(storage, pool.finish(), &mem, &req, top, out)?;
+            }
+            Ok(())
+        })();
         drop(mem);
-        sc.top.drain_sorted_into(out);
-        Ok(SearchStats {
+        sc.tile = tile;
+        result.map(|()| SearchStats {
             distance_computations: computed,
         })
     }
@@ -1210,6 +1334,56 @@ impl VectorIndex for IvfPqIndex {
         self.search_dc
             .fetch_add(stats.distance_computations, Ordering::Relaxed);
         Ok(stats)
+    }
+
+    /// Queries in blocks of [`BATCH_BLOCK`], blocks in parallel: each block's
+    /// coarse distances come from one call of the tiled kernel. Every query is
+    /// checked before any is answered (errors name the row). Answers are those of [`VectorIndex::search`], except that the
+    /// tiled kernel sums the coarse distances in another order, so an estimate
+    /// can differ in its last bits.
+    fn search_batch(
+        &self,
+        storage: &dyn VectorStorage,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<&dyn SlotFilter>,
+        out: &mut Vec<Vec<Neighbor>>,
+    ) -> Result<SearchStats> {
+        let dim = self.dim;
+        let nq = omen_core::validate::check_rows(queries, dim)?;
+        params.validate()?;
+        if k == 0 {
+            return Err(Error::invalid_param("k", "must be at least 1"));
+        }
+        let model = self.snapshot();
+        let plan = self.plan(model.as_deref(), k, params)?;
+        out.resize_with(nq, Vec::new);
+        let stats: Result<Vec<SearchStats>> = queries
+            .par_chunks(BATCH_BLOCK * dim)
+            .zip(out.par_chunks_mut(BATCH_BLOCK))
+            .map_init(SearchScratch::new, |scratch, (qs, outs)| {
+                self.search_block(
+                    storage,
+                    model.as_deref(),
+                    &plan,
+                    qs,
+                    k,
+                    params,
+                    filter,
+                    scratch,
+                    outs,
+                )
+            })
+            .collect();
+        let mut total = SearchStats::default();
+        for s in stats? {
+            total += s;
+        }
+        self.searches.fetch_add(nq as u64, Ordering::Relaxed);
+        self.search_dc
+            .fetch_add(total.distance_computations, Ordering::Relaxed);
+        Ok(total)
     }
 
     fn memory_bytes(&self) -> usize {

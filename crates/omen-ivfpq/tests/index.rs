@@ -665,3 +665,93 @@ fn simd_and_scalar_fast_scan_give_identical_results() {
         }
     }
 }
+
+/// The batch call (query blocks, tiled coarse distances) answers as the
+/// single-query call does: every metric, both code sizes, several nprobe, with
+/// and without a filter, over more queries than one block holds; and an
+/// untrained index (exact scan of the buffer) too.
+#[test]
+fn batch_search_equals_single_search() {
+    let dim = 16;
+    let even = |s: u32| s % 2 == 0;
+    for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+        for nbits in [4, 8] {
+            let (st, idx, _, _) = build(metric, nbits, 3000, dim, 8);
+            let queries = data(150, dim, 7, metric != Metric::L2);
+            for p in [
+                SearchParams::new().with_nprobe(1),
+                SearchParams::new().with_nprobe(4).with_rerank_factor(3),
+                SearchParams::exhaustive(),
+            ] {
+                for filter in [None, Some(&even as &dyn SlotFilter)] {
+                    let mut got = Vec::new();
+                    idx.search_batch(&st, &queries, 7, &p, filter, &mut got)
+                        .unwrap();
+                    assert_eq!(got.len(), 150);
+                    for (i, q) in queries.chunks_exact(dim).enumerate() {
+                        let want = search(&idx, &st, q, 7, &p, filter);
+                        let what = format!(
+                            "{metric:?} {nbits} bits {p:?} filter {} query {i}",
+                            filter.is_some()
+                        );
+                        assert_same(&got[i], &want, &what);
+                    }
+                }
+            }
+        }
+    }
+    // Untrained: everything buffered, answered exactly.
+    let rows = data(300, dim, 1, false);
+    let st = MemoryStorage::new(dim).unwrap();
+    let slots = st.append_batch(&rows).unwrap();
+    let idx = IvfPqIndex::new(dim, Metric::L2, IvfPqParams::new(16, 8).with_train_size(0)).unwrap();
+    idx.add(&st, slots).unwrap();
+    let queries = data(70, dim, 9, false);
+    let p = SearchParams::new();
+    let mut got = Vec::new();
+    idx.search_batch(&st, &queries, 5, &p, None, &mut got)
+        .unwrap();
+    for (i, q) in queries.chunks_exact(dim).enumerate() {
+        assert_same(&got[i], &search(&idx, &st, q, 5, &p, None), "untrained");
+    }
+}
+
+/// The batch call refuses what the single call refuses, naming the row, and
+/// answers nothing.
+#[test]
+fn batch_search_refuses_bad_input() {
+    let dim = 16;
+    let (st, idx, _, queries) = build(Metric::L2, 4, 2000, dim, 8);
+    let mut out = Vec::new();
+    let p = SearchParams::new();
+    assert!(matches!(
+        idx.search_batch(&st, &queries, 0, &p, None, &mut out),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        idx.search_batch(&st, &queries[..dim + 3], 5, &p, None, &mut out),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    let too_many = SearchParams::new().with_nprobe(17);
+    assert!(matches!(
+        idx.search_batch(&st, &queries, 5, &too_many, None, &mut out),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let mut bad = queries.clone();
+    bad[3 * dim + 2] = f32::NAN;
+    let e = idx
+        .search_batch(&st, &bad, 5, &p, None, &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                row: 3,
+                component: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(out.is_empty(), "nothing answered after a refusal");
+}
