@@ -588,6 +588,15 @@ fn run_peers(
     Ok(out)
 }
 
+/// Removes a scratch directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs `cfg` and writes its report; returns the report and the path of `report.md`.
 pub fn run(
     cfg: &BenchConfig,
@@ -634,6 +643,14 @@ pub fn run(
     let scratch =
         opts.reports_dir
             .join(format!(".omen-scratch-{}-{}", cfg.name, std::process::id()));
+    let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
+    // Removed however the run ends (a failed peer included).
+    let _work_guard = RemoveOnDrop(work.clone());
+    let exe = if cfg.cli {
+        Some(crate::cli::pin_exe(&work.join("bin"))?)
+    } else {
+        None
+    };
     let measured = (|| -> Result<()> {
         for &threads in &cfg.threads {
             for storage in &cfg.storage {
@@ -651,7 +668,6 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&scratch);
     measured?;
     let specs = adapter_specs(cfg);
-    let work = std::env::temp_dir().join(format!("omen-bench-{}-{}", cfg.name, std::process::id()));
     if opts.peers && !skip_adapter && !specs.is_empty() {
         for &threads in &cfg.threads {
             let mut rs = run_peers(cfg, &specs, opts, &data, threads, &work, progress)?;
@@ -664,8 +680,8 @@ pub fn run(
     } else if !specs.is_empty() && !skip_adapter {
         progress("peers and omen's Python path skipped (--no-peers)");
     }
-    if cfg.cli {
-        let cli = crate::cli::run_cli(cfg, &data, &work.join("cli"), progress);
+    if let Some(exe) = &exe {
+        let cli = crate::cli::run_cli(cfg, &data, exe, &work.join("cli"), progress);
         let _ = std::fs::remove_dir_all(&work);
         report.cli = cli?;
     }

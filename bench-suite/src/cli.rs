@@ -65,14 +65,23 @@ pub struct CliRun {
 }
 
 /// The `omen` binary: `$OMEN_EXE`, else this process when it is `omen` (the
-/// harness runs inside `omen bench`).
+/// harness runs inside `omen bench`). On Linux a binary rebuilt while the run is
+/// under way shows as `omen (deleted)`; `/proc/self/exe` still reads this
+/// process's own image then.
 fn omen_exe() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("OMEN_EXE") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+    let name = exe.file_name().and_then(|s| s.to_str()).unwrap_or("");
     if exe.file_stem().and_then(|s| s.to_str()) == Some("omen") {
         return Ok(exe);
+    }
+    if name == "omen (deleted)" {
+        let own = PathBuf::from("/proc/self/exe");
+        if own.exists() {
+            return Ok(own);
+        }
     }
     Err(Error::invalid_param(
         "cli",
@@ -81,6 +90,24 @@ fn omen_exe() -> Result<PathBuf> {
             exe.display()
         ),
     ))
+}
+
+/// Copies the `omen` binary that the cli path will run into `work` (before any
+/// measurement), so that the CLI measured is the build that measured the native
+/// path even when `target/release/omen` is rebuilt while a long run is under
+/// way, and a missing binary fails the run at its start instead of its end.
+pub fn pin_exe(work: &Path) -> Result<PathBuf> {
+    let exe = omen_exe()?;
+    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    let pinned = work.join("omen");
+    std::fs::copy(&exe, &pinned).map_err(|e| Error::io(&exe, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pinned, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(&pinned, e))?;
+    }
+    Ok(pinned)
 }
 
 fn run_cmd(exe: &Path, args: &[String]) -> Result<(Vec<u8>, String, f64)> {
@@ -227,10 +254,10 @@ fn parse_ids(stdout: &[u8], nq: usize, k: usize) -> Result<Vec<i64>> {
 pub fn run_cli(
     cfg: &BenchConfig,
     data: &BenchData,
+    exe: &Path,
     work: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<CliRun>> {
-    let exe = omen_exe()?;
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let base = work.join("base.fbin");
     let queries = work.join("queries.fbin");
@@ -250,7 +277,7 @@ pub fn run_cli(
         progress(&format!("cli: omen db create/import/checkpoint ({kind})"));
         let mut create = vec!["db".to_string(), "create".into(), p(&dir)];
         create.extend(args.iter().cloned());
-        run_cmd(&exe, &create)?;
+        run_cmd(exe, &create)?;
         let import = vec![
             "db".to_string(),
             "import".into(),
@@ -261,9 +288,9 @@ pub fn run_cli(
             "--durability".into(),
             "none".into(),
         ];
-        let (_, _, import_seconds) = run_cmd(&exe, &import)?;
+        let (_, _, import_seconds) = run_cmd(exe, &import)?;
         let (_, _, checkpoint_seconds) =
-            run_cmd(&exe, &["db".into(), "checkpoint".into(), p(&dir)])?;
+            run_cmd(exe, &["db".into(), "checkpoint".into(), p(&dir)])?;
         let mut best: Vec<Option<(CliPoint, Vec<i64>)>> = vec![None; points.len()];
         for round in 0..SINGLE_PASSES {
             for (j, (label, params, extra)) in points.iter().enumerate() {
@@ -285,7 +312,7 @@ pub fn run_cli(
                     "--timing".into(),
                 ];
                 a.extend(extra.iter().cloned());
-                let (stdout, stderr, process_seconds) = run_cmd(&exe, &a)?;
+                let (stdout, stderr, process_seconds) = run_cmd(exe, &a)?;
                 let timing: serde_json::Value = stderr
                     .lines()
                     .rev()

@@ -333,6 +333,72 @@ impl Scanner {
     }
 }
 
+/// The most queries [`Scanner::scan_filter_multi`] scans a block for at once.
+pub const MULTI: usize = 4;
+
+/// One query's part of [`Scanner::scan_filter_multi`]: its quantised table and the
+/// float parameters of its estimates (those of [`Scanner::scan_filter`]).
+#[derive(Copy, Clone, Debug)]
+pub struct QueryLut<'a> {
+    /// `block_bytes(m)` bytes, from [`quantize_lut`].
+    pub lut: &'a [u8],
+    /// Added to every estimate (the list's coarse term and the table's bias).
+    pub offset: f32,
+    /// The reciprocal of the table's scale.
+    pub inv: f32,
+    /// Estimates above this are not in the mask.
+    pub thr: f32,
+}
+
+impl Scanner {
+    /// Scans one block for `Q` (1..=[`MULTI`]) queries at once: for each query `q`,
+    /// exactly what `scan_filter(block, qs[q].lut, m, qs[q].offset, qs[q].inv,
+    /// terms, qs[q].thr, &mut est[q])` writes and returns. The block's codes are
+    /// loaded and split into nibbles once for all of them (the list-major scan of
+    /// a batch, where several queries probe the same list).
+    ///
+    /// # Panics
+    /// If `block` or a table is shorter than [`block_bytes`]`(m)`, `m > 256`, or
+    /// `Q` is 0 or above [`MULTI`].
+    #[inline]
+    pub fn scan_filter_multi<const Q: usize>(
+        &self,
+        block: &[u8],
+        qs: &[QueryLut<'_>; Q],
+        m: usize,
+        terms: Option<&[f32; BLOCK]>,
+        est: &mut [[f32; BLOCK]; Q],
+    ) -> [u32; Q] {
+        let need = block_bytes(m);
+        assert!(
+            (1..=MULTI).contains(&Q)
+                && block.len() >= need
+                && m <= 256
+                && qs.iter().all(|q| q.lut.len() >= need),
+            "fast-scan block or table too short"
+        );
+        match self.kind {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kind::Avx512` is only constructed after detecting AVX-512BW,
+            // AVX-512F and AVX2, and the lengths and `Q` were checked above.
+            Kind::Avx512 => unsafe { x86::filter_multi_avx512(block, qs, padded_m(m), terms, est) },
+            _ => std::array::from_fn(|q| {
+                let ql = &qs[q];
+                self.scan_filter(
+                    block,
+                    ql.lut,
+                    m,
+                    ql.offset,
+                    ql.inv,
+                    terms,
+                    ql.thr,
+                    &mut est[q],
+                )
+            }),
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Filter, BLOCK};
@@ -549,18 +615,41 @@ mod x86 {
     ) -> u32 {
         // SAFETY: the caller's contract is this function's.
         let [a_lo, a_hi, b_lo, b_hi] = unsafe { accumulate_avx512(block, lut, mp) };
-        let [g0, g1, g2, g3] = sums8(a_lo, a_hi, b_lo, b_hi);
+        finish_avx512(
+            sums8(a_lo, a_hi, b_lo, b_hi),
+            f.offset,
+            f.inv,
+            f.terms,
+            f.thr,
+            est,
+        )
+    }
+
+    /// The float part of the AVX-512 filter, from the 32 sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX2.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    fn finish_avx512(
+        [g0, g1, g2, g3]: [__m128i; 4],
+        offset: f32,
+        inv: f32,
+        terms: Option<&[f32; BLOCK]>,
+        thr: f32,
+        est: &mut [f32; BLOCK],
+    ) -> u32 {
         let (off, inv, thr) = (
-            _mm512_set1_ps(f.offset),
-            _mm512_set1_ps(f.inv),
-            _mm512_set1_ps(f.thr),
+            _mm512_set1_ps(offset),
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(thr),
         );
         let mut mask = 0u32;
         for (k, (lo, hi)) in [(g0, g1), (g2, g3)].into_iter().enumerate() {
             let g = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
             let s = _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(g));
             let mut d = _mm512_add_ps(off, _mm512_mul_ps(s, inv));
-            if let Some(t) = f.terms {
+            if let Some(t) = terms {
                 // SAFETY: `t` holds 32 floats and k < 2; an unaligned load.
                 d = _mm512_add_ps(d, unsafe { _mm512_loadu_ps(t.as_ptr().add(16 * k)) });
             }
@@ -570,6 +659,83 @@ mod x86 {
             mask |= hit << (16 * k);
         }
         mask
+    }
+
+    /// AVX-512 scan and filter of one block for `Q` queries: the codes of each
+    /// quad of sub-quantizers are loaded and split once, then looked up in each
+    /// query's table (see `Scanner::scan_filter_multi`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512BW, AVX-512F and AVX2; `block` and every table
+    /// must hold at least `mp * 16` bytes; `mp` must be even and at most 256.
+    #[target_feature(enable = "avx512bw,avx512f,avx2")]
+    pub unsafe fn filter_multi_avx512<const Q: usize>(
+        block: &[u8],
+        qs: &[super::QueryLut<'_>; Q],
+        mp: usize,
+        terms: Option<&[f32; BLOCK]>,
+        est: &mut [[f32; BLOCK]; Q],
+    ) -> [u32; Q] {
+        let mask = _mm512_set1_epi8(0x0f);
+        let mut acc = [[_mm512_setzero_si512(); 4]; Q];
+        let quads = mp / 4;
+        for p in 0..quads {
+            // SAFETY: `p * 64 + 64 <= mp * 16 <= block.len()`.
+            let c = unsafe { _mm512_loadu_si512(block.as_ptr().add(p * 64) as *const _) };
+            let clo = _mm512_and_si512(c, mask);
+            let chi = _mm512_and_si512(_mm512_srli_epi16(c, 4), mask);
+            for (a, q) in acc.iter_mut().zip(qs) {
+                // SAFETY: as for the block, every table holds `mp * 16` bytes.
+                let l = unsafe { _mm512_loadu_si512(q.lut.as_ptr().add(p * 64) as *const _) };
+                let rlo = _mm512_shuffle_epi8(l, clo);
+                let rhi = _mm512_shuffle_epi8(l, chi);
+                a[0] = _mm512_add_epi16(a[0], rlo);
+                a[1] = _mm512_add_epi16(a[1], _mm512_srli_epi16(rlo, 8));
+                a[2] = _mm512_add_epi16(a[2], rhi);
+                a[3] = _mm512_add_epi16(a[3], _mm512_srli_epi16(rhi, 8));
+            }
+        }
+        macro_rules! half {
+            ($v:expr) => {
+                _mm256_add_epi16(_mm512_castsi512_si256($v), _mm512_extracti64x4_epi64($v, 1))
+            };
+        }
+        let mut acc2: [[__m256i; 4]; Q] = std::array::from_fn(|q| acc[q].map(|v| half!(v)));
+        if !mp.is_multiple_of(4) {
+            let mask = _mm256_set1_epi8(0x0f);
+            let off = quads * 64;
+            // SAFETY: `mp % 4 == 2`, so `off + 32 == mp * 16 <= block.len()`.
+            let c = unsafe { _mm256_loadu_si256(block.as_ptr().add(off) as *const __m256i) };
+            let clo = _mm256_and_si256(c, mask);
+            let chi = _mm256_and_si256(_mm256_srli_epi16(c, 4), mask);
+            for (a, q) in acc2.iter_mut().zip(qs) {
+                // SAFETY: as for the block.
+                let l = unsafe { _mm256_loadu_si256(q.lut.as_ptr().add(off) as *const __m256i) };
+                let rlo = _mm256_shuffle_epi8(l, clo);
+                let rhi = _mm256_shuffle_epi8(l, chi);
+                a[0] = _mm256_add_epi16(a[0], rlo);
+                a[1] = _mm256_add_epi16(a[1], _mm256_srli_epi16(rlo, 8));
+                a[2] = _mm256_add_epi16(a[2], rhi);
+                a[3] = _mm256_add_epi16(a[3], _mm256_srli_epi16(rhi, 8));
+            }
+        }
+        let mut masks = [0u32; Q];
+        for (((a, q), e), m) in acc2
+            .iter()
+            .zip(qs)
+            .zip(est.iter_mut())
+            .zip(masks.iter_mut())
+        {
+            *m = finish_avx512(
+                sums8(a[0], a[1], a[2], a[3]),
+                q.offset,
+                q.inv,
+                terms,
+                q.thr,
+                e,
+            );
+        }
+        masks
     }
 }
 
@@ -657,6 +823,77 @@ mod tests {
                 prop_assert_eq!(mask, want_mask, "{}", s.name());
                 prop_assert_eq!(got.map(f32::to_bits), est.map(f32::to_bits), "{}", s.name());
             }
+        }
+    }
+
+    /// `scan_filter_multi` for 1 to 4 queries against `scan_filter` for each.
+    fn check_multi<const Q: usize>(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        m: usize,
+        with_terms: bool,
+    ) -> Result<(), TestCaseError> {
+        use rand::Rng;
+        let n = block_bytes(m);
+        let mut block: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+        if m % 2 == 1 {
+            block[m * 16..].fill(0);
+        }
+        let luts: Vec<Vec<u8>> = (0..Q)
+            .map(|_| {
+                let mut l: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+                if m % 2 == 1 {
+                    l[m * 16..].fill(0);
+                }
+                l
+            })
+            .collect();
+        let terms: [f32; BLOCK] = std::array::from_fn(|_| rng.gen_range(-30.0f32..30.0));
+        let terms = with_terms.then_some(&terms);
+        let qs: [QueryLut<'_>; Q] = std::array::from_fn(|q| QueryLut {
+            lut: &luts[q],
+            offset: rng.gen_range(-50.0f32..50.0),
+            inv: rng.gen_range(1e-4f32..2.0),
+            thr: if rng.gen_bool(0.2) {
+                f32::INFINITY
+            } else {
+                rng.gen_range(-20.0f32..400.0)
+            },
+        });
+        for s in scanners() {
+            let mut est = [[f32::NAN; BLOCK]; Q];
+            let masks = s.scan_filter_multi(&block, &qs, m, terms, &mut est);
+            for q in 0..Q {
+                let mut want = [f32::NAN; BLOCK];
+                let ql = &qs[q];
+                let mask = scan_filter_scalar(
+                    &block, ql.lut, m, ql.offset, ql.inv, terms, ql.thr, &mut want,
+                );
+                prop_assert_eq!(masks[q], mask, "{} query {} of {}", s.name(), q, Q);
+                prop_assert_eq!(
+                    est[q].map(f32::to_bits),
+                    want.map(f32::to_bits),
+                    "{} query {}",
+                    s.name(),
+                    q
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn multi_query_filter_equals_one_query_at_a_time(
+            m in 1usize..=80,
+            seed in any::<u64>(),
+            with_terms in any::<bool>(),
+        ) {
+            use rand::SeedableRng;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            check_multi::<1>(&mut rng, m, with_terms)?;
+            check_multi::<2>(&mut rng, m, with_terms)?;
+            check_multi::<3>(&mut rng, m, with_terms)?;
+            check_multi::<4>(&mut rng, m, with_terms)?;
         }
     }
 
