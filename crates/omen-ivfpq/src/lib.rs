@@ -1371,7 +1371,7 @@ impl IvfPqIndex {
         for (b, block) in list.codes.chunks_exact(bb).enumerate() {
             // The prefetches of `scan_list`, written out again: the same lines as
             // a shared `#[inline(always)]` helper made this loop ~35% slower
-            // (GloVe-50 L2, nprobe 16, CLI batch, measured 2026-12-06).
+            // (GloVe-50 L2, nprobe 16, CLI batch, measured 2026-12-05).
             let first = b * BLOCK;
             if let Some(ids) = list.ids.get(first + 2 * BLOCK..) {
                 prefetch(&ids[..ids.len().min(BLOCK)]);
