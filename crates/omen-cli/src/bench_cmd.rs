@@ -48,6 +48,16 @@ pub struct BenchArgs {
     render_only: bool,
 }
 
+/// The command line a report names as its reproduction: `omen` and this run's
+/// arguments, whatever path the binary was started from (a copy in a scratch
+/// directory, `./target/release/omen`).
+fn reproduce_line() -> String {
+    std::iter::once("omen".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `omen bench durability`: the durability figures, written to
 /// `<reports>/durability/`.
 fn run_durability(a: &BenchArgs) -> Result<()> {
@@ -57,7 +67,7 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
         scratch: a.scratch.clone().unwrap_or_else(|| a.reports.clone()),
         reports_dir: a.reports.clone(),
         hnsw_ef_construction: a.ef_construction,
-        reproduce: std::env::args().collect::<Vec<_>>().join(" "),
+        reproduce: reproduce_line(),
         ..DurabilityOptions::default()
     };
     let started = std::time::Instant::now();
@@ -113,7 +123,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reports_dir: a.reports.clone(),
         venv: a.venv.clone(),
         peers: !a.no_peers,
-        reproduce: std::env::args().collect::<Vec<_>>().join(" "),
+        reproduce: reproduce_line(),
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
