@@ -1051,11 +1051,14 @@ impl IvfPqIndex {
         let k = self.kernels;
         match self.metric {
             Metric::L2 => k.l2_sq_rows(q, rows, out),
-            Metric::InnerProduct => {
+            // Cosine: rows and queries are unit vectors (the metric's contract,
+            // `Metric::normalizes`), so `1 - a·b` ranks as cosine does, at the
+            // cost of one dot product; `finish_query` recomputes the reported
+            // distances of the final k with the metric's own kernel.
+            Metric::InnerProduct | Metric::Cosine => {
                 k.dot_rows(q, rows, out);
                 out.iter_mut().for_each(|d| *d = 1.0 - *d);
             }
-            Metric::Cosine => k.cosine_rows(q, rows, out),
             other => {
                 for (o, r) in out.iter_mut().zip(rows) {
                     *o = other.distance(k, q, r);
@@ -1219,6 +1222,16 @@ impl IvfPqIndex {
             .filter(|&s| bit(&mem.present, s) && req.allows(s));
         computed += self.rerank(storage, req.query, pending, top)?;
         top.drain_sorted_into(out);
+        if self.metric == Metric::Cosine {
+            // The re-rank ranked by `1 - a·b`; the reported number is the
+            // metric's, as every index reports it.
+            for n in out.iter_mut() {
+                if let Some(v) = storage.get(n.slot) {
+                    n.distance = self.metric.distance(self.kernels, req.query, v);
+                }
+            }
+            out.sort_unstable();
+        }
         Ok(computed)
     }
 

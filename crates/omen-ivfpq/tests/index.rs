@@ -755,3 +755,32 @@ fn batch_search_refuses_bad_input() {
     );
     assert!(out.is_empty(), "nothing answered after a refusal");
 }
+
+/// Under cosine the re-rank ranks by `1 - a·b` on the unit rows and the final k
+/// report the metric's own distance: every reported distance equals
+/// `Metric::Cosine.distance` of the query and the row, single and batch, and the
+/// exhaustive answer's ids are the exact (flat) ones.
+#[test]
+fn cosine_reports_the_metric_distance() {
+    let dim = 24;
+    let (st, idx, flat, queries) = build(Metric::Cosine, 4, 3000, dim, 12);
+    let k = omen_core::simd::Kernels::best();
+    let p = SearchParams::new().with_nprobe(8).with_rerank_factor(4);
+    let mut batch = Vec::new();
+    idx.search_batch(&st, &queries, 10, &p, None, &mut batch)
+        .expect("batch search");
+    let exhaustive = SearchParams::exhaustive();
+    for (i, q) in queries.chunks_exact(dim).enumerate() {
+        let single = search(&idx, &st, q, 10, &p, None);
+        assert_eq!(single, batch[i], "query {i}: batch differs from single");
+        assert!(!single.is_empty());
+        for n in &single {
+            let row = st.get(n.slot).expect("row");
+            assert_eq!(n.distance, Metric::Cosine.distance(k, q, row), "query {i}");
+        }
+        let all = search(&idx, &st, q, 10, &exhaustive, None);
+        let exact = search(&flat, &st, q, 10, &SearchParams::new(), None);
+        let ids = |v: &[Neighbor]| v.iter().map(|n| n.slot).collect::<Vec<_>>();
+        assert_eq!(ids(&all), ids(&exact), "query {i}: exhaustive ids");
+    }
+}
