@@ -393,7 +393,8 @@ fn build_image(dir: &Path, index: IndexKind, interrupted: bool) -> (SimFs, Vec<S
     let cfg = CollectionConfig::new(DIM, Metric::L2).index(index);
     let c = Collection::create(dir, &cfg, sim_opts(&fs)).unwrap();
     let states = workload(&c);
-    c.close().unwrap();
+    // Dropped, not closed (`close` checkpoints): the image keeps its log.
+    drop(c);
     let base = fs.crash_image(CrashMode::DropUnsynced);
     if !interrupted {
         return (base, states);
@@ -590,7 +591,8 @@ fn corruption_sweep_mmap_real_fs() {
     let c = Collection::create(&dir, &cfg, real_opts()).unwrap();
     let states = workload(&c);
     let total_rows = c.stats().storage_slots;
-    c.close().unwrap();
+    // Dropped, not closed (`close` checkpoints): the directory keeps its log.
+    drop(c);
     let full = states.len() - 1;
     let snap = snapshot_dir(&dir);
     assert_eq!(open_and_check(&dir, &real_opts).unwrap(), states[full]);

@@ -582,7 +582,7 @@ fn crash_suite(name: &str, durability: Durability, index: IndexKind, seed: u64) 
                 Ok(()) => acked += 1,
                 Err(e) => {
                     assert!(
-                        matches!(e, Error::Io { .. } | Error::Poisoned),
+                        matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
                         "{ctx0}: op {acked} {op:?} failed with {e:?}"
                     );
                     break;
@@ -681,13 +681,13 @@ fn fault_suite(name: &str, durability: Durability, index: IndexKind) {
             failed_runs.fetch_add(1, Ordering::Relaxed);
             let e = results[f].as_ref().err();
             assert!(
-                matches!(e, Some(Error::Io { .. } | Error::Poisoned)),
+                matches!(e, Some(Error::Io { .. } | Error::Poisoned { .. })),
                 "{ctx0}: op {f} {:?} failed with {e:?}",
                 s.w.ops[f]
             );
             for (j, r) in results.iter().enumerate().skip(f + 1) {
                 let op = &s.w.ops[j];
-                if op.is_write() && !matches!(r, Err(Error::Poisoned)) {
+                if op.is_write() && !matches!(r, Err(Error::Poisoned { .. })) {
                     problems.lock().unwrap().push(format!(
                         "{ctx0}: op {f} {:?} failed ({e:?}), yet a later op {j} {op:?} returned {r:?} (expected Poisoned)",
                         s.w.ops[f]
@@ -822,7 +822,7 @@ fn failed_log_fsync_poisons_until_reopen() {
                 c.insert("a", &[1.0; DIM])
             };
             assert!(
-                matches!(r, Err(Error::Io { .. } | Error::Poisoned)),
+                matches!(r, Err(Error::Io { .. } | Error::Poisoned { .. })),
                 "{ctx}: the write whose fsync failed returned {r:?}"
             );
             assert!(
@@ -836,18 +836,29 @@ fn failed_log_fsync_poisons_until_reopen() {
             );
             // The fault was once: the disk works again, but the collection refuses
             // every write until it is reopened.
-            assert!(matches!(c.insert("b", &[2.0; DIM]), Err(Error::Poisoned)));
-            assert!(matches!(c.upsert("a", &[3.0; DIM]), Err(Error::Poisoned)));
+            // The refusal says what poisoned it: the operation, the log file and
+            // the OS error.
+            let e = c.insert("b", &[2.0; DIM]).unwrap_err();
+            assert!(matches!(e, Error::Poisoned { .. }), "{ctx}: {e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("wal-00000001.log") && msg.contains("sync"),
+                "{ctx}: the poisoned error does not name the failed sync and file: {msg}"
+            );
+            assert!(matches!(
+                c.upsert("a", &[3.0; DIM]),
+                Err(Error::Poisoned { .. })
+            ));
             assert!(matches!(
                 c.insert_batch(&["c", "d"], &[4.0; 2 * DIM]),
-                Err(Error::Poisoned)
+                Err(Error::Poisoned { .. })
             ));
-            assert!(matches!(c.checkpoint(), Err(Error::Poisoned)));
-            assert!(matches!(c.delete("a"), Err(Error::Poisoned)));
+            assert!(matches!(c.checkpoint(), Err(Error::Poisoned { .. })));
+            assert!(matches!(c.delete("a"), Err(Error::Poisoned { .. })));
             assert!(c.sync().is_err(), "{ctx}: sync succeeded on a failed log");
             assert!(!c.contains("b"));
             assert!(
-                matches!(c.close(), Err(Error::Poisoned)),
+                matches!(c.close(), Err(Error::Poisoned { .. })),
                 "{ctx}: close of a poisoned collection"
             );
             // Reopened, it works: "a" was written before the failed sync, so it

@@ -105,10 +105,13 @@ pub enum Error {
         /// The collection directory.
         path: PathBuf,
     },
-    /// An earlier I/O failure (such as a failed fsync) left durable state uncertain;
-    /// writes are refused until the collection is reopened.
-    #[error("collection is poisoned by an earlier I/O failure; reopen it")]
-    Poisoned,
+    /// An earlier failure (such as a failed write or fsync of the log) left durable
+    /// state uncertain; writes are refused until the collection is reopened.
+    #[error("collection is poisoned by an earlier failure ({cause}); reopen it")]
+    Poisoned {
+        /// What failed first: the operation, the file and the OS error.
+        cause: String,
+    },
 }
 
 impl From<std::io::Error> for Error {

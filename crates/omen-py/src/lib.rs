@@ -41,7 +41,7 @@ fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Error::Corruption { .. } => CorruptionError::new_err(msg),
-        Error::Io { .. } | Error::Locked { .. } | Error::Poisoned => PyOSError::new_err(msg),
+        Error::Io { .. } | Error::Locked { .. } | Error::Poisoned { .. } => PyOSError::new_err(msg),
         Error::UnknownId { .. } => PyKeyError::new_err(msg),
         _ => PyValueError::new_err(msg),
     }

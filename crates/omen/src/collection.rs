@@ -1,6 +1,7 @@
 use crate::config::{CollectionConfig, IndexKind, StorageKind};
 use crate::durable::wal::Op;
 use crate::idmap::IdMap;
+use crate::indexer::{self, IndexingMode, Shared};
 use foldhash::HashSet;
 use omen_core::simd::{Isa, Kernels};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
@@ -81,6 +82,10 @@ pub struct CollectionStats {
     pub id_map_memory_bytes: usize,
     /// The index's counters (searches, distance computations).
     pub index: IndexStats,
+    /// Rows written but not yet indexed (searched exactly meanwhile).
+    pub unindexed_rows: usize,
+    /// How writes reach the index.
+    pub indexing: IndexingMode,
 }
 
 /// A set of vectors named by string ids, over one storage and one index.
@@ -121,9 +126,15 @@ pub struct CollectionStats {
 pub struct Collection {
     pub(crate) dim: usize,
     pub(crate) metric: Metric,
-    pub(crate) storage: Box<dyn VectorStorage>,
-    pub(crate) index: Box<dyn VectorIndex>,
-    pub(crate) ids: RwLock<IdMap>,
+    pub(crate) storage: Arc<dyn VectorStorage>,
+    pub(crate) index: Arc<dyn VectorIndex>,
+    pub(crate) ids: Arc<RwLock<IdMap>>,
+    /// How writes reach the index (see [`IndexingMode`]).
+    pub(crate) mode: IndexingMode,
+    /// What the indexer shares with writers and waiters.
+    pub(crate) indexing: Arc<Shared>,
+    /// The background indexer thread, if one runs.
+    indexer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serialises writers; holds their reusable normalisation buffer.
     pub(crate) writer: Mutex<Vec<f32>>,
     scratch_pool: Mutex<Vec<QueryScratch>>,
@@ -176,7 +187,9 @@ impl Collection {
             }
         };
         let index = new_index(config)?;
-        Collection::with_backends(dim, config.metric, storage, index)
+        let mut c = Collection::with_backends(dim, config.metric, storage, index)?;
+        c.set_mode(config.indexing);
+        Ok(c)
     }
 }
 
@@ -251,30 +264,153 @@ impl Collection {
         Ok(Collection::assemble(
             dim,
             metric,
-            storage,
-            index,
+            Arc::from(storage),
+            Arc::from(index),
             IdMap::default(),
         ))
     }
 
     /// A collection over loaded parts, unchecked (the caller checked them).
+    /// The indexing mode starts as [`IndexingMode::Inline`] with no thread; see
+    /// [`set_mode`](Self::set_mode).
     pub(crate) fn assemble(
         dim: usize,
         metric: Metric,
-        storage: Box<dyn VectorStorage>,
-        index: Box<dyn VectorIndex>,
+        storage: Arc<dyn VectorStorage>,
+        index: Arc<dyn VectorIndex>,
         ids: IdMap,
     ) -> Collection {
+        let indexing = Arc::new(Shared::new(ids.published(), ids.indexed()));
         Collection {
             dim,
             metric,
             storage,
             index,
-            ids: RwLock::new(ids),
+            ids: Arc::new(RwLock::new(ids)),
+            mode: IndexingMode::Inline,
+            indexing,
+            indexer_thread: Mutex::new(None),
             writer: Mutex::new(Vec::new()),
             scratch_pool: Mutex::new(Vec::new()),
             max_pooled: std::thread::available_parallelism().map_or(8, |n| 2 * n.get()),
             durable: None,
+        }
+    }
+
+    /// Sets how writes reach the index, starting the background indexer if the
+    /// mode asks for one (where a thread cannot be started, and under loom, the
+    /// mode becomes [`IndexingMode::Manual`]). Only called before the collection
+    /// is shared.
+    pub(crate) fn set_mode(&mut self, mode: IndexingMode) {
+        self.mode = mode;
+        if let IndexingMode::Background { .. } = mode {
+            match self.spawn_indexer() {
+                Some(h) => *lock(&self.indexer_thread) = Some(h),
+                None => self.mode = IndexingMode::Manual,
+            }
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn spawn_indexer(&self) -> Option<std::thread::JoinHandle<()>> {
+        let storage = Arc::clone(&self.storage);
+        let index = Arc::clone(&self.index);
+        let ids = Arc::clone(&self.ids);
+        let shared = Arc::clone(&self.indexing);
+        std::thread::Builder::new()
+            .name("omen-indexer".into())
+            .spawn(move || {
+                while shared.wait_for_work() {
+                    if let Err(e) = indexer::step(&*storage, &*index, &ids, &shared, indexer::CHUNK)
+                    {
+                        shared.fail(e.to_string());
+                        return;
+                    }
+                }
+            })
+            .ok()
+    }
+
+    #[cfg(loom)]
+    fn spawn_indexer(&self) -> Option<std::thread::JoinHandle<()>> {
+        None
+    }
+
+    /// Stops the background indexer (if any) and waits for its current step.
+    pub(crate) fn stop_indexer(&self) {
+        self.indexing.shutdown();
+        if let Some(h) = lock(&self.indexer_thread).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// How writes reach the index.
+    pub fn indexing_mode(&self) -> IndexingMode {
+        self.mode
+    }
+
+    /// Rows written but not yet in the index (live or not): searches scan them
+    /// exactly until the indexer has added them.
+    pub fn unindexed_rows(&self) -> usize {
+        read(&self.ids).tail_rows()
+    }
+
+    /// Adds up to `max_rows` unindexed rows to the index on the calling thread;
+    /// returns how many rows the watermark moved (0 when nothing was pending).
+    /// Safe beside a background indexer (they take turns).
+    pub fn index_pending(&self, max_rows: usize) -> Result<usize> {
+        self.check_indexer()?;
+        let before = read(&self.ids).indexed();
+        let mut moved = 0usize;
+        while moved < max_rows {
+            let chunk = (max_rows - moved).min(indexer::CHUNK as usize) as SlotId;
+            match indexer::step(
+                &*self.storage,
+                &*self.index,
+                &self.ids,
+                &self.indexing,
+                chunk,
+            ) {
+                Ok(true) => moved = (read(&self.ids).indexed() - before) as usize,
+                Ok(false) => break,
+                Err(e) => {
+                    self.indexing.fail(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Returns once every row written before the call is in the index: waits for
+    /// the background indexer, or (inline and manual modes) indexes them on the
+    /// calling thread. Errors: the indexer's failure.
+    pub fn wait_indexed(&self) -> Result<()> {
+        self.check_indexer()?;
+        let end = read(&self.ids).published();
+        if matches!(self.mode, IndexingMode::Background { .. }) {
+            return self.indexing.wait_indexed(end);
+        }
+        while read(&self.ids).indexed() < end {
+            if self.index_pending(usize::MAX)? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors with the indexer's failure, if it failed.
+    fn check_indexer(&self) -> Result<()> {
+        match self.indexing.failure() {
+            Some(why) => Err(indexer::indexing_failed(&why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Back-pressure: waits while the unindexed tail is at its bound.
+    fn wait_for_room(&self, rows: usize) {
+        if let IndexingMode::Background { max_tail } = self.mode {
+            self.indexing.wait_for_room(rows, max_tail);
         }
     }
 
@@ -338,9 +474,9 @@ impl Collection {
 
     /// Counters: live ids, storage slots, tombstones, memory, index counters.
     pub fn stats(&self) -> CollectionStats {
-        let (len, id_map_memory_bytes) = {
+        let (len, id_map_memory_bytes, unindexed_rows) = {
             let ids = read(&self.ids);
-            (ids.len(), ids.memory_bytes())
+            (ids.len(), ids.memory_bytes(), ids.tail_rows())
         };
         let storage_slots = self.storage.len();
         CollectionStats {
@@ -351,6 +487,8 @@ impl Collection {
             storage_memory_bytes: self.storage.memory_bytes(),
             id_map_memory_bytes,
             index: self.index.stats(),
+            unindexed_rows,
+            indexing: self.mode,
         }
     }
 
@@ -359,6 +497,7 @@ impl Collection {
     /// (norm over [`MAX_SQUARED_NORM`]), `DuplicateId`, checked in that order;
     /// backend errors (`CapacityExceeded`, `Io`).
     pub fn insert(&self, id: &str, vector: &[f32]) -> Result<()> {
+        self.wait_for_room(1);
         let ticket = {
             let mut buf = lock(&self.writer);
             self.check_writable()?;
@@ -410,6 +549,7 @@ impl Collection {
         ids: &[S],
         rows: &[f32],
     ) -> Result<WriteTicket<'_>> {
+        self.wait_for_room(ids.len());
         let mut row_buf = lock(&self.writer);
         self.check_writable()?;
         let dim = self.dim;
@@ -479,6 +619,7 @@ impl Collection {
     /// concurrent search sees either the old or the new vector, never both and
     /// never neither.
     pub fn upsert(&self, id: &str, vector: &[f32]) -> Result<()> {
+        self.wait_for_room(1);
         let ticket = {
             let mut buf = lock(&self.writer);
             self.check_writable()?;
@@ -534,15 +675,18 @@ impl Collection {
 
     /// Removes a live id (delete; replay uses it too). `UnknownId` if not live.
     pub(crate) fn apply_delete(&self, id: &str) -> Result<()> {
-        let slot = {
+        let (slot, indexed) = {
             let mut ids = write(&self.ids);
             let Some(slot) = ids.remove_id(id) else {
                 return Err(Error::UnknownId { id: id.to_owned() });
             };
             ids.kill(slot);
-            slot
+            (slot, slot < ids.indexed())
         };
-        self.retire(slot);
+        // A slot in the unindexed tail is the indexer's to skip or remove.
+        if indexed {
+            self.indexing.retire(&*self.index, slot);
+        }
         Ok(())
     }
 
@@ -645,7 +789,10 @@ impl Collection {
             queries
         };
         let fetch = self.first_fetch(k);
-        let version = read(&self.ids).version();
+        let (version, w) = {
+            let ids = read(&self.ids);
+            (ids.version(), ids.indexed())
+        };
         let mut raw = Vec::new();
         self.index
             .search_batch(&*self.storage, qs, fetch, params, None, &mut raw)?;
@@ -655,12 +802,23 @@ impl Collection {
             let ids = read(&self.ids);
             let unchanged = ids.version() == version;
             for (i, neighbors) in raw.iter().enumerate() {
-                let (hits, complete) = map_hits(&ids, neighbors, k, fetch);
+                let (hits, complete) = map_hits(&ids, neighbors, k, fetch, w);
                 // See search_one for why an unchanged map makes the hits exact.
                 if !(unchanged && complete) {
                     redo.push(i);
                 }
                 out.push(hits);
+            }
+            // The unindexed tail, scanned exactly for every query answered here.
+            if unchanged && ids.published() > w {
+                use rayon::prelude::*;
+                let ids: &IdMap = &ids;
+                out.par_iter_mut()
+                    .zip(qs.par_chunks_exact(dim))
+                    .for_each(|(hits, q)| {
+                        let h = std::mem::take(hits);
+                        *hits = self.merge_tail(ids, w, q, k, None, h);
+                    });
             }
         }
         // A write landed during the batch, or too many hits were not current:
@@ -688,19 +846,23 @@ impl Collection {
         let q = self.prepare_row(query, 0, qbuf)?;
         let ids = read(&self.ids);
         let map: &IdMap = &ids;
-        // Non-current slots are filtered out inside the index, so no retry is needed.
-        let allow = |slot: SlotId| map.current_id(slot).is_some_and(|id| filter(id));
+        let w = map.indexed();
+        // Non-current slots, and slots the indexer adds past the watermark while
+        // this runs (the tail scan covers them), are filtered out inside the index,
+        // so no retry is needed.
+        let allow = |slot: SlotId| slot < w && map.current_id(slot).is_some_and(|id| filter(id));
         let req = SearchRequest::new(q, k, params).with_filter(&allow);
         self.index
             .search(&*self.storage, &req, scratch, neighbors)?;
-        Ok(neighbors
+        let hits: Vec<Hit> = neighbors
             .iter()
             .filter_map(|n| {
                 map.current_id(n.slot)
                     .map(|id| (Arc::clone(id), n.distance))
             })
             .take(k)
-            .collect())
+            .collect();
+        Ok(self.merge_tail(map, w, q, k, Some(filter), hits))
     }
 
     fn search_one(
@@ -734,9 +896,12 @@ impl Collection {
             attempt += 1;
             let hold = attempt > OPTIMISTIC_ATTEMPTS;
             let held = hold.then(|| read(&self.ids));
-            let version = match &held {
-                Some(ids) => ids.version(),
-                None => read(&self.ids).version(),
+            let (version, w) = match &held {
+                Some(ids) => (ids.version(), ids.indexed()),
+                None => {
+                    let ids = read(&self.ids);
+                    (ids.version(), ids.indexed())
+                }
             };
             let req = SearchRequest::new(q, fetch, params);
             self.index
@@ -748,9 +913,9 @@ impl Collection {
             if ids.version() != version {
                 continue;
             }
-            let (hits, complete) = map_hits(&ids, neighbors, k, fetch);
+            let (hits, complete) = map_hits(&ids, neighbors, k, fetch, w);
             if complete {
-                return Ok(hits);
+                return Ok(self.merge_tail(&ids, w, q, k, None, hits));
             }
             fetch = fetch.saturating_add(neighbors.len() - hits.len());
         }
@@ -774,16 +939,48 @@ impl Collection {
         }
     }
 
-    /// Adds freshly appended slots to the index, then makes them current for
-    /// `names`: a slot is current only once the index holds it. On failure the
-    /// slots are left dead.
+    /// Publishes freshly appended slots for `names`: inline, by adding them to
+    /// the index and then making them current; otherwise by making them current
+    /// at once and leaving them to the indexer (they are in the unindexed tail).
     fn publish_new(&self, names: &[Arc<str>], slots: Range<SlotId>) -> Result<()> {
+        if self.mode == IndexingMode::Inline {
+            return self.publish_inline(names, slots);
+        }
+        let mut retire = Vec::new();
+        {
+            let mut ids = write(&self.ids);
+            let w = ids.indexed();
+            for (name, slot) in names.iter().zip(slots.clone()) {
+                ids.record(slot, Arc::clone(name));
+                // An upsert: the old slot dies in the same step; if it is indexed it
+                // leaves the index now, else the indexer skips or removes it.
+                if let Some(old) = ids.make_current(name, slot) {
+                    ids.kill(old);
+                    if old < w {
+                        retire.push(old);
+                    }
+                }
+            }
+        }
+        for old in retire {
+            self.indexing.retire(&*self.index, old);
+        }
+        self.indexing.published(slots.end);
+        Ok(())
+    }
+
+    /// The inline protocol: a slot is current only once the index holds it, so
+    /// the tail stays empty. On failure the slots are left dead.
+    fn publish_inline(&self, names: &[Arc<str>], slots: Range<SlotId>) -> Result<()> {
+        let _g = lock(&self.indexing.index_lock);
+        self.indexing.drain_retired(&*self.index);
         {
             let mut ids = write(&self.ids);
             for (name, slot) in names.iter().zip(slots.clone()) {
                 ids.record(slot, Arc::clone(name));
             }
         }
+        self.indexing.published(slots.end);
         if let Err(e) = self.index.add(&*self.storage, slots.clone()) {
             let mut ids = write(&self.ids);
             for slot in slots {
@@ -794,6 +991,7 @@ impl Collection {
         // Ids that were live (an upsert) switch to their new slot here; their old
         // slots die in the same step and leave the index after it.
         let mut replaced = Vec::new();
+        let end = slots.end;
         {
             let mut ids = write(&self.ids);
             for (name, slot) in names.iter().zip(slots) {
@@ -802,19 +1000,71 @@ impl Collection {
                     replaced.push(old);
                 }
             }
+            ids.set_indexed(end);
         }
         for old in replaced {
-            self.retire(old);
+            self.retire_locked(old);
         }
+        self.indexing.indexed_to(end);
         Ok(())
     }
 
-    /// Takes a dead slot out of the index. The id map no longer reports it, so a
-    /// failure here (only possible if the index lost the slot: a bug) cannot show
-    /// in results; it is not reported to the caller, whose write has taken effect.
-    fn retire(&self, slot: SlotId) {
+    /// Takes a dead, indexed slot out of the index; `index_lock` is held.
+    fn retire_locked(&self, slot: SlotId) {
         let removed = self.index.remove(slot);
         debug_assert!(removed.is_ok(), "index lost slot {slot}: {removed:?}");
+    }
+
+    /// Merges the `k` nearest current slots of the unindexed tail `[w, published)`
+    /// into `hits` (the index's answer below `w`, closest first), keeping `k`. On
+    /// equal distances the index's hit goes first: its slot is smaller.
+    fn merge_tail(
+        &self,
+        ids: &IdMap,
+        w: SlotId,
+        q: &[f32],
+        k: usize,
+        keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
+        hits: Vec<Hit>,
+    ) -> Vec<Hit> {
+        if ids.published() <= w {
+            return hits;
+        }
+        let mut tail = Vec::new();
+        indexer::scan_tail(
+            &*self.storage,
+            self.index.metric(),
+            ids,
+            w,
+            q,
+            k,
+            keep,
+            &mut tail,
+        );
+        if tail.is_empty() {
+            return hits;
+        }
+        let mut out = Vec::with_capacity(k.min(hits.len() + tail.len()));
+        let mut a = hits.into_iter().peekable();
+        let mut b = tail.into_iter().peekable();
+        while out.len() < k {
+            let take_index = match (a.peek(), b.peek()) {
+                (Some(h), Some(&(d, _))) => h.1 <= d,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_index {
+                if let Some(h) = a.next() {
+                    out.push(h);
+                }
+            } else if let Some((d, slot)) = b.next() {
+                if let Some(id) = ids.current_id(slot) {
+                    out.push((Arc::clone(id), d));
+                }
+            }
+        }
+        out
     }
 
     /// How many hits to ask the index for first: `k` when it holds exactly as
@@ -844,13 +1094,24 @@ impl Collection {
     }
 }
 
-/// Maps index hits to current ids, keeping at most `k`. Complete when `k` hits
-/// were found or the index returned fewer than `fetch` (it had no more).
-fn map_hits(ids: &IdMap, neighbors: &[Neighbor], k: usize, fetch: usize) -> (Vec<Hit>, bool) {
+/// Maps index hits below the watermark `w` to current ids, keeping at most `k`
+/// (hits at or above `w` were indexed after the search began; the tail scan
+/// covers them). Complete when `k` hits were found or the index returned fewer
+/// than `fetch` (it had no more).
+fn map_hits(
+    ids: &IdMap,
+    neighbors: &[Neighbor],
+    k: usize,
+    fetch: usize,
+    w: SlotId,
+) -> (Vec<Hit>, bool) {
     let mut hits = Vec::with_capacity(k.min(neighbors.len()));
     for n in neighbors {
         if hits.len() == k {
             break;
+        }
+        if n.slot >= w {
+            continue;
         }
         if let Some(id) = ids.current_id(n.slot) {
             hits.push((Arc::clone(id), n.distance));
@@ -912,4 +1173,10 @@ fn slot_end(slot: SlotId, n: u32) -> Result<SlotId> {
     slot.checked_add(n).ok_or_else(|| Error::CapacityExceeded {
         what: "slot numbers".into(),
     })
+}
+
+impl Drop for Collection {
+    fn drop(&mut self) {
+        self.stop_indexer();
+    }
 }

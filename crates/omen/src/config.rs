@@ -1,4 +1,5 @@
 use crate::collection::Collection;
+use crate::indexer::IndexingMode;
 use omen_core::{Metric, Result};
 
 /// Which index a [`CollectionConfig`] builds.
@@ -77,6 +78,10 @@ pub struct CollectionConfig {
     pub index: IndexKind,
     /// The storage to keep vectors in.
     pub storage: StorageKind,
+    /// How writes reach the index of an in-memory collection (default
+    /// [`IndexingMode::Inline`]); a durable collection takes its mode from
+    /// [`DurableOptions::indexing`](crate::DurableOptions::indexing).
+    pub indexing: IndexingMode,
 }
 
 impl CollectionConfig {
@@ -88,7 +93,14 @@ impl CollectionConfig {
             metric,
             index: IndexKind::default(),
             storage: StorageKind::default(),
+            indexing: IndexingMode::Inline,
         }
+    }
+
+    /// Sets how writes reach the index of an in-memory collection.
+    pub fn indexing(mut self, mode: IndexingMode) -> Self {
+        self.indexing = mode;
+        self
     }
 
     /// Sets the index.

@@ -34,6 +34,12 @@ pub(crate) struct IdMap {
     current: Vec<u64>,
     /// Bytes of id text held (each distinct id once).
     id_bytes: usize,
+    /// The indexed watermark: every current slot below it is in the index; the
+    /// current slots from it up to [`published`](Self::published) (the unindexed
+    /// tail) are not, and searches scan them exactly. Moved only forward: by the
+    /// indexer, under the same write lock in which it decides which of the slots
+    /// it added died meanwhile, or by an inline write.
+    indexed: SlotId,
 }
 
 impl IdMap {
@@ -52,6 +58,27 @@ impl IdMap {
     }
 
     /// Number of live ids.
+    /// Slots below this are recorded (live or dead) or were never published;
+    /// no slot at or above it is current.
+    pub(crate) fn published(&self) -> SlotId {
+        self.slot_ids.len() as SlotId
+    }
+
+    /// The indexed watermark (see the field).
+    pub(crate) fn indexed(&self) -> SlotId {
+        self.indexed
+    }
+
+    /// Moves the indexed watermark to `w` (never backwards).
+    pub(crate) fn set_indexed(&mut self, w: SlotId) {
+        self.indexed = self.indexed.max(w);
+    }
+
+    /// Rows recorded but not yet indexed (live or dead).
+    pub(crate) fn tail_rows(&self) -> usize {
+        self.published().saturating_sub(self.indexed) as usize
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -20,6 +20,7 @@ mod collection;
 mod config;
 mod durable;
 mod idmap;
+mod indexer;
 pub mod snapshot;
 
 pub use collection::{
@@ -27,6 +28,7 @@ pub use collection::{
 };
 pub use config::{CollectionConfig, IndexKind, StorageKind};
 pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};
+pub use indexer::IndexingMode;
 pub use omen_fs as fs;
 
 pub use omen_core::simd::Isa;

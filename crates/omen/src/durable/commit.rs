@@ -20,6 +20,7 @@
 use omen_core::sync::{lock, wait, Condvar, Mutex, MutexGuard};
 use omen_core::{Error, Result};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Where flushed bytes go: the current log file.
@@ -28,14 +29,27 @@ pub(crate) trait LogSink: Send {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything written durable.
     fn sync(&mut self) -> io::Result<()>;
+    /// The file, for error messages.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
 }
 
-impl LogSink for Box<dyn omen_fs::WritableFile> {
+/// A log file and its path.
+pub(crate) struct LogFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: Box<dyn omen_fs::WritableFile>,
+}
+
+impl LogSink for LogFile {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes)
+        self.file.write_all(bytes)
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
+        self.file.sync_data()
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 
@@ -115,8 +129,10 @@ impl<S: LogSink> CommitQueue<S> {
     /// its sequence number. Poisoned queues refuse.
     pub(crate) fn append(&self, encode: impl FnOnce(&mut Vec<u8>, u64, u64)) -> Result<u64> {
         let mut st = lock(&self.state);
-        if st.failed.is_some() {
-            return Err(Error::Poisoned);
+        if let Some(cause) = &st.failed {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -153,6 +169,11 @@ impl<S: LogSink> CommitQueue<S> {
         lock(&self.state).failed.is_some()
     }
 
+    /// What poisoned the queue, if anything did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
+    }
+
     /// Waits until record `seq` is durable.
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut st = lock(&self.state);
@@ -160,8 +181,10 @@ impl<S: LogSink> CommitQueue<S> {
             if st.durable_seq >= seq {
                 return Ok(());
             }
-            if st.failed.is_some() {
-                return Err(Error::Poisoned);
+            if let Some(cause) = &st.failed {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
             }
             st = wait(&self.done, st);
         }
@@ -206,6 +229,7 @@ impl<S: LogSink> CommitQueue<S> {
             return Ok(st);
         };
         drop(st);
+        let path = sink.path().map(Path::to_path_buf);
         let mut r = if data.is_empty() {
             Ok(())
         } else {
@@ -226,11 +250,18 @@ impl<S: LogSink> CommitQueue<S> {
                 Ok(())
             }
             Err(e) => {
-                st.failed = Some(e.to_string());
-                Err(Error::Io {
-                    path: None,
-                    source: e,
-                })
+                let what = if need_sync && !data.is_empty() {
+                    "writing and syncing"
+                } else if need_sync {
+                    "syncing"
+                } else {
+                    "writing"
+                };
+                st.failed = Some(match &path {
+                    Some(p) => format!("{what} the log {}: {e}", p.display()),
+                    None => format!("{what} the log: {e}"),
+                });
+                Err(Error::Io { path, source: e })
             }
         };
         // Keep the allocation for a later flush to hand to the writers.

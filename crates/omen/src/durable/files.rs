@@ -10,6 +10,9 @@ pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"OMENMANI";
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"OMENSEG1";
 pub(crate) const IDS_MAGIC: &[u8; 8] = b"OMENIDS1";
 pub(crate) const VERSION: u32 = 1;
+/// The manifest's version: 2 added `indexed` (rows left unindexed by a
+/// checkpoint). Version 1 manifests are still read.
+pub(crate) const MANIFEST_VERSION: u32 = 2;
 const MANIFEST_HEADER: usize = 24;
 const SEGMENT_HEADER: usize = 40;
 const IDS_HEADER: usize = 32;
@@ -52,6 +55,11 @@ pub(crate) struct Manifest {
     pub last_seq: u64,
     /// The first log generation to replay.
     pub wal_gen: u64,
+    /// The indexed watermark: the index file holds exactly the live slots below
+    /// it; live slots at or above it are left to the indexer. Absent in version
+    /// 1 manifests, where every row was indexed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed: Option<u64>,
 }
 
 pub(crate) fn metric_name(m: Metric) -> &'static str {
@@ -105,7 +113,12 @@ fn check_magic(
         ));
     }
     let v = u32_at(bytes, 8);
-    if v != VERSION {
+    let known = if magic == MANIFEST_MAGIC {
+        (1..=MANIFEST_VERSION).contains(&v)
+    } else {
+        v == VERSION
+    };
+    if !known {
         return Err(Error::corruption(
             file,
             8,
@@ -121,7 +134,7 @@ pub(crate) fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let body = serde_json::to_vec_pretty(m).unwrap_or_default();
     let mut out = Vec::with_capacity(MANIFEST_HEADER + body.len());
     out.extend_from_slice(MANIFEST_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     let h = crc32c::crc32c(&out);
@@ -154,6 +167,12 @@ pub(crate) fn parse_manifest(bytes: &[u8], file: &Path) -> Result<Manifest> {
     let bad = |what: String| Error::corruption(file, MANIFEST_HEADER as u64, what);
     if m.dim == 0 || m.dim > u32::MAX as usize {
         return Err(bad(format!("dimension {}", m.dim)));
+    }
+    if m.indexed.is_some_and(|w| w > m.rows) {
+        return Err(bad(format!(
+            "indexed mark {:?} beyond the {} rows",
+            m.indexed, m.rows
+        )));
     }
     if metric_from_name(&m.metric).is_none() {
         return Err(bad(format!("unknown metric {:?}", m.metric)));

@@ -35,7 +35,8 @@ pub(crate) mod wal;
 use crate::collection::{new_index, Collection};
 use crate::config::{CollectionConfig, StorageKind};
 use crate::idmap::IdMap;
-use commit::{CommitQueue, GroupPolicy};
+use crate::indexer::IndexingMode;
+use commit::{CommitQueue, GroupPolicy, LogFile};
 use files::{Manifest, Segment};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
 use omen_core::{Error, Metric, Result, SlotId, VectorIndex, VectorStorage};
@@ -109,6 +110,19 @@ pub struct DurableOptions {
     /// The file system all log and checkpoint I/O goes through (the real one by
     /// default; tests use `omen_fs::SimFs`).
     pub fs: Arc<dyn FileSystem>,
+    /// How writes reach the index (default: [`IndexingMode::background`]: a
+    /// background thread, at most 65,536 rows unindexed). Opening never indexes
+    /// in the background modes: rows the last checkpoint left unindexed and the
+    /// log's rows are searched exactly until the indexer has added them.
+    pub indexing: IndexingMode,
+    /// A checkpoint also runs automatically once the indexer has added this many
+    /// rows since the last one (default 262,144), so that a reopened collection
+    /// loads that work instead of redoing it; `u64::MAX` turns this off.
+    pub checkpoint_indexed_rows: u64,
+    /// Open without writing anything to the directory: no torn-tail truncation,
+    /// no removal of stale files, no log, no checkpoints; every write is refused.
+    /// For commands that only read (`omen db stats`, `get`, `search`, `verify`).
+    pub read_only: bool,
 }
 
 impl Default for DurableOptions {
@@ -117,6 +131,9 @@ impl Default for DurableOptions {
             durability: Durability::default(),
             checkpoint_log_bytes: 64 << 20,
             fs: Arc::new(RealFs),
+            indexing: IndexingMode::background(),
+            checkpoint_indexed_rows: 1 << 18,
+            read_only: false,
         }
     }
 }
@@ -137,6 +154,24 @@ impl DurableOptions {
     /// Sets the file system.
     pub fn fs(mut self, fs: Arc<dyn FileSystem>) -> Self {
         self.fs = fs;
+        self
+    }
+
+    /// Sets how writes reach the index.
+    pub fn indexing(mut self, mode: IndexingMode) -> Self {
+        self.indexing = mode;
+        self
+    }
+
+    /// Sets the indexed-rows checkpoint threshold.
+    pub fn checkpoint_indexed_rows(mut self, rows: u64) -> Self {
+        self.checkpoint_indexed_rows = rows;
+        self
+    }
+
+    /// Opens read-only (see the field).
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
         self
     }
 }
@@ -169,9 +204,14 @@ pub struct RecoveryInfo {
     pub truncated_bytes: u64,
     /// Files no manifest named, removed.
     pub removed_files: usize,
+    /// Rows left for the indexer at open (the checkpoint's unindexed rows and the
+    /// log's): searched exactly until indexed.
+    pub unindexed_rows: u64,
+    /// Whether the collection was opened read-only.
+    pub read_only: bool,
 }
 
-type Sink = Box<dyn WritableFile>;
+type Sink = LogFile;
 
 /// Under group commit, a sync starts at once when this many bytes of log wait: a
 /// large batch is its own group and need not wait `max_delay` for company.
@@ -183,6 +223,8 @@ pub(crate) struct Durable {
     fs: Arc<dyn FileSystem>,
     mode: Durability,
     checkpoint_bytes: u64,
+    checkpoint_indexed: u64,
+    read_only: bool,
     queue: Arc<CommitQueue<Sink>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The last committed checkpoint, replaced whole when a new one commits.
@@ -193,6 +235,8 @@ pub(crate) struct Durable {
     next_gen: AtomicU64,
     /// Set by an I/O failure, or a write that was logged but failed to apply.
     poisoned: AtomicBool,
+    /// What poisoned it (the first failure).
+    poison_cause: Mutex<Option<String>>,
     recovery: RecoveryInfo,
     _lock: Box<dyn LockGuard>,
 }
@@ -246,7 +290,24 @@ fn create_wal(fs: &dyn FileSystem, dir: &Path, dim: usize, gen: u64) -> Result<S
         .map_err(io_err(&path))?;
     f.sync_data().map_err(io_err(&path))?;
     fs.sync_dir(dir).map_err(io_err(dir))?;
-    Ok(f)
+    Ok(LogFile { path, file: f })
+}
+
+/// The log of a read-only collection: nothing is ever written to it (every
+/// write is refused before it reaches the log; a flush with nothing buffered
+/// does not touch the file).
+struct ReadOnlyLog;
+
+impl WritableFile for ReadOnlyLog {
+    fn write_all(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("the collection is open read-only"))
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        0
+    }
 }
 
 fn lock_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn LockGuard>> {
@@ -285,6 +346,13 @@ impl Collection {
         config: &CollectionConfig,
         options: DurableOptions,
     ) -> Result<Collection> {
+        if options.read_only {
+            return Err(Error::invalid_param(
+                "read_only",
+                "a collection cannot be created read-only",
+            ));
+        }
+        let mode = options.indexing;
         let fs = Arc::clone(&options.fs);
         fs.create_dir_all(dir).map_err(io_err(dir))?;
         let guard = lock_dir(&*fs, dir)?;
@@ -327,6 +395,7 @@ impl Collection {
             live: 0,
             last_seq: 0,
             wal_gen: 1,
+            indexed: Some(0),
         };
         c.durable = Some(Durable::new(
             dir,
@@ -344,6 +413,7 @@ impl Collection {
             let cut = c.cut(0, 1);
             c.commit_checkpoint(d, 1, cut)?;
         }
+        c.set_mode(mode);
         Ok(c)
     }
 
@@ -368,6 +438,11 @@ impl Collection {
         let m = files::parse_manifest(&bytes, &mpath)?;
         let metric = files::metric_from_name(&m.metric).unwrap_or(Metric::L2);
         let dim = m.dim;
+        let read_only = options.read_only;
+        let mode = options.indexing;
+        // Every checkpointed row below this is indexed, if live (manifests
+        // before version 2 indexed every row).
+        let indexed = m.indexed.unwrap_or(m.rows);
         // Vectors.
         let storage: Box<dyn VectorStorage> = match m.storage.as_str() {
             "mmap" => {
@@ -436,9 +511,14 @@ impl Collection {
                 }
             }
         }
-        // Index.
-        let index: Box<dyn VectorIndex> = load_index(&*fs, dir, &m, metric, &*storage, &idmap)?;
-        let mut c = Collection::assemble(dim, metric, storage, index, idmap);
+        idmap.set_indexed(indexed as SlotId);
+        // Index: as the checkpoint saved it (no index work).
+        let index: Box<dyn VectorIndex> =
+            load_index(&*fs, dir, &m, metric, &*storage, &idmap, indexed)?;
+        let mut c = Collection::assemble(dim, metric, Arc::from(storage), Arc::from(index), idmap);
+        // Replay goes to the storage and the id map only: the indexer adds the
+        // rows later (or `set_mode` below, inline).
+        c.mode = IndexingMode::Manual;
 
         // The log.
         let mut gens: Vec<u64> = fs
@@ -475,7 +555,11 @@ impl Collection {
                 info.replayed_records += 1;
             }
             next_seq += scan.records.len() as u64;
-            if scan.torn {
+            if scan.torn && read_only {
+                // Nothing is written: the torn bytes are ignored, not cut.
+                info.truncated_bytes = (bytes.len() as u64).saturating_sub(scan.valid_len);
+                tail_len = scan.valid_len;
+            } else if scan.torn {
                 // `valid_len` exceeds the length when only a record's padding
                 // was cut (the file is then extended to it).
                 info.truncated_bytes = (bytes.len() as u64).saturating_sub(scan.valid_len);
@@ -495,10 +579,28 @@ impl Collection {
                 tail_len = scan.valid_len;
             }
         }
+        info.unindexed_rows = read(&c.ids).tail_rows() as u64;
+        info.read_only = read_only;
+        if read_only {
+            let sink = LogFile {
+                path: dir.join(wal_name(replay.last().copied().unwrap_or(m.wal_gen))),
+                file: Box::new(ReadOnlyLog),
+            };
+            let next_gen = gens.last().copied().unwrap_or(m.wal_gen) + 1;
+            c.durable = Some(Durable::new(
+                dir, options, sink, m, tail_len, next_seq, next_gen, guard, info,
+            ));
+            c.set_mode(mode);
+            if mode == IndexingMode::Inline {
+                c.wait_indexed()?;
+            }
+            return Ok(c);
+        }
         let (sink, active_gen) = match replay.last() {
             Some(&g) => {
                 let path = dir.join(wal_name(g));
-                (fs.open_append(&path).map_err(io_err(&path))?, g)
+                let file = fs.open_append(&path).map_err(io_err(&path))?;
+                (LogFile { path, file }, g)
             }
             None => {
                 tail_len = wal::WAL_HEADER as u64;
@@ -545,6 +647,11 @@ impl Collection {
             guard,
             info,
         ));
+        c.set_mode(mode);
+        if mode == IndexingMode::Inline {
+            // The old way: the tail is indexed before open returns.
+            c.wait_indexed()?;
+        }
         Ok(c)
     }
 
@@ -581,9 +688,17 @@ impl Collection {
 
     /// Refuses writes on a poisoned collection.
     pub(crate) fn check_writable(&self) -> Result<()> {
-        match &self.durable {
-            Some(d) if d.is_poisoned() => Err(Error::Poisoned),
-            _ => Ok(()),
+        if let Some(d) = &self.durable {
+            if d.read_only {
+                return Err(read_only_error(&d.dir));
+            }
+            if d.is_poisoned() {
+                return Err(d.poisoned_error());
+            }
+        }
+        match self.indexing.failure() {
+            Some(why) => Err(crate::indexer::indexing_failed(&why)),
+            None => Ok(()),
         }
     }
 
@@ -602,13 +717,13 @@ impl Collection {
             .append(|buf, seq, synced| wal::encode(buf, seq, synced, op, ids, rows))?;
         match d.mode {
             Durability::PerWrite => {
-                d.queue.flush(true).inspect_err(|_| d.poison())?;
+                d.queue.flush(true).inspect_err(|e| d.poison(e))?;
                 Ok(None)
             }
             Durability::GroupCommit { .. } => Ok(Some(seq)),
             Durability::None => {
                 if d.queue.buffered_bytes() >= 1 << 20 {
-                    d.queue.flush(false).inspect_err(|_| d.poison())?;
+                    d.queue.flush(false).inspect_err(|e| d.poison(e))?;
                 }
                 Ok(None)
             }
@@ -625,7 +740,7 @@ impl Collection {
     ) -> Result<Option<u64>> {
         if let Err(e) = applied {
             if let Some(d) = &self.durable {
-                d.poison();
+                d.poison(&e);
             }
             return Err(e);
         }
@@ -641,13 +756,27 @@ impl Collection {
         if let Some(seq) = ticket {
             d.queue.wait_durable(seq)?;
         }
-        if d.queue.since_checkpoint() >= d.checkpoint_bytes {
+        if d.queue.since_checkpoint() >= d.checkpoint_bytes
+            || self.indexed_since_checkpoint(d) >= d.checkpoint_indexed
+        {
             if let Ok(_guard) = d.checkpointing.try_lock() {
                 drop(_guard);
                 self.checkpoint()?;
             }
         }
         Ok(())
+    }
+
+    /// Rows the indexer added since the last checkpoint: index work a reopen
+    /// would redo.
+    fn indexed_since_checkpoint(&self, d: &Durable) -> u64 {
+        let saved = read(&d.manifest).indexed.unwrap_or(0);
+        u64::from(read(&self.ids).indexed()).saturating_sub(saved)
+    }
+
+    /// Whether the last checkpoint misses anything: log records, or index work.
+    fn has_unsaved_work(&self, d: &Durable) -> bool {
+        d.queue.next_seq() > read(&d.manifest).last_seq + 1 || self.indexed_since_checkpoint(d) > 0
     }
 
     /// Writes a checkpoint now: the vectors added since the last one, the id map
@@ -658,28 +787,31 @@ impl Collection {
     /// (which poisons the collection: reopen it).
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
         let d = self.durable()?;
+        if d.read_only {
+            return Err(read_only_error(&d.dir));
+        }
         let _one = lock(&d.checkpointing);
         if d.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(d.poisoned_error());
         }
         let gen = d.next_gen.fetch_add(1, Ordering::Relaxed);
-        let sink = create_wal(&*d.fs, &d.dir, self.dim, gen).inspect_err(|_| d.poison())?;
+        let sink = create_wal(&*d.fs, &d.dir, self.dim, gen).inspect_err(|e| d.poison(e))?;
         let cut = {
             let _w = lock(&self.writer);
             d.queue
                 .rotate(sink, wal::WAL_HEADER as u64)
-                .inspect_err(|_| d.poison())?;
+                .inspect_err(|e| d.poison(e))?;
             self.cut(d.queue.next_seq() - 1, gen)
         };
         self.commit_checkpoint(d, gen, cut)
-            .inspect_err(|_| d.poison())
+            .inspect_err(|e| d.poison(e))
     }
 
     /// Forces every logged write to disk (useful under [`Durability::None`]).
     pub fn sync(&self) -> Result<()> {
         let d = self.durable()?;
-        d.queue.flush(true).inspect_err(|_| d.poison())?;
-        self.storage.flush().inspect_err(|_| d.poison())
+        d.queue.flush(true).inspect_err(|e| d.poison(e))?;
+        self.storage.flush().inspect_err(|e| d.poison(e))
     }
 
     /// What opening found (checkpoint loaded, records replayed, bytes truncated),
@@ -698,13 +830,24 @@ impl Collection {
         self.durable.as_ref().map(|d| d.mode)
     }
 
-    /// Flushes and syncs the log and stops the flusher; errors are reported here
-    /// rather than lost in `Drop`.
+    /// Stops the indexer, writes a checkpoint if the last one misses anything
+    /// (log records, or rows indexed since), flushes and syncs the log and stops
+    /// the flusher; errors are reported here rather than lost in `Drop` (which
+    /// only syncs the log). Rows not yet indexed stay in the checkpoint as
+    /// unindexed rows: the next open searches them exactly and indexes them.
     pub fn close(mut self) -> Result<()> {
-        match self.durable.take() {
+        self.stop_indexer();
+        let saved = match &self.durable {
+            Some(d) if !d.read_only && !d.is_poisoned() && self.has_unsaved_work(d) => {
+                self.checkpoint().map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        let closed = match self.durable.take() {
             Some(d) => d.close(),
             None => Ok(()),
-        }
+        };
+        saved.and(closed)
     }
 
     fn durable(&self) -> Result<&Durable> {
@@ -716,12 +859,21 @@ impl Collection {
         })
     }
 
-    /// The state to checkpoint. Called with the writer lock held.
+    /// The state to checkpoint. Called with the writer lock held; waits for the
+    /// indexer's step in flight, so that the index holds exactly the current
+    /// slots below the watermark it records.
     fn cut(&self, last_seq: u64, wal_gen: u64) -> Cut {
+        let _g = lock(&self.indexing.index_lock);
+        self.indexing.drain_retired(&*self.index);
+        let (live, indexed) = {
+            let ids = read(&self.ids);
+            (ids.live(), ids.indexed())
+        };
         Cut {
             rows: self.storage.len() as u64,
-            live: read(&self.ids).live(),
+            live,
             index: self.index.persist(),
+            indexed: u64::from(indexed),
             last_seq,
             wal_gen,
         }
@@ -791,6 +943,7 @@ impl Collection {
             live: cut.live.len() as u64,
             last_seq: cut.last_seq,
             wal_gen: cut.wal_gen,
+            indexed: Some(cut.indexed.min(cut.rows)),
         };
         let bytes = files::encode_manifest(&manifest);
         let tmp = dir.join("MANIFEST.tmp");
@@ -831,11 +984,17 @@ impl Collection {
     }
 }
 
+fn read_only_error(dir: &Path) -> Error {
+    Error::invalid_param("collection", format!("{} is open read-only", dir.display()))
+}
+
 /// The state a checkpoint saves, taken with the writer lock held.
 struct Cut {
     rows: u64,
     live: Vec<(Arc<str>, SlotId)>,
     index: Option<Vec<u8>>,
+    /// The indexed watermark: the index holds exactly the live slots below it.
+    indexed: u64,
     last_seq: u64,
     wal_gen: u64,
 }
@@ -899,13 +1058,21 @@ fn load_index(
     metric: Metric,
     storage: &dyn VectorStorage,
     ids: &IdMap,
+    indexed: u64,
 ) -> Result<Box<dyn VectorIndex>> {
     let index_metric = if metric == Metric::Cosine {
         Metric::InnerProduct
     } else {
         metric
     };
-    let live: Vec<SlotId> = ids.live().into_iter().map(|(_, s)| s).collect();
+    // The index holds the live slots below the watermark; the rest are the
+    // indexer's.
+    let live: Vec<SlotId> = ids
+        .live()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|&s| u64::from(s) < indexed)
+        .collect();
     let mpath = dir.join("MANIFEST");
     let (index, path): (Box<dyn VectorIndex>, PathBuf) = match m.index.as_str() {
         "flat" => {
@@ -961,7 +1128,7 @@ fn load_index(
             &path,
             0,
             format!(
-                "the index holds {} slots, the id map {} live ids, and they differ",
+                "the index holds {} slots, the id map {} live ids below the indexed mark {indexed}, and they differ",
                 index.len(),
                 live.len()
             ),
@@ -985,6 +1152,7 @@ impl Durable {
     ) -> Durable {
         let queue = Arc::new(CommitQueue::new(sink, file_len, next_seq));
         let flusher = match options.durability {
+            _ if options.read_only => None,
             Durability::GroupCommit {
                 max_records,
                 max_delay,
@@ -1005,7 +1173,7 @@ impl Durable {
         // Without a flusher thread (spawn failed), group commit degrades to
         // per-write syncs.
         let mode = match (options.durability, &flusher) {
-            (Durability::GroupCommit { .. }, None) => Durability::PerWrite,
+            (Durability::GroupCommit { .. }, None) if !options.read_only => Durability::PerWrite,
             (m, _) => m,
         };
         Durable {
@@ -1013,12 +1181,15 @@ impl Durable {
             fs: options.fs,
             mode,
             checkpoint_bytes: options.checkpoint_log_bytes,
+            checkpoint_indexed: options.checkpoint_indexed_rows,
+            read_only: options.read_only,
             queue,
             flusher: Mutex::new(flusher),
             manifest: RwLock::new(Arc::new(manifest)),
             checkpointing: Mutex::new(()),
             next_gen: AtomicU64::new(next_gen),
             poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
             recovery,
             _lock: guard,
         }
@@ -1028,8 +1199,24 @@ impl Durable {
         self.poisoned.load(Ordering::Acquire) || self.queue.is_poisoned()
     }
 
-    fn poison(&self) {
+    /// Refuses writes from now on, remembering the first cause.
+    fn poison(&self, cause: &Error) {
+        let mut c = lock(&self.poison_cause);
+        if c.is_none() {
+            *c = Some(cause.to_string());
+        }
         self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// The `Poisoned` error naming what poisoned the collection.
+    fn poisoned_error(&self) -> Error {
+        // The log's own record of a failed write or sync is the more precise.
+        let cause = self
+            .queue
+            .failure()
+            .or_else(|| lock(&self.poison_cause).clone())
+            .unwrap_or_else(|| "an earlier failure".into());
+        Error::Poisoned { cause }
     }
 
     fn close(&self) -> Result<()> {
@@ -1038,7 +1225,10 @@ impl Durable {
             let _ = h.join();
         }
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poisoned_error());
+        }
+        if self.read_only {
+            return Ok(());
         }
         self.queue.flush(true)
     }
@@ -1066,6 +1256,8 @@ pub struct VerifyReport {
     pub files: usize,
     /// Log records that parsed (not yet in a checkpoint).
     pub log_records: u64,
+    /// Rows not yet indexed (searched exactly).
+    pub unindexed_rows: usize,
 }
 
 impl Collection {
@@ -1083,9 +1275,16 @@ impl Collection {
             .dir()
             .map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
         {
+            // No indexer step in flight, retired slots out: the index holds exactly
+            // the live slots below the watermark.
+            let _g = lock(&self.indexing.index_lock);
+            self.indexing.drain_retired(&*self.index);
             let ids = read(&self.ids);
+            let w = ids.indexed();
             let live = ids.live();
             report.live = live.len();
+            report.unindexed_rows = ids.tail_rows();
+            let mut below = 0usize;
             for (id, slot) in &live {
                 let Some(v) = self.storage.get(*slot) else {
                     return Err(Error::corruption(
@@ -1104,6 +1303,17 @@ impl Collection {
                         format!("id {id:?}: non-finite vector"),
                     ));
                 }
+                if *slot >= w {
+                    if self.index.contains(*slot) {
+                        return Err(Error::corruption(
+                            &here,
+                            0,
+                            format!("id {id:?} (slot {slot}) is in the index above the indexed mark {w}"),
+                        ));
+                    }
+                    continue;
+                }
+                below += 1;
                 if !self.index.contains(*slot) {
                     return Err(Error::corruption(
                         &here,
@@ -1112,14 +1322,13 @@ impl Collection {
                     ));
                 }
             }
-            if self.index.len() != live.len() {
+            if self.index.len() != below {
                 return Err(Error::corruption(
                     &here,
                     0,
                     format!(
-                        "the index holds {} slots for {} live ids",
+                        "the index holds {} slots for {below} live ids below the indexed mark {w}",
                         self.index.len(),
-                        live.len()
                     ),
                 ));
             }
@@ -1128,7 +1337,7 @@ impl Collection {
             return Ok(report);
         };
         // The files, as on disk now (buffered log records are flushed first).
-        d.queue.flush(false).inspect_err(|_| d.poison())?;
+        d.queue.flush(false).inspect_err(|e| d.poison(e))?;
         let fs = &*d.fs;
         let dir = &d.dir;
         let mpath = dir.join("MANIFEST");
@@ -1163,7 +1372,13 @@ impl Collection {
             report.files += 1;
         }
         let ipath = dir.join(&m.ids_file);
-        files::parse_ids(&fs.read(&ipath).map_err(io_err(&ipath))?, &ipath, m.rows)?;
+        let entries = files::parse_ids(&fs.read(&ipath).map_err(io_err(&ipath))?, &ipath, m.rows)?;
+        // The index file holds the live slots below the checkpoint's watermark.
+        let indexed = m.indexed.unwrap_or(m.rows);
+        let below = entries
+            .iter()
+            .filter(|(_, s)| u64::from(*s) < indexed)
+            .count() as u64;
         report.files += 1;
         if let Some(name) = &m.index_file {
             let path = dir.join(name);
@@ -1172,13 +1387,12 @@ impl Collection {
                 "hnsw" => omen_hnsw::HnswIndex::from_bytes(&bytes, &path)?.len(),
                 _ => omen_ivfpq::IvfPqIndex::from_bytes(&bytes, &path)?.len(),
             };
-            if n as u64 != m.live {
+            if n as u64 != below {
                 return Err(Error::corruption(
                     &path,
                     0,
                     format!(
-                        "index file holds {n} slots, the checkpoint {} live ids",
-                        m.live
+                        "index file holds {n} slots, the checkpoint {below} live ids below its indexed mark {indexed}"
                     ),
                 ));
             }
