@@ -188,6 +188,14 @@ pub struct DurabilityOptions {
     pub ingest_trials: usize,
     /// The command that reproduces the run.
     pub reproduce: String,
+    /// Section e (indexing behind writes): run it.
+    pub indexing: bool,
+    /// Section e: queries per search point.
+    pub indexing_queries: usize,
+    /// Section e: search beam width.
+    pub indexing_ef: usize,
+    /// Section e: vectors in the open-with-a-log-tail measurement.
+    pub tail_open_rows: usize,
 }
 
 impl Default for DurabilityOptions {
@@ -206,6 +214,10 @@ impl Default for DurabilityOptions {
             reopen_trials: 3,
             ingest_trials: 3,
             reproduce: "cargo run --release -p omen-cli -- bench durability".into(),
+            indexing: true,
+            indexing_queries: 200,
+            indexing_ef: 100,
+            tail_open_rows: 200_000,
         }
     }
 }
@@ -392,6 +404,12 @@ pub struct DurabilityReport {
     pub checkpoint: Option<CheckpointFigure>,
     /// Reopening.
     pub reopen: Vec<ReopenFigure>,
+    /// Section e: ingest with the indexer behind, and its catch-up.
+    #[serde(default)]
+    pub indexing: Option<crate::indexing::IndexingFigure>,
+    /// Section e: opening with a log tail of unindexed vectors.
+    #[serde(default)]
+    pub tail_open: Option<crate::indexing::TailOpenFigure>,
     /// The targets.
     pub targets: Vec<TargetCheck>,
     /// Notes.
@@ -581,6 +599,16 @@ fn ingest(c: &Collection, rows: &[f32], ids: &[String], dim: usize, writers: usi
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// [`ingest`] from one pipelined writer (section e uses it).
+pub(crate) fn ingest_rows(c: &Collection, rows: &[f32], ids: &[String], dim: usize) -> Result<f64> {
+    ingest(c, rows, ids, dim, 1)
+}
+
+/// The median (section e uses it).
+pub(crate) fn median_of(v: &[f64]) -> f64 {
+    median(v)
+}
+
 /// Single-vector inserts from `threads` threads for `secs`; returns (inserts,
 /// seconds).
 fn single_inserts(
@@ -618,10 +646,14 @@ fn single_inserts(
     Ok((total, t.elapsed().as_secs_f64()))
 }
 
+/// Sections b–d index every write before it returns (the figures keep the
+/// meaning they always had: ingest includes the index build); section e
+/// measures indexing behind writes.
 fn opts(d: Durability) -> DurableOptions {
     DurableOptions::default()
         .durability(d)
         .checkpoint_log_bytes(u64::MAX)
+        .indexing(omen::IndexingMode::Inline)
 }
 
 /// Runs the whole benchmark in a fresh directory under `o.scratch` (removed at
@@ -985,6 +1017,38 @@ fn measure(
         rep.reopen.push(f);
     }
 
+    // e. Indexing behind writes.
+    if o.indexing {
+        let q = o.indexing_queries.max(1);
+        progress(&format!("indexing: {q} queries and their exact top-10"));
+        let spec = omen_datasets::SyntheticSpec {
+            name: "durability-queries".into(),
+            rows: 1,
+            queries: q,
+            dim,
+            distribution: dist.clone(),
+            seed: 42,
+            normalize: false,
+            metric: Metric::L2,
+        };
+        let queries = spec.generate()?.queries;
+        let gt = omen_datasets::compute_ground_truth(&data, &queries, Metric::L2, 10.min(n))?;
+        let inp = crate::indexing::IndexingInputs {
+            rows,
+            ids: &all_ids,
+            dim,
+            queries: &queries,
+            gt: &gt,
+            m: o.hnsw_m,
+            ef_construction: o.hnsw_ef_construction,
+            ef: o.indexing_ef,
+            tail_rows: o.tail_open_rows,
+            trials: o.reopen_trials,
+        };
+        rep.tail_open = Some(crate::indexing::measure_tail_open(&inp, work, progress)?);
+        rep.indexing = Some(crate::indexing::measure_catch_up(&inp, work, progress)?);
+    }
+
     // The yardstick again, at the end, on the same file system.
     progress("yardstick again: dd");
     if let Some(mut b) = dd_bandwidth(work, o.dd_mib)? {
@@ -1092,6 +1156,7 @@ fn targets(rep: &mut DurabilityReport) {
             met: r.open_warm_median < 2.0 && !r.rebuilt,
         });
     }
+    crate::indexing::targets(rep, &mut t, &at);
     rep.targets = t;
 }
 
@@ -1269,6 +1334,7 @@ pub fn markdown(r: &DurabilityReport) -> String {
             f.open_cold_seconds.iter().map(|s| (s * 1000.0).round() / 1000.0).collect::<Vec<_>>()
         );
     }
+    crate::indexing::markdown(&mut m, r);
     for n in &r.notes {
         let _ = writeln!(m, "- {n}");
     }
@@ -1405,6 +1471,7 @@ pub fn summary(r: &DurabilityReport) -> String {
             ""
         );
     }
+    crate::indexing::summary(&mut s, r);
     for t in &r.targets {
         let _ = writeln!(
             s,
@@ -1526,8 +1593,13 @@ mod tests {
             reopen_trials: 2,
             ingest_trials: 2,
             reproduce: "test".into(),
+            indexing: true,
+            indexing_queries: 10,
+            indexing_ef: 64,
+            tail_open_rows: 500,
         };
         let (r, md) = run_durability(&o, &mut |_| {}).unwrap();
+        assert!(r.indexing.is_some() && r.tail_open.is_some());
         assert!(md.exists());
         assert!(tmp.path().join("reports/durability/results.json").exists());
         assert_eq!(r.append.len(), 2);
@@ -1562,7 +1634,7 @@ mod tests {
                 .all(|&d| d == 0));
             assert!(f.on_disk.total > 0);
         }
-        assert_eq!(r.targets.len(), 5);
+        assert_eq!(r.targets.len(), 8);
         let text = markdown(&r);
         assert!(text.contains("group-commit(256, 0ns)"));
         assert!(text.contains("per-write"));

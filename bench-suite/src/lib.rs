@@ -9,6 +9,7 @@ pub mod config;
 pub mod durability;
 pub mod env;
 pub mod frontier;
+pub mod indexing;
 pub mod latency;
 pub mod model;
 pub mod peers;

@@ -38,7 +38,8 @@
 
 use omen::fs::{CrashMode, FaultKind, FaultPersistence, FileSystem, SimFs};
 use omen::{
-    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, Metric,
+    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, IndexingMode,
+    Metric,
     SearchParams,
 };
 use rand::rngs::StdRng;
@@ -68,13 +69,15 @@ enum Op {
     Delete(String),
     Checkpoint,
     Sync,
+    /// Index up to this many rows of the unindexed tail (manual indexing).
+    Index(usize),
 }
 
 impl Op {
     /// Whether the operation changes the collection (a poisoned collection must
     /// refuse it with `Poisoned`).
     fn is_write(&self) -> bool {
-        !matches!(self, Op::Sync)
+        !matches!(self, Op::Sync | Op::Index(_))
     }
 }
 
@@ -93,7 +96,7 @@ fn apply(state: &mut State, op: &Op) {
         Op::Delete(id) => {
             state.remove(id);
         }
-        Op::Checkpoint | Op::Sync => {}
+        Op::Checkpoint | Op::Sync | Op::Index(_) => {}
     }
 }
 
@@ -117,6 +120,7 @@ fn exec(c: &Collection, op: &Op) -> omen::Result<()> {
         Op::Delete(id) => c.delete(id),
         Op::Checkpoint => c.checkpoint().map(|_| ()),
         Op::Sync => c.sync(),
+        Op::Index(n) => c.index_pending(*n).map(|_| ()),
     }
 }
 
@@ -240,6 +244,11 @@ impl Gen {
         self
     }
 
+    fn index(&mut self, n: usize) -> &mut Self {
+        self.ops.push(Op::Index(n));
+        self
+    }
+
     fn take(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.ops)
     }
@@ -295,6 +304,13 @@ fn workload(name: &str) -> Workload {
             g.inserts(4).mixed(12).batch(3).mixed(4);
             ("auto-checkpoints", g.take())
         }
+        "indexer" => {
+            // Manual indexing: checkpoints cut with part of the rows indexed, and
+            // upserts and deletes on both sides of the indexed mark.
+            g.inserts(3).batch(6).index(4).checkpoint();
+            g.upsert().delete().upsert().index(3).batch(3).checkpoint();
+            ("indexer", g.insert().upsert().delete().index(2).insert().take())
+        }
         other => panic!("no workload {other:?}"),
     };
     assert!(
@@ -317,6 +333,7 @@ struct Setup {
     states: Vec<State>,
     durability: Durability,
     index: IndexKind,
+    indexing: IndexingMode,
     queries: Vec<Vec<f32>>,
 }
 
@@ -328,11 +345,19 @@ impl Setup {
         let queries = (0..3)
             .map(|_| (0..DIM).map(|_| rng.gen_range(-1.2f32..1.2)).collect())
             .collect();
+        // The indexer workload indexes by hand; the others run the default
+        // background indexer.
+        let indexing = if name == "indexer" {
+            IndexingMode::Manual
+        } else {
+            IndexingMode::background()
+        };
         Setup {
             w,
             states,
             durability,
             index,
+            indexing,
             queries,
         }
     }
@@ -350,6 +375,7 @@ impl Setup {
         DurableOptions::default()
             .durability(self.durability)
             .checkpoint_log_bytes(self.w.checkpoint_log_bytes)
+            .indexing(self.indexing)
             .fs(Arc::new(fs.clone()))
     }
 
@@ -771,6 +797,13 @@ fn crash_and_faults_checkpoint() {
 #[test]
 fn crash_and_faults_two_checkpoints() {
     both_modes("two-checkpoints", 6, true);
+}
+
+/// A crash at any point of a workload whose checkpoints leave rows unindexed,
+/// and whose upserts and deletes fall on both sides of the indexed mark.
+#[test]
+fn crash_and_faults_indexer() {
+    both_modes("indexer", 8, true);
 }
 
 #[test]
