@@ -39,8 +39,7 @@
 use omen::fs::{CrashMode, FaultKind, FaultPersistence, FileSystem, SimFs};
 use omen::{
     Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, IndexingMode,
-    Metric,
-    SearchParams,
+    Metric, SearchParams,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -309,7 +308,10 @@ fn workload(name: &str) -> Workload {
             // upserts and deletes on both sides of the indexed mark.
             g.inserts(3).batch(6).index(4).checkpoint();
             g.upsert().delete().upsert().index(3).batch(3).checkpoint();
-            ("indexer", g.insert().upsert().delete().index(2).insert().take())
+            (
+                "indexer",
+                g.insert().upsert().delete().index(2).insert().take(),
+            )
         }
         other => panic!("no workload {other:?}"),
     };

@@ -16,12 +16,15 @@
 //! time holds a directory: a second one gets a "locked" error.
 
 use clap::{Args, Subcommand};
-use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, Metric};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
+use omen::{
+    Collection, CollectionConfig, Durability, DurableOptions, IndexKind, IndexingMode, Metric,
+};
 use omen::{SearchParams, StorageKind};
 use omen_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -51,24 +54,26 @@ pub enum DbCommand {
         /// memory-mapped chunk files under DIR/vectors).
         #[arg(long, default_value = "memory")]
         storage: String,
-        /// HNSW: links per node (layer 0 has 2M).
-        #[arg(long, default_value_t = 16)]
-        m: usize,
-        /// HNSW: beam width while building.
-        #[arg(long, default_value_t = 200)]
-        ef_construction: usize,
+        // The index parameters are options, their defaults applied in `run`, so that
+        // a flag the chosen index does not take is refused rather than ignored.
+        /// HNSW: links per node (layer 0 has 2M) [default: 16].
+        #[arg(long)]
+        m: Option<usize>,
+        /// HNSW: beam width while building [default: 200].
+        #[arg(long)]
+        ef_construction: Option<usize>,
         /// HNSW: default beam width of `omen db search` (kept in omen.json).
         #[arg(long)]
         ef_search: Option<usize>,
-        /// IVF-PQ: inverted lists.
-        #[arg(long, default_value_t = 256)]
-        nlist: usize,
+        /// IVF-PQ: inverted lists [default: 256].
+        #[arg(long)]
+        nlist: Option<usize>,
         /// IVF-PQ: sub-quantizers (must divide the dimension).
         #[arg(long)]
         pq_m: Option<usize>,
-        /// IVF-PQ: bits per code, 4 or 8.
-        #[arg(long, default_value_t = 4)]
-        nbits: u32,
+        /// IVF-PQ: bits per code, 4 or 8 [default: 4].
+        #[arg(long)]
+        nbits: Option<u32>,
         /// IVF-PQ: vectors held before it trains itself.
         #[arg(long)]
         train_size: Option<usize>,
@@ -100,6 +105,13 @@ pub enum DbCommand {
         /// that an interrupted import can be rerun to completion.
         #[arg(long)]
         skip_existing: bool,
+        /// Wait until the background indexer has indexed every imported row
+        /// before the final checkpoint (without it the import ends once every row
+        /// is durable; rows not yet indexed are saved as such, searched exactly,
+        /// and indexed by the next command that opens the collection to write or
+        /// search).
+        #[arg(long)]
+        wait_indexed: bool,
         #[command(flatten)]
         write: WriteOpts,
     },
@@ -136,6 +148,9 @@ pub enum DbCommand {
         /// The id.
         #[arg(long)]
         id: String,
+        /// As JSON: `{"id": ..., "vector": [...]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Search for the k nearest ids of every row of a query file.
     Search {
@@ -185,6 +200,10 @@ pub enum DbCommand {
     Checkpoint {
         /// The collection directory.
         dir: PathBuf,
+        /// Index every row left unindexed first, so that the checkpoint saves
+        /// the index work (without it the checkpoint saves what is indexed now).
+        #[arg(long)]
+        wait_indexed: bool,
     },
     /// Open the collection (replaying its log) and check every checksum and that
     /// ids, storage and index agree. Prints `ok: ...` and exits 0, or prints
@@ -209,6 +228,10 @@ pub struct WriteOpts {
     /// checkpoint (default 64 MiB).
     #[arg(long)]
     checkpoint_log_bytes: Option<u64>,
+    /// Rows that may wait unindexed (searched exactly) before writers wait for
+    /// the background indexer (default 65,536).
+    #[arg(long)]
+    max_unindexed: Option<usize>,
 }
 
 impl WriteOpts {
@@ -234,8 +257,27 @@ impl WriteOpts {
             }
             o = o.checkpoint_log_bytes(b);
         }
+        if let Some(t) = self.max_unindexed {
+            if t == 0 {
+                return Err(Error::invalid_param("max-unindexed", "must be at least 1"));
+            }
+            o = o.indexing(IndexingMode::Background { max_tail: t });
+        }
         Ok(o)
     }
+}
+
+/// Options of the commands that only read: nothing in the directory is written
+/// (no log truncation, no removal of stale files, no checkpoint). `index`:
+/// whether rows left unindexed are indexed in the background meanwhile (in
+/// memory only; for `search`, whose later queries it speeds up).
+fn read_only(index: bool) -> DurableOptions {
+    let mode = if index {
+        IndexingMode::background()
+    } else {
+        IndexingMode::Manual
+    };
+    DurableOptions::default().read_only(true).indexing(mode)
 }
 
 /// `omen.json`.
@@ -396,6 +438,68 @@ fn check_config(dir: &Path, cfg: &DbConfig, col: &Collection) -> Result<()> {
     Ok(())
 }
 
+/// The `omen db create` flags (without `--`) that `index` takes.
+fn create_params(index: &str) -> Result<&'static [&'static str]> {
+    match index {
+        "flat" => Ok(&[]),
+        "hnsw" => Ok(&["m", "ef-construction", "ef-search"]),
+        "ivfpq" => Ok(&["nlist", "pq-m", "nbits", "train-size", "nprobe"]),
+        other => Err(Error::invalid_param(
+            "index",
+            format!("{other:?}: expected flat, hnsw or ivfpq"),
+        )),
+    }
+}
+
+/// The `omen db search` flags (without `--`) that a collection whose index is
+/// named `index` takes; `None` for an index this command does not know.
+fn search_params(index: &str) -> Option<&'static [&'static str]> {
+    match index {
+        "flat" => Some(&[]),
+        "hnsw" => Some(&["ef"]),
+        "ivfpq" => Some(&["nprobe", "rerank"]),
+        _ => None,
+    }
+}
+
+/// Refuses the flags of `given` (name, whether it was given) that are not in
+/// `takes`: one error naming the first, every refused flag, and what `who` takes.
+/// A flag the index does not take would otherwise be silently ignored.
+fn refuse_foreign_params(
+    what: &str,
+    who: &str,
+    takes: &[&'static str],
+    given: &[(&'static str, bool)],
+) -> Result<()> {
+    let flags = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("--{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let foreign: Vec<&'static str> = given
+        .iter()
+        .filter(|(name, given)| *given && !takes.contains(name))
+        .map(|(name, _)| *name)
+        .collect();
+    let Some(&first) = foreign.first() else {
+        return Ok(());
+    };
+    let takes = if takes.is_empty() {
+        "no index parameters".to_string()
+    } else {
+        flags(takes)
+    };
+    Err(Error::invalid_param(
+        first,
+        format!(
+            "{what} does not take {}; {who} takes {takes}",
+            flags(&foreign)
+        ),
+    ))
+}
+
 /// Opens the collection in `dir`.
 fn open(dir: &Path, options: DurableOptions) -> Result<Collection> {
     if !dir.is_dir() {
@@ -475,12 +579,29 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             train_size,
             nprobe,
         } => {
+            refuse_foreign_params(
+                &format!("the {index} index"),
+                &index,
+                create_params(&index)?,
+                &[
+                    ("m", m.is_some()),
+                    ("ef-construction", ef_construction.is_some()),
+                    ("ef-search", ef_search.is_some()),
+                    ("nlist", nlist.is_some()),
+                    ("pq-m", pq_m.is_some()),
+                    ("nbits", nbits.is_some()),
+                    ("train-size", train_size.is_some()),
+                    ("nprobe", nprobe.is_some()),
+                ],
+            )?;
             if dir.join("MANIFEST").exists() || dir.join(CONFIG).exists() {
                 return Err(Error::invalid_param(
                     "dir",
                     format!("{} already holds a collection", dir.display()),
                 ));
             }
+            let (m, ef_construction) = (m.unwrap_or(16), ef_construction.unwrap_or(200));
+            let (nlist, nbits) = (nlist.unwrap_or(256), nbits.unwrap_or(4));
             let cfg = DbConfig {
                 format: FORMAT.into(),
                 dim,
@@ -531,6 +652,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             batch,
             ack,
             skip_existing,
+            wait_indexed,
             write,
         } => {
             let options = write.options()?;
@@ -594,6 +716,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             let (mut inserted, mut skipped) = (0usize, 0usize);
             let mut batch_ids: Vec<&str> = Vec::with_capacity(batch);
             let mut batch_rows: Vec<f32> = Vec::with_capacity(batch * dim);
+            let bar = import_bar(v.rows());
             let t = Instant::now();
             for start in (0..v.rows()).step_by(batch) {
                 let end = (start + batch).min(v.rows());
@@ -619,13 +742,33 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
                     if sync_each {
                         col.sync()?;
                     }
-                    writeln!(out, "acked {}", end - 1).map_err(stdout_err)?;
-                    out.flush().map_err(stdout_err)?;
+                    // The bar steps aside while the line is written (stdout and
+                    // stderr may be the same terminal).
+                    bar.suspend(|| {
+                        writeln!(out, "acked {}", end - 1)?;
+                        out.flush()
+                    })
+                    .map_err(stdout_err)?;
                 }
+                bar.set_position(end as u64);
             }
-            let live = col.len();
-            col.close()?;
+            // Every row is durable here: the ingest figure stops.
             let secs = t.elapsed().as_secs_f64();
+            let index_note = if wait_indexed {
+                bar.set_message("indexing");
+                col.wait_indexed()?;
+                format!("; indexed behind it by {:.2} s", t.elapsed().as_secs_f64())
+            } else {
+                match col.unindexed_rows() {
+                    0 => String::new(),
+                    n => format!("; {n} rows saved unindexed (searched exactly until indexed)"),
+                }
+            };
+            bar.set_message("checkpoint");
+            let live = col.len();
+            col.checkpoint()?;
+            col.close()?;
+            bar.finish_and_clear();
             let skipped_note = if skip_existing {
                 format!(" ({skipped} already present, skipped)")
             } else {
@@ -633,7 +776,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             };
             writeln!(
                 out,
-                "imported {inserted} vectors{skipped_note} in {secs:.2} s ({:.0} vectors/s, durable ingest, {label}, batches of {batch}); {live} live",
+                "imported {inserted} vectors{skipped_note} in {secs:.2} s ({:.0} vectors/s, durable ingest, {label}, batches of {batch}); {live} live{index_note}",
                 inserted as f64 / secs.max(1e-9),
             )
             .map_err(stdout_err)?;
@@ -666,18 +809,34 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
-        DbCommand::Get { dir, id } => {
-            let col = open(&dir, DurableOptions::default())?;
+        DbCommand::Get { dir, id, json } => {
+            let col = open(&dir, read_only(false))?;
             let v = col.get(&id);
             col.close()?;
             let v = v.ok_or(Error::UnknownId { id: id.clone() })?;
-            println!(
-                "{}",
-                v.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            if json {
+                // Serialized as f32s: each component is written as the shortest
+                // text that reads back as the same f32 (not widened to f64).
+                #[derive(Serialize)]
+                struct Got<'a> {
+                    id: &'a str,
+                    vector: &'a [f32],
+                }
+                let line = serde_json::to_string(&Got {
+                    id: &id,
+                    vector: &v,
+                })
+                .map_err(|e| stdout_err(std::io::Error::other(e)))?;
+                println!("{line}");
+            } else {
+                println!(
+                    "{}",
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Search {
@@ -711,8 +870,20 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             }
             let pool = search_pool(threads)?;
             let t_open = Instant::now();
-            let col = open(&dir, DurableOptions::default())?;
+            let col = open(&dir, read_only(true))?;
             let open_seconds = t_open.elapsed().as_secs_f64();
+            if let Some(takes) = search_params(col.index_name()) {
+                refuse_foreign_params(
+                    &format!("the {} index of {}", col.index_name(), dir.display()),
+                    &format!("{} search", col.index_name()),
+                    takes,
+                    &[
+                        ("ef", ef.is_some()),
+                        ("nprobe", nprobe.is_some()),
+                        ("rerank", rerank.is_some()),
+                    ],
+                )?;
+            }
             if q.dim() != col.dim() {
                 return Err(Error::DimensionMismatch {
                     expected: col.dim(),
@@ -762,7 +933,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Stats { dir, json } => {
-            let col = open(&dir, DurableOptions::default())?;
+            let col = open(&dir, read_only(false))?;
             let s = col.stats();
             let rec = col.recovery_info().cloned().unwrap_or_default();
             let out = serde_json::json!({
@@ -778,12 +949,12 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
                 "storage_memory_bytes": s.storage_memory_bytes,
                 "checkpoint_gen": rec.checkpoint_gen,
                 "replayed_records": rec.replayed_records,
-                "truncated_log_bytes": rec.truncated_bytes,
-                "removed_files": rec.removed_files,
+                "torn_log_bytes": rec.truncated_bytes,
+                "unindexed_rows": s.unindexed_rows,
                 "simd_isa": col.isa().name(),
             });
             col.close()?;
-            // Sizes after the close, which flushed everything.
+            // Sizes as on disk (this command writes nothing).
             let (disk, log, logs) = disk_usage(&dir)?;
             let mut out = out;
             if let Some(m) = out.as_object_mut() {
@@ -800,19 +971,22 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DbCommand::Checkpoint { dir } => {
+        DbCommand::Checkpoint { dir, wait_indexed } => {
             let col = open(&dir, DurableOptions::default())?;
+            if wait_indexed {
+                col.wait_indexed()?;
+            }
             let info = col.checkpoint()?;
             col.close()?;
             println!(
-                "checkpoint {}: {} rows, {} live ids, through log record {}, {} bytes written",
-                info.gen, info.rows, info.live, info.last_seq, info.bytes_written
+                "checkpoint {}: {} rows, {} live ids, through log record {}, {} bytes written, {} rows unindexed",
+                info.gen, info.rows, info.live, info.last_seq, info.bytes_written, info.rows - info.indexed.min(info.rows)
             );
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Verify { dir } => {
             let checked = (|| {
-                let col = open(&dir, DurableOptions::default())?;
+                let col = open(&dir, read_only(false))?;
                 let report = col.verify()?;
                 if let Some(cfg) = read_config(&dir)? {
                     check_config(&dir, &cfg, &col)?;
@@ -823,8 +997,8 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             match checked {
                 Ok(r) => {
                     println!(
-                        "ok: {} live ids, {} rows, {} files checked, {} log records",
-                        r.live, r.rows, r.files, r.log_records
+                        "ok: {} live ids, {} rows, {} files checked, {} log records, {} rows unindexed",
+                        r.live, r.rows, r.files, r.log_records, r.unindexed_rows
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -836,6 +1010,26 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// `omen db import`'s progress bar over `rows` rows, on stderr; hidden (drawing
+/// nothing) unless stderr is a terminal, so that piped or logged output is the
+/// same with or without it.
+fn import_bar(rows: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    // Cleared when dropped, too: an error line then starts on a clean line.
+    let bar = ProgressBar::with_draw_target(Some(rows as u64), ProgressDrawTarget::stderr())
+        .with_finish(ProgressFinish::AndClear);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[{elapsed_precise}] {bar:25} {human_pos}/{human_len} rows, eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.tick();
+    bar
 }
 
 /// The thread pool `omen db search` answers on: `threads` threads, or one per core.

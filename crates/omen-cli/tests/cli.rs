@@ -286,13 +286,18 @@ fn db_durability_modes_ack_and_skip_existing() {
             d,
         );
         ok(&["db", "delete", &db, "--id", "5", "--durability", mode], d);
-        // Every write was logged and replays at the next open.
+        // Each import ended with a checkpoint (create's is 1, then one per
+        // import); the two single writes after them were logged and replay at
+        // the next open, which writes nothing (a read command).
         let stats: serde_json::Value =
             serde_json::from_str(&ok(&["db", "stats", &db, "--json"], d)).unwrap();
         assert_eq!(stats["len"], 1050, "{stats}");
-        assert_eq!(stats["replayed_records"], 6, "{stats}");
-        assert_eq!(stats["checkpoint_gen"], 1, "{stats}");
-        assert!(stats["log_bytes"].as_u64().unwrap() > 1050 * 16, "{stats}");
+        assert_eq!(stats["replayed_records"], 2, "{stats}");
+        assert_eq!(stats["checkpoint_gen"], 3, "{stats}");
+        assert!(stats["log_bytes"].as_u64().unwrap() > 2 * 16, "{stats}");
+        let again: serde_json::Value =
+            serde_json::from_str(&ok(&["db", "stats", &db, "--json"], d)).unwrap();
+        assert_eq!(again, stats, "a second read command saw another directory");
         assert_eq!(
             ok(&["db", "get", &db, "--id", "1049"], d).trim(),
             "1049,1050,1051,1052"
@@ -417,7 +422,12 @@ fn db_search_batches_threads_and_timing() {
             ],
             d,
         );
-        ok(&["db", "import", &db, "ds/base.fbin"], d);
+        // Indexed before the import returns: the answers below must not depend
+        // on how far a background indexer got (the tail is scanned with another
+        // kernel than the index's tiles, so distances could differ in the last
+        // bits).
+        let out = ok(&["db", "import", &db, "ds/base.fbin", "--wait-indexed"], d);
+        assert!(out.contains("; indexed behind it by"), "{out}");
         let run = |extra: &[&str]| {
             let mut a = vec![
                 "db",
@@ -428,9 +438,10 @@ fn db_search_batches_threads_and_timing() {
                 "-k",
                 "10",
                 "--json",
-                "--ef",
-                "400",
             ];
+            if index == "hnsw" {
+                a.extend(["--ef", "400"]);
+            }
             a.extend_from_slice(extra);
             ok(&a, d)
         };
@@ -515,18 +526,488 @@ fn db_search_batches_threads_and_timing() {
             d,
             "batch",
         );
-        fails(
+        if index == "hnsw" {
+            fails(
+                &[
+                    "db",
+                    "search",
+                    &db,
+                    "--queries",
+                    "ds/base.fbin",
+                    "--ef",
+                    "0",
+                ],
+                d,
+                "ef",
+            );
+        }
+    }
+}
+
+/// `omen db get --json` prints one object with the id and the stored vector; an
+/// unknown id is the same one-line error, with nothing on stdout, in both modes.
+#[test]
+fn db_get_json_prints_id_and_vector() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(&["db", "create", "db", "--dim", "4", "--metric", "l2"], d);
+    let want = [0.1f32, -2.5, 3.0, 1e-3];
+    for id in ["doc-1", "quote\"d"] {
+        ok(
             &[
                 "db",
-                "search",
-                &db,
-                "--queries",
-                "ds/base.fbin",
-                "--ef",
-                "0",
+                "insert",
+                "db",
+                "--id",
+                id,
+                "--vector",
+                "0.1,-2.5,3,1e-3",
             ],
             d,
-            "ef",
+        );
+        let out = ok(&["db", "get", "db", "--id", id, "--json"], d);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.len(), 2, "{out}");
+        assert_eq!(v["id"], id, "{out}");
+        let got: Vec<f32> = v["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got, want, "{out}");
+        // Each component as the shortest text of its f32, not widened to f64.
+        assert!(out.contains("[0.1,-2.5,3.0,0.001]"), "{out}");
+        // Without --json: the comma-separated line, as before.
+        assert_eq!(
+            ok(&["db", "get", "db", "--id", id], d),
+            "0.1,-2.5,3,0.001\n"
         );
     }
+    for json in [false, true] {
+        let mut args = vec!["db", "get", "db", "--id", "nope"];
+        if json {
+            args.push("--json");
+        }
+        fails(&args, d, "unknown id");
+        let o = omen(&args, d);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(o.stdout.is_empty(), "{o:?}");
+    }
+}
+
+/// `omen db create` was refused for `dir`: it holds no collection (it was not
+/// even created).
+fn assert_nothing_created(dir: &Path) {
+    assert!(!dir.join("MANIFEST").exists(), "{}", dir.display());
+    assert!(!dir.join("omen.json").exists(), "{}", dir.display());
+    assert!(!dir.exists(), "{} was created", dir.display());
+}
+
+/// `omen db create` refuses a flag the chosen index does not take (it would be
+/// ignored), naming the index and the flags it takes, and writes nothing; the
+/// flags it does take, given or defaulted, land in omen.json.
+#[test]
+fn db_create_refuses_parameters_the_index_does_not_take() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let ivfpq_takes = "ivfpq takes --nlist, --pq-m, --nbits, --train-size, --nprobe";
+    let hnsw_takes = "hnsw takes --m, --ef-construction, --ef-search";
+    let flat_takes = "flat takes no index parameters";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["--index", "ivfpq", "--m", "25"],
+            "the ivfpq index does not take --m;",
+            ivfpq_takes,
+        ),
+        (
+            &[
+                "--index",
+                "ivfpq",
+                "--pq-m",
+                "2",
+                "--ef-construction",
+                "100",
+            ],
+            "the ivfpq index does not take --ef-construction;",
+            ivfpq_takes,
+        ),
+        (
+            &["--index", "ivfpq", "--ef-search", "10"],
+            "does not take --ef-search;",
+            ivfpq_takes,
+        ),
+        (
+            &["--index", "hnsw", "--nlist", "4"],
+            "the hnsw index does not take --nlist;",
+            hnsw_takes,
+        ),
+        (
+            &["--index", "hnsw", "--pq-m", "2"],
+            "does not take --pq-m;",
+            hnsw_takes,
+        ),
+        (
+            &["--index", "hnsw", "--nbits", "8"],
+            "does not take --nbits;",
+            hnsw_takes,
+        ),
+        (
+            &["--index", "hnsw", "--train-size", "100"],
+            "does not take --train-size;",
+            hnsw_takes,
+        ),
+        (
+            &["--index", "hnsw", "--m", "8", "--nprobe", "3"],
+            "does not take --nprobe;",
+            hnsw_takes,
+        ),
+        (
+            &["--index", "flat", "--m", "16"],
+            "the flat index does not take --m;",
+            flat_takes,
+        ),
+        // flat is the default index; every refused flag is named.
+        (
+            &["--nprobe", "1", "--ef-search", "5"],
+            "the flat index does not take --ef-search, --nprobe;",
+            flat_takes,
+        ),
+        (
+            &["--index", "ivfpq", "--m", "25", "--ef-construction", "9"],
+            "does not take --m, --ef-construction;",
+            ivfpq_takes,
+        ),
+    ];
+    for (i, (extra, refused, takes)) in cases.iter().enumerate() {
+        let db = format!("db-{i}");
+        let mut args = vec!["db", "create", &db, "--dim", "4", "--metric", "l2"];
+        args.extend_from_slice(extra);
+        fails(&args, d, refused);
+        fails(&args, d, takes);
+        fails(&args, d, "invalid parameter");
+        assert_nothing_created(&d.join(&db));
+    }
+    // An empty directory made beforehand stays empty.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    fails(
+        &[
+            "db", "create", "empty", "--dim", "4", "--metric", "l2", "--index", "ivfpq", "--m",
+            "25",
+        ],
+        d,
+        ivfpq_takes,
+    );
+    assert_eq!(std::fs::read_dir(d.join("empty")).unwrap().count(), 0);
+    // The flags an index takes are accepted and kept; the rest take their defaults.
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["db", "create", name, "--dim", "4", "--metric", "l2"];
+        args.extend_from_slice(extra);
+        ok(&args, d)
+    };
+    let config = |db: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(db).join("omen.json")).unwrap())
+            .unwrap()
+    };
+    create(
+        "ivf",
+        &[
+            "--index",
+            "ivfpq",
+            "--nlist",
+            "4",
+            "--pq-m",
+            "2",
+            "--nbits",
+            "8",
+            "--train-size",
+            "300",
+            "--nprobe",
+            "3",
+        ],
+    );
+    let c = config("ivf");
+    assert_eq!(c["ivfpq"]["nlist"], 4, "{c}");
+    assert_eq!(c["ivfpq"]["m"], 2, "{c}");
+    assert_eq!(c["ivfpq"]["nbits"], 8, "{c}");
+    assert_eq!(c["ivfpq"]["train_size"], 300, "{c}");
+    assert_eq!(c["search"]["nprobe"], 3, "{c}");
+    assert!(c.get("hnsw").is_none(), "{c}");
+    create("ivf-defaults", &["--index", "ivfpq"]);
+    let c = config("ivf-defaults");
+    assert_eq!(c["ivfpq"]["nlist"], 256, "{c}");
+    assert_eq!(c["ivfpq"]["m"], 2, "{c}");
+    assert_eq!(c["ivfpq"]["nbits"], 4, "{c}");
+    assert_eq!(c["ivfpq"]["train_size"], 39 * 256, "{c}");
+    create(
+        "hnsw",
+        &["--index", "hnsw", "--m", "8", "--ef-search", "50"],
+    );
+    let c = config("hnsw");
+    assert_eq!(c["hnsw"]["m"], 8, "{c}");
+    assert_eq!(c["hnsw"]["ef_construction"], 200, "{c}");
+    assert_eq!(c["search"]["ef"], 50, "{c}");
+    assert!(c.get("ivfpq").is_none(), "{c}");
+    create("hnsw-defaults", &["--index", "hnsw"]);
+    let c = config("hnsw-defaults");
+    assert_eq!(c["hnsw"]["m"], 16, "{c}");
+    assert_eq!(c["hnsw"]["ef_construction"], 200, "{c}");
+    ok(&["db", "create", "flat", "--dim", "4", "--metric", "l2"], d);
+    let c = config("flat");
+    assert_eq!(c["index"], "flat", "{c}");
+    assert!(c.get("hnsw").is_none() && c.get("ivfpq").is_none(), "{c}");
+    // An unknown index is refused as before, whatever else is given.
+    fails(
+        &[
+            "db", "create", "bad", "--dim", "4", "--metric", "l2", "--index", "lsh", "--m", "4",
+        ],
+        d,
+        "invalid parameter index: \"lsh\": expected flat, hnsw or ivfpq",
+    );
+    assert_nothing_created(&d.join("bad"));
+}
+
+/// `omen db search` refuses a search flag the collection's index does not take
+/// (it would be ignored), naming what that index takes, and prints no results.
+#[test]
+fn db_search_refuses_parameters_the_index_does_not_take() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write_fvecs(&d.join("v.fvecs"), 300);
+    write_fvecs(&d.join("q.fvecs"), 3);
+    for index in ["flat", "hnsw", "ivfpq"] {
+        let mut create = vec![
+            "db", "create", index, "--dim", "4", "--metric", "l2", "--index", index,
+        ];
+        if index == "ivfpq" {
+            create.extend(["--nlist", "4", "--pq-m", "2", "--train-size", "256"]);
+        }
+        ok(&create, d);
+        ok(&["db", "import", index, "v.fvecs"], d);
+    }
+    let search = |db: &str, extra: &[&str]| {
+        let mut a = vec!["db", "search", db, "--queries", "q.fvecs", "-k", "2"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let refused: &[(&str, &[&str], &str)] = &[
+        (
+            "ivfpq",
+            &["--ef", "64"],
+            "the ivfpq index of ivfpq does not take --ef; ivfpq search takes --nprobe, --rerank",
+        ),
+        (
+            "ivfpq",
+            &["--nprobe", "2", "--ef", "64"],
+            "does not take --ef;",
+        ),
+        (
+            "hnsw",
+            &["--nprobe", "2"],
+            "the hnsw index of hnsw does not take --nprobe; hnsw search takes --ef",
+        ),
+        (
+            "hnsw",
+            &["--rerank", "5"],
+            "does not take --rerank; hnsw search takes --ef",
+        ),
+        (
+            "hnsw",
+            &["--ef", "64", "--nprobe", "2", "--rerank", "5"],
+            "does not take --nprobe, --rerank;",
+        ),
+        (
+            "flat",
+            &["--ef", "64"],
+            "the flat index of flat does not take --ef; flat search takes no index parameters",
+        ),
+        (
+            "flat",
+            &["--nprobe", "2"],
+            "flat search takes no index parameters",
+        ),
+        ("flat", &["--rerank", "5"], "does not take --rerank;"),
+    ];
+    for (db, extra, needle) in refused {
+        let args = search(db, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&args, d, needle);
+        assert!(omen(&args, d).stdout.is_empty(), "{args:?}");
+    }
+    // What each index takes is accepted: three result lines each.
+    for (db, extra) in [
+        ("flat", &[][..]),
+        ("hnsw", &["--ef", "64"][..]),
+        ("ivfpq", &["--nprobe", "2", "--rerank", "5"][..]),
+    ] {
+        let args = search(db, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ok(&args, d);
+        assert_eq!(out.lines().count(), 3, "{db}: {out}");
+        assert!(out.starts_with("query 0: 0 (0.0000)"), "{db}: {out}");
+    }
+}
+
+/// Without a terminal, `omen db import` writes exactly its lines (the `acked`
+/// lines and the summary) to stdout and nothing to stderr: no progress bar.
+#[test]
+fn db_import_without_a_terminal_prints_no_progress() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write_fvecs(&d.join("v.fvecs"), 1050);
+    ok(&["db", "create", "db", "--dim", "4", "--metric", "l2"], d);
+    let o = omen(
+        &["db", "import", "db", "v.fvecs", "--batch", "300", "--ack"],
+        d,
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        o.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.ends_with(" live\n"), "{out:?}");
+    assert!(!out.contains('\r') && !out.contains('\x1b'), "{out:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["acked 299", "acked 599", "acked 899", "acked 1049"],
+        "{out}"
+    );
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[4].starts_with("imported 1050 vectors in "), "{out}");
+    assert!(lines[4].contains(" vectors/s, durable ingest, "), "{out}");
+    assert!(lines[4].ends_with(", batches of 300); 1050 live"), "{out}");
+}
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), `omen db import`
+/// draws a progress bar on stderr; stdout, redirected to a file, holds the same
+/// lines as without a terminal.
+#[test]
+fn db_import_on_a_terminal_draws_a_progress_bar_on_stderr() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let script_works = Command::new("script")
+        .args(["-qec", "true", "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !script_works {
+        eprintln!("skipped: util-linux `script` (for a pseudo-terminal) is not available");
+        return;
+    }
+    write_fvecs(&d.join("v.fvecs"), 1050);
+    ok(&["db", "create", "db", "--dim", "4", "--metric", "l2"], d);
+    let cmd = format!(
+        "{} db import db v.fvecs --batch 300 --ack > stdout.txt",
+        env!("CARGO_BIN_EXE_omen")
+    );
+    let o = {
+        let _spawning = SPAWN.read().unwrap_or_else(|e| e.into_inner());
+        Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(d)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(o.status.success(), "{o:?}");
+    // What the terminal showed: stderr only.
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(tty.contains("/1,050 rows"), "{tty:?}");
+    assert!(
+        !tty.contains("acked") && !tty.contains("imported"),
+        "{tty:?}"
+    );
+    let out = std::fs::read_to_string(d.join("stdout.txt")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["acked 299", "acked 599", "acked 899", "acked 1049"],
+        "{out}"
+    );
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[4].starts_with("imported 1050 vectors in "), "{out}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+}
+
+/// Every file of `dir` (recursively) with its bytes, sorted.
+fn dir_image(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((p, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `stats`, `get`, `search` and `verify` write nothing to the directory, even
+/// with a log tail to replay and rows left unindexed; `checkpoint
+/// --wait-indexed` then saves the index work and empties the log.
+#[test]
+fn db_read_commands_write_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write_fvecs(&d.join("v.fvecs"), 3000);
+    write_fvecs(&d.join("q.fvecs"), 5);
+    ok(
+        &[
+            "db", "create", "db", "--dim", "4", "--metric", "l2", "--index", "hnsw",
+        ],
+        d,
+    );
+    ok(&["db", "import", "db", "v.fvecs"], d);
+    // A log tail: single writes after the import's checkpoint.
+    ok(
+        &["db", "insert", "db", "--id", "x", "--vector", "1,2,3,4"],
+        d,
+    );
+    ok(&["db", "delete", "db", "--id", "7"], d);
+    // And a torn record at its end, which a writer's open would cut off.
+    let wal = std::fs::read_dir(d.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.extend_from_slice(&[0x5A; 21]);
+    std::fs::write(&wal, bytes).unwrap();
+    let before = dir_image(&d.join("db"));
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "stats", "db", "--json"], d)).unwrap();
+    assert_eq!(stats["replayed_records"], 2, "{stats}");
+    assert_eq!(stats["torn_log_bytes"], 21, "{stats}");
+    assert_eq!(stats["len"], 3000, "{stats}");
+    assert_eq!(ok(&["db", "get", "db", "--id", "x"], d).trim(), "1,2,3,4");
+    let out = ok(&["db", "search", "db", "--queries", "q.fvecs", "--json"], d);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(!out.contains("\"7\""), "a deleted id was found: {out}");
+    let out = ok(&["db", "verify", "db"], d);
+    assert!(out.starts_with("ok: 3000 live ids, 3001 rows,"), "{out}");
+    assert_eq!(
+        dir_image(&d.join("db")),
+        before,
+        "a read command changed the directory"
+    );
+    // A writer command may write: checkpoint with the index work included.
+    let out = ok(&["db", "checkpoint", "db", "--wait-indexed"], d);
+    assert!(out.ends_with("bytes written, 0 rows unindexed\n"), "{out}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "stats", "db", "--json"], d)).unwrap();
+    assert_eq!(stats["replayed_records"], 0, "{stats}");
+    assert_eq!(stats["unindexed_rows"], 0, "{stats}");
 }

@@ -17,7 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use omen::{Collection, DurableOptions};
+use omen::{Collection, DurableOptions, IndexingMode};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -90,6 +90,7 @@ struct Variant {
     dim: usize,
     batch: usize,
     cycles: usize,
+    min_delay_ms: u64,
     max_delay_ms: u64,
     checkpoint_log_bytes: u64,
 }
@@ -104,6 +105,11 @@ struct Summary {
     cli_checkpoints: usize,
     rounds: usize,
     secs: f64,
+    /// Cycles after the first whose import neither acknowledged a row nor
+    /// completed before it was killed.
+    cycles_without_progress: Vec<usize>,
+    /// The most rows left unindexed seen after a kill.
+    max_unindexed_after_kill: usize,
 }
 
 /// One round's ids: `{prefix}{row}` (round 0 uses the bare row numbers, the
@@ -198,7 +204,9 @@ fn run_variant(v: &Variant, seed: u64) -> Summary {
             }
             lines
         });
-        let delay = Duration::from_millis(rng.below(v.max_delay_ms + 1));
+        let delay = Duration::from_millis(
+            v.min_delay_ms + rng.below(v.max_delay_ms.saturating_sub(v.min_delay_ms) + 1),
+        );
         std::thread::sleep(delay);
         let finished_first = child.try_wait().unwrap().is_some();
         if !finished_first {
@@ -244,10 +252,21 @@ fn run_variant(v: &Variant, seed: u64) -> Summary {
         if let Some(&last) = acks.last() {
             acked_upto[round] = acked_upto[round].max(last + 1);
         }
+        if cycle > 0 && acks.is_empty() && !completed {
+            s.cycles_without_progress.push(cycle);
+        }
 
         // The library's view after the kill.
-        let col = Collection::open(&dir, DurableOptions::default())
-            .unwrap_or_else(|e| panic!("{} cycle {cycle}: open after kill: {e}", v.name));
+        // Read-only and without indexing: the check writes nothing, so a log
+        // tail left by the kill stays for the next import to open.
+        let col = Collection::open(
+            &dir,
+            DurableOptions::default()
+                .read_only(true)
+                .indexing(IndexingMode::Manual),
+        )
+        .unwrap_or_else(|e| panic!("{} cycle {cycle}: open after kill: {e}", v.name));
+        s.max_unindexed_after_kill = s.max_unindexed_after_kill.max(col.unindexed_rows());
         for (r, &upto) in acked_upto.iter().enumerate() {
             for (row, want) in data.iter().enumerate().take(upto) {
                 let id = id_of(r, row);
@@ -328,7 +347,7 @@ fn run_variant(v: &Variant, seed: u64) -> Summary {
 
 fn report(v: &Variant, s: &Summary) {
     println!(
-        "{}: {} cycles in {:.1} s, {} acked rows checked, {} kills ({} mid-import, after at least one ack), {} imports completed, {} rounds, {} checkpoints via the command",
+        "{}: {} cycles in {:.1} s, {} acked rows checked, {} kills ({} mid-import, after at least one ack), {} imports completed, {} rounds, {} checkpoints via the command, at most {} rows unindexed after a kill, cycles without progress {:?}",
         v.name,
         s.cycles,
         s.secs,
@@ -337,7 +356,9 @@ fn report(v: &Variant, s: &Summary) {
         s.kills_mid_import,
         s.completed,
         s.rounds,
-        s.cli_checkpoints
+        s.cli_checkpoints,
+        s.max_unindexed_after_kill,
+        s.cycles_without_progress
     );
 }
 
@@ -350,6 +371,7 @@ fn kill9_during_import_loses_no_acked_row_memory_flat() {
         dim: 16,
         batch: 200,
         cycles: 24,
+        min_delay_ms: 0,
         max_delay_ms: 300,
         checkpoint_log_bytes: 256 << 10,
     };
@@ -381,6 +403,7 @@ fn kill9_during_import_loses_no_acked_row_mmap_hnsw() {
         dim: 16,
         batch: 200,
         cycles: 14,
+        min_delay_ms: 0,
         max_delay_ms: 300,
         checkpoint_log_bytes: 64 << 10,
     };
@@ -391,5 +414,38 @@ fn kill9_during_import_loses_no_acked_row_mmap_hnsw() {
         s.kills_mid_import >= 2,
         "only {} kills landed mid-import: the test did not exercise crashes",
         s.kills_mid_import
+    );
+}
+
+/// The shape of issue 12's outside check: 64-d HNSW (the default M = 16,
+/// ef_construction = 200), imports of 20,000-row files killed 0.2-2.5 s in, no
+/// automatic checkpoint by log size, so that kills leave large log tails. Open
+/// does no index work, so every restarted import acknowledges rows (before,
+/// once ~40,000 rows sat in the log each restart was killed inside its open).
+#[test]
+fn kill9_with_large_log_tails_every_restart_makes_progress() {
+    let v = Variant {
+        name: "memory/hnsw, large tails",
+        create: &["--index", "hnsw", "--storage", "memory"],
+        rows: 20_000,
+        dim: 64,
+        batch: 1_000,
+        cycles: 12,
+        min_delay_ms: 200,
+        max_delay_ms: 2_500,
+        checkpoint_log_bytes: 1 << 30,
+    };
+    let s = run_variant(&v, 0x5EED_0003);
+    report(&v, &s);
+    assert!(s.acked_rows_checked > 0, "no row was ever acknowledged");
+    assert!(
+        s.cycles_without_progress.is_empty(),
+        "restarted imports that acknowledged nothing: cycles {:?}",
+        s.cycles_without_progress
+    );
+    assert!(
+        s.max_unindexed_after_kill >= 1_000,
+        "no kill left a log tail to index ({} rows at most)",
+        s.max_unindexed_after_kill
     );
 }

@@ -188,6 +188,8 @@ pub struct CheckpointInfo {
     pub live: u64,
     /// The last log record it includes.
     pub last_seq: u64,
+    /// Rows below this are indexed (if live); the rest were saved unindexed.
+    pub indexed: u64,
     /// Bytes written (new vectors, ids, index, manifest).
     pub bytes_written: u64,
 }
@@ -212,6 +214,11 @@ pub struct RecoveryInfo {
 }
 
 type Sink = LogFile;
+
+/// `close` checkpoints once this many rows were indexed since the last checkpoint.
+pub(crate) const CLOSE_CHECKPOINT_ROWS: u64 = 1024;
+/// `close` checkpoints once this much log was written since the last checkpoint.
+pub(crate) const CLOSE_CHECKPOINT_LOG_BYTES: u64 = 1 << 20;
 
 /// Under group commit, a sync starts at once when this many bytes of log wait: a
 /// large batch is its own group and need not wait `max_delay` for company.
@@ -774,9 +781,13 @@ impl Collection {
         u64::from(read(&self.ids).indexed()).saturating_sub(saved)
     }
 
-    /// Whether the last checkpoint misses anything: log records, or index work.
-    fn has_unsaved_work(&self, d: &Durable) -> bool {
-        d.queue.next_seq() > read(&d.manifest).last_seq + 1 || self.indexed_since_checkpoint(d) > 0
+    /// Whether the last checkpoint misses enough to be worth a checkpoint on
+    /// close: at least [`CLOSE_CHECKPOINT_ROWS`] rows indexed since it (index work
+    /// a reopen would redo) or [`CLOSE_CHECKPOINT_LOG_BYTES`] of log. Less stays in
+    /// the log: replaying it costs no index work, and a few rows index at once.
+    fn worth_saving_on_close(&self, d: &Durable) -> bool {
+        d.queue.since_checkpoint() >= CLOSE_CHECKPOINT_LOG_BYTES
+            || self.indexed_since_checkpoint(d) >= CLOSE_CHECKPOINT_ROWS
     }
 
     /// Writes a checkpoint now: the vectors added since the last one, the id map
@@ -830,15 +841,16 @@ impl Collection {
         self.durable.as_ref().map(|d| d.mode)
     }
 
-    /// Stops the indexer, writes a checkpoint if the last one misses anything
-    /// (log records, or rows indexed since), flushes and syncs the log and stops
-    /// the flusher; errors are reported here rather than lost in `Drop` (which
-    /// only syncs the log). Rows not yet indexed stay in the checkpoint as
-    /// unindexed rows: the next open searches them exactly and indexes them.
+    /// Stops the indexer, writes a checkpoint if the last one misses enough to be
+    /// worth one (1,024 rows indexed since it, or 1 MiB of log), flushes and
+    /// syncs the log and stops the flusher; errors are reported here rather than
+    /// lost in `Drop` (which only syncs the log). Rows not yet indexed stay in the
+    /// checkpoint as unindexed rows: the next open searches them exactly and
+    /// indexes them.
     pub fn close(mut self) -> Result<()> {
         self.stop_indexer();
         let saved = match &self.durable {
-            Some(d) if !d.read_only && !d.is_poisoned() && self.has_unsaved_work(d) => {
+            Some(d) if !d.read_only && !d.is_poisoned() && self.worth_saving_on_close(d) => {
                 self.checkpoint().map(|_| ())
             }
             _ => Ok(()),
@@ -961,6 +973,7 @@ impl Collection {
             rows: manifest.rows,
             live: manifest.live,
             last_seq: manifest.last_seq,
+            indexed: manifest.indexed.unwrap_or(manifest.rows),
             bytes_written: written,
         };
         *write(&d.manifest) = Arc::new(manifest);
