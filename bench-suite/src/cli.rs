@@ -287,6 +287,11 @@ pub fn run_cli(
             "10000".into(),
             "--durability".into(),
             "none".into(),
+            // The import's time includes the index build (the indexer runs
+            // behind the writes; this waits for it before the final
+            // checkpoint), and the searches below meet a fully indexed
+            // collection.
+            "--wait-indexed".into(),
         ];
         let (_, _, import_seconds) = run_cmd(exe, &import)?;
         let (_, _, checkpoint_seconds) =

@@ -653,6 +653,7 @@ fn opts(d: Durability) -> DurableOptions {
     DurableOptions::default()
         .durability(d)
         .checkpoint_log_bytes(u64::MAX)
+        .checkpoint_indexed_rows(u64::MAX)
         .indexing(omen::IndexingMode::Inline)
 }
 

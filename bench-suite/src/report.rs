@@ -199,7 +199,7 @@ fn cli_table(m: &mut String, report: &Report) {
             );
         }
         notes.push(format!(
-            "- {}: `omen db create DIR {}`; `omen db import` {:.1} s, `omen db checkpoint` {:.1} s.",
+            "- {}: `omen db create DIR {}`; `omen db import --wait-indexed` (durable ingest, index build behind it, final checkpoint) {:.1} s, `omen db checkpoint` {:.1} s.",
             c.name,
             c.create_args.join(" "),
             c.import_seconds,

@@ -754,19 +754,23 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             }
             // Every row is durable here: the ingest figure stops.
             let secs = t.elapsed().as_secs_f64();
-            let index_note = if wait_indexed {
+            let waited = if wait_indexed {
                 bar.set_message("indexing");
                 col.wait_indexed()?;
-                format!("; indexed behind it by {:.2} s", t.elapsed().as_secs_f64())
+                Some(t.elapsed().as_secs_f64())
             } else {
-                match col.unindexed_rows() {
-                    0 => String::new(),
-                    n => format!("; {n} rows saved unindexed (searched exactly until indexed)"),
-                }
+                None
             };
             bar.set_message("checkpoint");
             let live = col.len();
-            col.checkpoint()?;
+            let info = col.checkpoint()?;
+            let index_note = match (waited, info.rows.saturating_sub(info.indexed)) {
+                (Some(s), _) => format!("; indexed behind it by {s:.2} s"),
+                (None, 0) => String::new(),
+                (None, n) => {
+                    format!("; {n} rows saved unindexed (searched exactly until indexed)")
+                }
+            };
             col.close()?;
             bar.finish_and_clear();
             let skipped_note = if skip_existing {

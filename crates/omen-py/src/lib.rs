@@ -995,9 +995,16 @@ impl PyCollection {
             d.set_item("rows", info.rows)?;
             d.set_item("live", info.live)?;
             d.set_item("last_seq", info.last_seq)?;
+            d.set_item("indexed", info.indexed)?;
             d.set_item("bytes_written", info.bytes_written)?;
             Ok(d)
         })
+    }
+
+    /// wait_indexed(): returns once every row written before the call is in
+    /// the index (rows not yet indexed are searched exactly meanwhile).
+    fn wait_indexed(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(|c| py.detach(|| c.wait_indexed()).map_err(py_err))
     }
 
     /// sync(): makes every write so far durable (under durability "none").
@@ -1020,6 +1027,8 @@ impl PyCollection {
             d.set_item("index_memory_bytes", s.index_memory_bytes)?;
             d.set_item("storage_memory_bytes", s.storage_memory_bytes)?;
             d.set_item("id_map_memory_bytes", s.id_map_memory_bytes)?;
+            d.set_item("unindexed_rows", s.unindexed_rows)?;
+            d.set_item("indexing", s.indexing.label())?;
             if let Some(r) = c.recovery_info() {
                 d.set_item("checkpoint_gen", r.checkpoint_gen)?;
                 d.set_item("replayed_records", r.replayed_records)?;

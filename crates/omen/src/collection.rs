@@ -317,12 +317,25 @@ impl Collection {
         let index = Arc::clone(&self.index);
         let ids = Arc::clone(&self.ids);
         let shared = Arc::clone(&self.indexing);
+        // The indexer's own pool, of as many threads as the global one, at a lower
+        // scheduling priority: writers and searches (on the global pool and the
+        // callers' threads) come first, and the index is built with whatever the
+        // cores have left.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("omen-indexer-{i}"))
+            .start_handler(|_| indexer::lower_priority())
+            .build()
+            .ok()?;
         std::thread::Builder::new()
             .name("omen-indexer".into())
             .spawn(move || {
+                indexer::lower_priority();
                 while shared.wait_for_work() {
-                    if let Err(e) = indexer::step(&*storage, &*index, &ids, &shared, indexer::CHUNK)
-                    {
+                    let stepped = pool.install(|| {
+                        indexer::step(&*storage, &*index, &ids, &shared, indexer::CHUNK)
+                    });
+                    if let Err(e) = stepped {
                         shared.fail(e.to_string());
                         return;
                     }

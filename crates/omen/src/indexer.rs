@@ -229,6 +229,19 @@ impl Shared {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice +10 on Linux, where
+/// nice is per thread), for the indexer's threads: ingest and searches run first.
+/// Elsewhere it does nothing.
+pub(crate) fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority(2) takes plain integers and touches no memory of ours;
+    // `who` = 0 names the calling thread. A failure (no permission) only leaves the
+    // priority as it was, so its result is ignored.
+    unsafe {
+        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// The id map no longer reports a retired slot, so a failure here (only possible
 /// if the index lost the slot: a bug) cannot show in results.
 fn remove(index: &dyn VectorIndex, slot: SlotId) {
