@@ -303,6 +303,8 @@ impl Collection {
     /// is shared.
     pub(crate) fn set_mode(&mut self, mode: IndexingMode) {
         self.mode = mode;
+        // What is unindexed now (a reopened collection's tail) is recovery's.
+        self.indexing.set_recovered_end(read(&self.ids).published());
         if let IndexingMode::Background { .. } = mode {
             match self.spawn_indexer() {
                 Some(h) => *lock(&self.indexer_thread) = Some(h),

@@ -102,6 +102,11 @@ struct State {
     /// Mirrors of the id map's published end and watermark, for waiting.
     published: SlotId,
     indexed: SlotId,
+    /// The published end when the collection was opened: the rows below it that
+    /// are not yet indexed are recovery's debt (index work a crash lost, or rows a
+    /// checkpoint saved unindexed), not live ingest's backlog, so writers never
+    /// wait for them (a crash loop must make progress).
+    recovered_end: SlotId,
     shutdown: bool,
     /// Why indexing stopped, if it failed.
     failed: Option<String>,
@@ -116,6 +121,11 @@ impl Shared {
             st.indexed = indexed;
         }
         s
+    }
+
+    /// Marks the rows below `end` (the published end at open) as recovery's.
+    pub(crate) fn set_recovered_end(&self, end: SlotId) {
+        lock(&self.state).recovered_end = end;
     }
 
     /// A writer published rows up to `end`: wake the indexer.
@@ -153,13 +163,20 @@ impl Shared {
     }
 
     /// Waits (back-pressure) until `n` more rows fit under `max_tail`: while the
-    /// tail is not empty and would pass the bound. Returns at once after a
-    /// failure or shutdown (the write then meets the failure itself).
+    /// rows written since open and not yet indexed are not none and would pass
+    /// the bound (rows recovered at open and not yet indexed do not count: see
+    /// `recovered_end`). Returns at once for `n` = 0, after a failure or on
+    /// shutdown (the write then meets the failure itself).
     pub(crate) fn wait_for_room(&self, n: usize, max_tail: usize) {
+        if n == 0 {
+            return;
+        }
         let mut st = lock(&self.state);
         loop {
             let tail = st.published.saturating_sub(st.indexed) as usize;
-            if tail == 0 || tail.saturating_add(n) <= max_tail || st.shutdown || st.failed.is_some()
+            let debt = st.recovered_end.saturating_sub(st.indexed) as usize;
+            let live = tail.saturating_sub(debt);
+            if live == 0 || live.saturating_add(n) <= max_tail || st.shutdown || st.failed.is_some()
             {
                 return;
             }
