@@ -342,7 +342,8 @@ fn rows_unindexed_at_open_do_not_hold_writers_back() {
     let bound = IndexingMode::Background { max_tail: 100 };
     let c = Collection::open(&dir, DurableOptions::default().indexing(bound)).unwrap();
     assert_eq!(c.recovery_info().unwrap().unindexed_rows, 50_000);
-    c.insert_batch(&names(50_000, 50), &rows(&mut rng, 50)).unwrap();
+    c.insert_batch(&names(50_000, 50), &rows(&mut rng, 50))
+        .unwrap();
     // Admitted without waiting for the 50,000 recovered rows to be indexed (an
     // HNSW build of seconds): had it waited for the bound, at most 150 rows
     // would be unindexed now.
