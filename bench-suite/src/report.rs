@@ -168,7 +168,7 @@ fn cli_table(m: &mut String, report: &Report) {
     }
     let k = report.k;
     let _ = writeln!(m, "\n## The CLI: `omen db search`\n");
-    let _ = writeln!(m, "Each index imported with `omen db import` (durability none, every core, then `omen db checkpoint`), then `omen db search --json --threads 1 --timing` over every query per operating point, in rounds (the fastest round counts). **search QPS** = queries / (batch calls + formatting and writing every result line), the collection's open excluded and reported apart; **process s** is the whole command as the harness timed it. **native batch** is the same index's in-process batch QPS at the same parameters and threads, from this run (its own build).\n");
+    let _ = writeln!(m, "Each index imported with `omen db import --wait-indexed` (durability none, every core, the index built behind the writes before the import's final checkpoint; then `omen db checkpoint`), then `omen db search --json --threads 1 --timing` over every query per operating point, in rounds (the fastest round counts). **search QPS** = queries / (batch calls + formatting and writing every result line), the collection's open excluded and reported apart; **process s** is the whole command as the harness timed it. **native batch** is the same index's in-process batch QPS at the same parameters and threads, from this run (its own build).\n");
     let _ = writeln!(m, "| system | params | recall@{k} | search QPS | open s | query load s | process s | native batch QPS | CLI / native |");
     let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
