@@ -415,7 +415,7 @@ impl Collection {
     }
 
     /// Errors with the indexer's failure, if it failed.
-    fn check_indexer(&self) -> Result<()> {
+    pub(crate) fn check_indexer(&self) -> Result<()> {
         match self.indexing.failure() {
             Some(why) => Err(indexer::indexing_failed(&why)),
             None => Ok(()),
@@ -1018,16 +1018,10 @@ impl Collection {
             ids.set_indexed(end);
         }
         for old in replaced {
-            self.retire_locked(old);
+            indexer::remove(&*self.index, old);
         }
         self.indexing.indexed_to(end);
         Ok(())
-    }
-
-    /// Takes a dead, indexed slot out of the index; `index_lock` is held.
-    fn retire_locked(&self, slot: SlotId) {
-        let removed = self.index.remove(slot);
-        debug_assert!(removed.is_ok(), "index lost slot {slot}: {removed:?}");
     }
 
     /// Merges the `k` nearest current slots of the unindexed tail `[w, published)`

@@ -261,7 +261,7 @@ pub(crate) fn lower_priority() {
 
 /// The id map no longer reports a retired slot, so a failure here (only possible
 /// if the index lost the slot: a bug) cannot show in results.
-fn remove(index: &dyn VectorIndex, slot: SlotId) {
+pub(crate) fn remove(index: &dyn VectorIndex, slot: SlotId) {
     let removed = index.remove(slot);
     debug_assert!(removed.is_ok(), "index lost slot {slot}: {removed:?}");
 }

@@ -597,10 +597,7 @@ impl Collection {
             c.durable = Some(Durable::new(
                 dir, options, sink, m, tail_len, next_seq, next_gen, guard, info,
             ));
-            c.set_mode(mode);
-            if mode == IndexingMode::Inline {
-                c.wait_indexed()?;
-            }
+            c.start_indexing(mode)?;
             return Ok(c);
         }
         let (sink, active_gen) = match replay.last() {
@@ -654,12 +651,18 @@ impl Collection {
             guard,
             info,
         ));
-        c.set_mode(mode);
-        if mode == IndexingMode::Inline {
-            // The old way: the tail is indexed before open returns.
-            c.wait_indexed()?;
-        }
+        c.start_indexing(mode)?;
         Ok(c)
+    }
+
+    /// After replay: sets the indexing mode; inline, the tail is indexed before
+    /// `open` returns (the old way), otherwise the indexer takes it from here.
+    fn start_indexing(&mut self, mode: IndexingMode) -> Result<()> {
+        self.set_mode(mode);
+        if mode == IndexingMode::Inline {
+            self.wait_indexed()?;
+        }
+        Ok(())
     }
 
     /// Applies one replayed record. A record that does not fit the state (an
@@ -703,10 +706,7 @@ impl Collection {
                 return Err(d.poisoned_error());
             }
         }
-        match self.indexing.failure() {
-            Some(why) => Err(crate::indexer::indexing_failed(&why)),
-            None => Ok(()),
-        }
+        self.check_indexer()
     }
 
     /// Logs a validated write; returns the ticket to wait on.
