@@ -164,21 +164,14 @@ pub fn durability_of(cfg: &BenchConfig) -> Result<omen::Durability> {
 }
 
 fn storage_kind(storage: &str) -> Result<omen::StorageKind> {
-    match storage {
-        "memory" => Ok(omen::StorageKind::Memory),
-        "mmap" => Ok(omen::StorageKind::Mmap),
-        other => Err(Error::invalid_param(
-            "storage",
-            format!("unknown storage {other:?}"),
-        )),
-    }
+    omen::StorageKind::from_name(storage)
 }
 
 /// The omen systems a config asks for, over one storage kind. Temporary files (mmap
 /// chunk files, durable collections) go to fresh directories under `scratch`.
 pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<Vec<OmenSystem>> {
     let mut out = Vec::new();
-    let durable = |index: omen::IndexKind| -> Result<Option<DurableIngest>> {
+    let durable = |index: omen::IndexSpec| -> Result<Option<DurableIngest>> {
         if !cfg.durable_ingest {
             return Ok(None);
         }
@@ -209,7 +202,7 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<
                     json: json!({}),
                     params: SearchParams::new(),
                 }],
-                durable: durable(omen::IndexKind::Flat)?,
+                durable: durable((&omen::FLAT).into())?,
             },
             IndexSpec::Hnsw {
                 m,
@@ -236,14 +229,15 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<
                     .map(|&ef| SweepPoint {
                         label: format!("ef={ef}"),
                         json: json!({"ef": ef}),
-                        params: SearchParams::new().with_ef(ef),
+                        params: SearchParams::new().with("ef", ef),
                     })
                     .collect(),
-                durable: durable(omen::IndexKind::Hnsw(
+                durable: durable(
                     omen_hnsw::HnswParams::new()
                         .with_m(m)
-                        .with_ef_construction(ef_construction),
-                ))?,
+                        .with_ef_construction(ef_construction)
+                        .into(),
+                )?,
             },
             IndexSpec::Ivfpq {
                 nlist,
@@ -282,14 +276,17 @@ pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<
                     .map(|(np, rf)| SweepPoint {
                         label: format!("nprobe={np},rerank={rf}"),
                         json: json!({"nprobe": np, "rerank_factor": rf}),
-                        params: SearchParams::new().with_nprobe(np).with_rerank_factor(rf),
+                        params: SearchParams::new()
+                            .with("nprobe", np)
+                            .with("rerank_factor", rf),
                     })
                     .collect(),
-                durable: durable(omen::IndexKind::IvfPq(
+                durable: durable(
                     omen_ivfpq::IvfPqParams::new(nlist, m)
                         .with_nbits(nbits as u32)
-                        .with_train_size(train_size),
-                ))?,
+                        .with_train_size(train_size)
+                        .into(),
+                )?,
             },
         };
         out.push(sys);

@@ -15,7 +15,7 @@
 //! `<reports>/durability/`.
 
 use crate::env::Environment;
-use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, StorageKind};
+use omen::{Collection, CollectionConfig, Durability, DurableOptions, StorageKind};
 use omen_core::{Error, Metric, Result, VectorStorage};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -814,7 +814,7 @@ fn measure(
 
     // c. Durable ingest, flat index, memory storage.
     let flat = CollectionConfig::new(dim, Metric::L2)
-        .index(IndexKind::Flat)
+        .index(&omen::FLAT)
         .storage(StorageKind::Memory);
     let modes: [(Durability, usize); 5] = [
         (group_commit(), 1),
@@ -940,7 +940,7 @@ fn measure(
     for storage in [StorageKind::Memory, StorageKind::Mmap] {
         let sname = storage.name();
         let cfg = CollectionConfig::new(dim, Metric::L2)
-            .index(IndexKind::Hnsw(hp.clone()))
+            .index(hp.clone())
             .storage(storage);
         let dir = work.join(format!("reopen-{sname}"));
         let mode = group_commit();

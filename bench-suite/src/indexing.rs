@@ -15,7 +15,7 @@
 use crate::durability::{group_commit, ingest_rows};
 use crate::recall::recall_by_id;
 use omen::{
-    Collection, CollectionConfig, DurableOptions, Error, IndexKind, IndexingMode, Metric, Result,
+    Collection, CollectionConfig, DurableOptions, Error, IndexingMode, Metric, Result,
     SearchParams, StorageKind,
 };
 use omen_datasets::{GroundTruth, Vectors};
@@ -112,11 +112,11 @@ pub struct TailOpenFigure {
 
 fn hnsw_config(dim: usize, m: usize, efc: usize) -> CollectionConfig {
     CollectionConfig::new(dim, Metric::L2)
-        .index(IndexKind::Hnsw(
+        .index(
             omen_hnsw::HnswParams::new()
                 .with_m(m)
                 .with_ef_construction(efc),
-        ))
+        )
         .storage(StorageKind::Memory)
 }
 
@@ -147,7 +147,7 @@ pub fn search_point(
     passes: usize,
 ) -> Result<SearchPoint> {
     let unindexed_rows = c.unindexed_rows() as u64;
-    let params = SearchParams::default().with_ef(ef);
+    let params = SearchParams::default().with("ef", ef);
     let mut out = Vec::with_capacity(queries.rows());
     let mut pass_qps = Vec::new();
     for pass in 0..passes.max(1) {

@@ -74,7 +74,7 @@ pub struct SweepPoint {
 #[derive(Clone, Debug)]
 pub struct DurableIngest {
     /// The index kind and parameters.
-    pub index: omen::IndexKind,
+    pub index: omen::IndexSpec,
     /// The storage kind.
     pub storage: omen::StorageKind,
     /// When writes are acknowledged.
@@ -373,7 +373,7 @@ pub fn durable_ingest_run(
     let dir = crate::durability::fresh_dir(&spec.scratch, "ingest")?;
     let config = omen::CollectionConfig::new(dim, data.metric)
         .index(spec.index.clone())
-        .storage(spec.storage.clone());
+        .storage(spec.storage);
     let result = (|| {
         // Every write indexed before it is acknowledged, and checkpoints by log
         // size only: the figure keeps the meaning it always had (ingest including

@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use omen::fs::{CrashMode, SimFs};
-use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, Metric};
+use omen::{Collection, CollectionConfig, Durability, DurableOptions, Metric};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -34,7 +34,7 @@ fn image() -> &'static (SimFs, Vec<PathBuf>) {
         let fs = SimFs::new();
         let dir = Path::new(DIR);
         let cfg = CollectionConfig::new(4, Metric::L2)
-            .index(IndexKind::Hnsw(omen_hnsw::HnswParams::default()));
+            .index(omen_hnsw::HnswParams::default());
         let c = Collection::create(dir, &cfg, opts(&fs)).expect("create");
         let v = |i: usize| [i as f32, (i % 5) as f32, 1.0, -(i as f32) / 2.0];
         for i in 0..12 {

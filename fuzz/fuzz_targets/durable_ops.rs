@@ -10,7 +10,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use omen::fs::{CrashMode, SimFs};
-use omen::{Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, Metric};
+use omen::{Collection, CollectionConfig, Durability, DurableOptions, Error, Metric};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,9 +92,9 @@ fuzz_target!(|input: Input| {
             .fs(Arc::new(fs.clone()))
     };
     let index = if input.hnsw {
-        IndexKind::Hnsw(omen_hnsw::HnswParams::default())
+        omen::IndexSpec::from(omen_hnsw::HnswParams::default())
     } else {
-        IndexKind::Flat
+        omen::IndexSpec::from(&omen::FLAT)
     };
     let cfg = CollectionConfig::new(2, Metric::L2).index(index);
     let mut fs = SimFs::new();

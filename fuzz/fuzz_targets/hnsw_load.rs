@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
                         .map(|i| (i % 7) as f32 - 3.0)
                         .collect(),
                 };
-                let p = SearchParams::new().with_ef(4);
+                let p = SearchParams::new().with("ef", 4);
                 let q = vec![0.5f32; dim];
                 let (mut scratch, mut out) = (SearchScratch::new(), Vec::new());
                 let _ = index.search(

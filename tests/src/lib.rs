@@ -56,6 +56,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+mod kind;
+pub use kind::{
+    kind_durable_round_trip, kind_refuses_unknown_keys, kind_saved_state_round_trips, kind_suite,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Factory of fresh, empty storages of the given dimension.
@@ -704,16 +709,28 @@ pub fn index_bad_requests_refused(factory: IndexFactory<'_>, storage: StorageFac
             "width {bad}: {r:?}"
         );
     }
-    let zero_ef = SearchParams::new().with_ef(0);
-    assert!(fx
-        .index
-        .search(
-            s,
-            &SearchRequest::new(q, 3, &zero_ef),
-            &mut scratch,
-            &mut out
-        )
-        .is_err());
+    // A knob no index takes is refused, by the search and by the check alone
+    // (never silently ignored), and so is a zero beam (or a beam the index does
+    // not take).
+    let bogus = SearchParams::new().with("no_such_knob", 1);
+    for p in [bogus, SearchParams::new().with("ef", 0)] {
+        let r = fx
+            .index
+            .search(s, &SearchRequest::new(q, 3, &p), &mut scratch, &mut out);
+        assert!(
+            matches!(r, Err(Error::InvalidParameter { .. })),
+            "{p:?}: {r:?}"
+        );
+        assert!(fx.index.check_search_params(&p).is_err(), "{p:?}");
+        let r = fx
+            .index
+            .search_batch(s, &rows[..2 * dim], 3, &p, None, &mut Vec::new());
+        assert!(
+            matches!(r, Err(Error::InvalidParameter { .. })),
+            "{p:?}: {r:?}"
+        );
+    }
+    assert!(fx.index.check_search_params(&params).is_ok());
     let mut batch = Vec::new();
     assert!(matches!(
         fx.index

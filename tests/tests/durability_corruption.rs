@@ -24,7 +24,7 @@
 
 use omen::fs::{CrashMode, SimFs};
 use omen::{
-    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, Metric, StorageKind,
+    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexSpec, Metric, StorageKind,
 };
 use omen_hnsw::HnswParams;
 use omen_ivfpq::IvfPqParams;
@@ -388,7 +388,7 @@ fn kind_label(name: &str) -> String {
 /// manifest rename became durable (under [`CrashMode::LoseRenames`]), so the image
 /// holds the old log (now an older one), the new empty log, and the new
 /// checkpoint's files and `MANIFEST.tmp` that no manifest names.
-fn build_image(dir: &Path, index: IndexKind, interrupted: bool) -> (SimFs, Vec<State>) {
+fn build_image(dir: &Path, index: impl Into<IndexSpec>, interrupted: bool) -> (SimFs, Vec<State>) {
     let fs = SimFs::new();
     let cfg = CollectionConfig::new(DIM, Metric::L2).index(index);
     let c = Collection::create(dir, &cfg, sim_opts(&fs)).unwrap();
@@ -425,7 +425,7 @@ fn file_name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-fn sweep_sim(label: &str, index: IndexKind, interrupted: bool) {
+fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
     let started = Instant::now();
     let dir = Path::new("/db");
     let (base, states) = build_image(dir, index, interrupted);
@@ -507,12 +507,12 @@ fn sweep_sim(label: &str, index: IndexKind, interrupted: bool) {
 
 #[test]
 fn corruption_sweep_flat() {
-    sweep_sim("flat", IndexKind::Flat, false);
+    sweep_sim("flat", &omen::FLAT, false);
 }
 
 #[test]
 fn corruption_sweep_hnsw() {
-    sweep_sim("hnsw", IndexKind::Hnsw(HnswParams::default()), false);
+    sweep_sim("hnsw", HnswParams::default(), false);
 }
 
 #[test]
@@ -520,7 +520,7 @@ fn corruption_sweep_ivfpq_trained() {
     // Trains itself at 16 slots (2 lists, 2 sub-quantizers of 4 bits).
     sweep_sim(
         "ivfpq-trained",
-        IndexKind::IvfPq(IvfPqParams::new(2, 2).with_train_size(16)),
+        IvfPqParams::new(2, 2).with_train_size(16),
         false,
     );
 }
@@ -529,7 +529,7 @@ fn corruption_sweep_ivfpq_trained() {
 fn corruption_sweep_ivfpq_untrained() {
     sweep_sim(
         "ivfpq-untrained",
-        IndexKind::IvfPq(IvfPqParams::new(2, 2).with_train_size(0)),
+        IvfPqParams::new(2, 2).with_train_size(0),
         false,
     );
 }
@@ -538,7 +538,7 @@ fn corruption_sweep_ivfpq_untrained() {
 /// holding every record), and the unfinished checkpoint's files.
 #[test]
 fn corruption_sweep_interrupted_checkpoint() {
-    sweep_sim("interrupted", IndexKind::Hnsw(HnswParams::default()), true);
+    sweep_sim("interrupted", HnswParams::default(), true);
 }
 
 /// Every file under `dir`, relative path -> bytes.
@@ -586,7 +586,7 @@ fn corruption_sweep_mmap_real_fs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cfg = CollectionConfig::new(DIM, Metric::L2)
-        .index(IndexKind::Hnsw(HnswParams::default()))
+        .index(HnswParams::default())
         .storage(StorageKind::Mmap);
     let c = Collection::create(&dir, &cfg, real_opts()).unwrap();
     let states = workload(&c);
@@ -744,7 +744,7 @@ fn checkpoint_crash_leaves_torn_tail_on_older_log() {
 #[test]
 fn log_cut_inside_the_last_records_padding() {
     let dir = Path::new("/db");
-    let (base, states) = build_image(dir, IndexKind::Flat, false);
+    let (base, states) = build_image(dir, &omen::FLAT, false);
     let wal = base
         .file_names()
         .into_iter()

@@ -38,7 +38,7 @@
 
 use omen::fs::{CrashMode, FaultKind, FaultPersistence, FileSystem, SimFs};
 use omen::{
-    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexKind, IndexingMode,
+    Collection, CollectionConfig, Durability, DurableOptions, Error, IndexSpec, IndexingMode,
     Metric, SearchParams,
 };
 use rand::rngs::StdRng;
@@ -334,13 +334,13 @@ struct Setup {
     w: Workload,
     states: Vec<State>,
     durability: Durability,
-    index: IndexKind,
+    index: IndexSpec,
     indexing: IndexingMode,
     queries: Vec<Vec<f32>>,
 }
 
 impl Setup {
-    fn new(name: &str, durability: Durability, index: IndexKind) -> Setup {
+    fn new(name: &str, durability: Durability, index: IndexSpec) -> Setup {
         let w = workload(name);
         let states = model_states(&w.ops);
         let mut rng = StdRng::seed_from_u64(7);
@@ -530,8 +530,8 @@ fn group_commit() -> Durability {
     }
 }
 
-fn hnsw() -> IndexKind {
-    IndexKind::Hnsw(omen_hnsw::HnswParams::default())
+fn hnsw() -> IndexSpec {
+    omen_hnsw::HnswParams::default().into()
 }
 
 /// A crash inside `create` (or a fault there): the directory must open as an
@@ -569,7 +569,7 @@ fn check_failed_create(s: &Setup, img: &SimFs, ctx: &str) {
 // ---------------------------------------------------------------------------
 // Crash-point enumeration.
 
-fn crash_suite(name: &str, durability: Durability, index: IndexKind, seed: u64) {
+fn crash_suite(name: &str, durability: Durability, index: IndexSpec, seed: u64) {
     let started = Instant::now();
     let s = Setup::new(name, durability, index);
     let k_ops = s.count_ops();
@@ -662,7 +662,7 @@ fn crash_suite(name: &str, durability: Durability, index: IndexKind, seed: u64) 
 // ---------------------------------------------------------------------------
 // Error injection.
 
-fn fault_suite(name: &str, durability: Durability, index: IndexKind) {
+fn fault_suite(name: &str, durability: Durability, index: IndexSpec) {
     let started = Instant::now();
     let s = Setup::new(name, durability, index);
     let k_ops = s.count_ops();
@@ -762,8 +762,8 @@ fn fault_suite(name: &str, durability: Durability, index: IndexKind) {
 
 fn both_modes(name: &str, seed: u64, with_hnsw: bool) {
     for d in [Durability::PerWrite, group_commit()] {
-        crash_suite(name, d, IndexKind::Flat, seed);
-        fault_suite(name, d, IndexKind::Flat);
+        crash_suite(name, d, (&omen::FLAT).into(), seed);
+        fault_suite(name, d, (&omen::FLAT).into());
         if with_hnsw {
             crash_suite(name, d, hnsw(), seed);
             fault_suite(name, d, hnsw());
@@ -826,7 +826,7 @@ fn failed_log_fsync_poisons_until_reopen() {
     for d in [Durability::PerWrite, group_commit(), Durability::None] {
         for kind in [FaultKind::Eio, FaultKind::Enospc] {
             let ctx = format!("{} {kind:?}", d.label());
-            let s = Setup::new("inserts", d, IndexKind::Flat);
+            let s = Setup::new("inserts", d, (&omen::FLAT).into());
             // Find, by trial on a healthy disk, the operations of the first insert
             // (under `None`: of the first sync).
             let fs = SimFs::new();
@@ -972,7 +972,7 @@ fn hnsw_graph_saved_after_repair_loads() {
 /// collection.
 #[test]
 fn create_over_a_collection_refuses_even_when_the_disk_fails() {
-    let s = Setup::new("inserts", Durability::PerWrite, IndexKind::Flat);
+    let s = Setup::new("inserts", Durability::PerWrite, (&omen::FLAT).into());
     let existing = |fs: &SimFs| {
         let c = s.create(fs).unwrap();
         for op in &s.w.ops[..6] {
@@ -1017,7 +1017,7 @@ fn create_over_a_collection_refuses_even_when_the_disk_fails() {
 /// that must leave an image that still opens to the same state.
 fn recovery_crash_suite(name: &str, seed: u64) {
     let started = Instant::now();
-    let s = Setup::new(name, Durability::PerWrite, IndexKind::Flat);
+    let s = Setup::new(name, Durability::PerWrite, (&omen::FLAT).into());
     let k_ops = s.count_ops();
     let modes = CrashMode::all(seed);
     let checked = AtomicUsize::new(0);

@@ -3,7 +3,7 @@
 //! tail bound holds writers back, and a crash mid-indexing loses nothing.
 
 use omen::{
-    Collection, CollectionConfig, DurableOptions, IndexKind, IndexingMode, Metric, SearchParams,
+    Collection, CollectionConfig, DurableOptions, IndexSpec, IndexingMode, Metric, SearchParams,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,12 +12,14 @@ use std::path::Path;
 
 const DIM: usize = 8;
 
-fn hnsw() -> IndexKind {
-    IndexKind::Hnsw(omen_hnsw::HnswParams::default())
+fn hnsw() -> IndexSpec {
+    omen_hnsw::HnswParams::default().into()
 }
 
-fn ivfpq() -> IndexKind {
-    IndexKind::IvfPq(omen_ivfpq::IvfPqParams::new(16, 4).with_train_size(2_000))
+fn ivfpq() -> IndexSpec {
+    omen_ivfpq::IvfPqParams::new(16, 4)
+        .with_train_size(2_000)
+        .into()
 }
 
 fn rows(rng: &mut StdRng, n: usize) -> Vec<f32> {
@@ -150,7 +152,7 @@ fn open_with_a_large_log_does_no_index_work() {
 /// live id once; upserts and deletes on both sides of the mark apply at once.
 #[test]
 fn each_live_id_is_seen_once_at_every_indexed_mark() {
-    for kind in [IndexKind::Flat, hnsw(), ivfpq()] {
+    for kind in [IndexSpec::from(&omen::FLAT), hnsw(), ivfpq()] {
         let ctx0 = kind.name();
         let c = CollectionConfig::new(DIM, Metric::L2)
             .index(kind.clone())

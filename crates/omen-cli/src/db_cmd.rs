@@ -2,10 +2,10 @@
 //!
 //! The directory is an [`omen::Collection`] directory — a write-ahead log and
 //! checkpoints (`MANIFEST`, `wal-*.log`, segment, id and index files; see
-//! `docs/FORMAT.md`) — plus `omen.json`, the settings this command keeps for
-//! itself: the parameters the collection was created with and the search
-//! defaults. The durable files are the truth for the data; `omen.json` only
-//! supplies defaults (a directory without it still opens).
+//! `docs/FORMAT.md`). The collection keeps its own settings (its index kind and
+//! build parameters, the search defaults among them); an `omen.json` left by an
+//! older version of this command is ignored. Index kinds and their parameters
+//! come from [`omen::registry`]: this command knows no kind by name.
 //!
 //! Every command opens the collection (`Collection::open` loads the last
 //! checkpoint and replays the log), acts, and closes it, reporting any error of
@@ -18,19 +18,17 @@
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use omen::{
-    Collection, CollectionConfig, Durability, DurableOptions, IndexKind, IndexingMode, Metric,
+    registry, Collection, CollectionConfig, Durability, DurableOptions, IndexingMode, Metric,
+    Params,
 };
 use omen::{SearchParams, StorageKind};
 use omen_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const CONFIG: &str = "omen.json";
-const FORMAT: &str = "omen-db/2";
 /// `omen db verify`'s exit status when it finds corruption (1 for other errors).
 const EXIT_CORRUPTION: u8 = 3;
 
@@ -47,40 +45,48 @@ pub enum DbCommand {
         /// l2 | ip | cosine.
         #[arg(long)]
         metric: String,
-        /// flat | hnsw | ivfpq.
+        /// The index kind: flat | hnsw | ivfpq (any registered kind; `omen db
+        /// kinds` lists them with their parameters).
         #[arg(long, default_value = "flat")]
         index: String,
         /// memory (rows saved to segment files at each checkpoint) | mmap (rows in
         /// memory-mapped chunk files under DIR/vectors).
         #[arg(long, default_value = "memory")]
         storage: String,
-        // The index parameters are options, their defaults applied in `run`, so that
-        // a flag the chosen index does not take is refused rather than ignored.
-        /// HNSW: links per node (layer 0 has 2M) [default: 16].
+        /// A build parameter of the index, KEY=VALUE (repeatable): any key the
+        /// kind takes. A key it does not take is refused, naming the valid ones.
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        // Shorthands for common keys, passed to the kind by name like --param.
+        /// Shorthand for --param m=M (HNSW links per node; IVF-PQ sub-quantizers).
         #[arg(long)]
         m: Option<usize>,
-        /// HNSW: beam width while building [default: 200].
+        /// Shorthand for --param ef_construction=N (HNSW).
         #[arg(long)]
         ef_construction: Option<usize>,
-        /// HNSW: default beam width of `omen db search` (kept in omen.json).
+        /// Shorthand for --param ef_search=N (HNSW: the default beam of `omen db
+        /// search`, kept by the collection).
         #[arg(long)]
         ef_search: Option<usize>,
-        /// IVF-PQ: inverted lists [default: 256].
+        /// Shorthand for --param nlist=N (IVF-PQ).
         #[arg(long)]
         nlist: Option<usize>,
-        /// IVF-PQ: sub-quantizers (must divide the dimension).
+        /// Shorthand for --param pq_m=N (IVF-PQ sub-quantizers, dividing the dimension).
         #[arg(long)]
         pq_m: Option<usize>,
-        /// IVF-PQ: bits per code, 4 or 8 [default: 4].
+        /// Shorthand for --param nbits=N (IVF-PQ: 4 or 8).
         #[arg(long)]
         nbits: Option<u32>,
-        /// IVF-PQ: vectors held before it trains itself.
+        /// Shorthand for --param train_size=N (IVF-PQ).
         #[arg(long)]
         train_size: Option<usize>,
-        /// IVF-PQ: default lists probed by `omen db search` (kept in omen.json).
+        /// Shorthand for --param nprobe=N (IVF-PQ: the default lists probed by
+        /// `omen db search`, kept by the collection).
         #[arg(long)]
         nprobe: Option<usize>,
     },
+    /// List the registered index kinds with their build and search parameters.
+    Kinds,
     /// Import the rows of FILE (fvecs, fbin, npy, ...) in batches, each durable
     /// when acknowledged. Ids and finiteness are checked for the whole file
     /// before anything is written; a later failure leaves the batches before it
@@ -162,13 +168,18 @@ pub enum DbCommand {
         /// Neighbours per query.
         #[arg(short, long, default_value_t = 10)]
         k: usize,
-        /// HNSW beam width (default: omen.json's, else the index's).
+        /// A search parameter of the index, KEY=VALUE (repeatable); a key the
+        /// collection's index does not take is refused.
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Shorthand for --param ef=N (HNSW beam width; default: the collection's).
         #[arg(long)]
         ef: Option<usize>,
-        /// IVF lists probed (default: omen.json's, else the index's).
+        /// Shorthand for --param nprobe=N (IVF lists probed; default: the collection's).
         #[arg(long)]
         nprobe: Option<usize>,
-        /// IVF-PQ candidates re-scored exactly per result (default: the index's).
+        /// Shorthand for --param rerank_factor=N (IVF-PQ candidates re-scored
+        /// exactly per result; default: the collection's).
         #[arg(long)]
         rerank: Option<usize>,
         /// One JSON line per query.
@@ -280,224 +291,25 @@ fn read_only(index: bool) -> DurableOptions {
     DurableOptions::default().read_only(true).indexing(mode)
 }
 
-/// `omen.json`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-struct DbConfig {
-    format: String,
-    dim: usize,
-    metric: String,
-    index: String,
-    storage: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    hnsw: Option<HnswSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ivfpq: Option<IvfPqSettings>,
-    #[serde(default)]
-    search: SearchDefaults,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-struct HnswSettings {
-    m: usize,
-    ef_construction: usize,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-struct IvfPqSettings {
-    nlist: usize,
-    m: usize,
-    nbits: u32,
-    train_size: usize,
-}
-
-/// Defaults of `omen db search`.
-#[derive(Serialize, Deserialize, Debug, Clone, Default)]
-#[serde(deny_unknown_fields)]
-struct SearchDefaults {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ef: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    nprobe: Option<usize>,
-}
-
-impl DbConfig {
-    fn collection_config(&self) -> Result<CollectionConfig> {
-        let metric: Metric = self.metric.parse()?;
-        let index = match (self.index.as_str(), &self.hnsw, &self.ivfpq) {
-            ("flat", _, _) => IndexKind::Flat,
-            ("hnsw", Some(h), _) => {
-                let mut p = omen_hnsw::HnswParams::new()
-                    .with_m(h.m)
-                    .with_ef_construction(h.ef_construction);
-                if let Some(ef) = self.search.ef {
-                    p = p.with_ef_search(ef);
-                }
-                IndexKind::Hnsw(p)
-            }
-            ("ivfpq", _, Some(s)) => {
-                let mut p = omen_ivfpq::IvfPqParams::new(s.nlist, s.m)
-                    .with_nbits(s.nbits)
-                    .with_train_size(s.train_size);
-                if let Some(n) = self.search.nprobe {
-                    p = p.with_nprobe(n);
-                }
-                IndexKind::IvfPq(p)
-            }
-            (other, _, _) => {
+/// `pairs` (`KEY=VALUE` flags) and the shorthand flags that were given, as
+/// parameters: the kind checks them, nothing here knows which kind takes which.
+fn collect_params(pairs: &[String], shorthands: &[(&str, Option<u64>)]) -> Result<Params> {
+    let mut p = Params::new();
+    for pair in pairs {
+        p.set_pair(pair)?;
+    }
+    for (key, v) in shorthands {
+        if let Some(v) = v {
+            if p.get(key).is_some() {
                 return Err(Error::invalid_param(
-                    "index",
-                    format!("{other:?}: expected flat, hnsw or ivfpq"),
-                ))
+                    "param",
+                    format!("{key} given both as a flag and as --param"),
+                ));
             }
-        };
-        Ok(CollectionConfig::new(self.dim, metric)
-            .index(index)
-            .storage(storage_kind(&self.storage)?))
+            p.set(key, *v);
+        }
     }
-}
-
-fn storage_kind(s: &str) -> Result<StorageKind> {
-    match s {
-        "memory" => Ok(StorageKind::Memory),
-        "mmap" => Ok(StorageKind::Mmap),
-        other => Err(Error::invalid_param(
-            "storage",
-            format!("{other:?}: expected memory or mmap"),
-        )),
-    }
-}
-
-/// Reads `omen.json`, or `None` if the directory has none.
-fn read_config(dir: &Path) -> Result<Option<DbConfig>> {
-    let path = dir.join(CONFIG);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    let cfg: DbConfig = serde_json::from_str(&text).map_err(|e| {
-        let offset = text
-            .lines()
-            .take(e.line().saturating_sub(1))
-            .map(|l| l.len() + 1)
-            .sum::<usize>()
-            + e.column().saturating_sub(1);
-        Error::corruption(&path, offset as u64, e.to_string())
-    })?;
-    if cfg.format != FORMAT {
-        return Err(Error::corruption(
-            &path,
-            0,
-            format!("format {:?}, expected {FORMAT:?}", cfg.format),
-        ));
-    }
-    Ok(Some(cfg))
-}
-
-/// Writes `omen.json` atomically (temporary file, sync, rename).
-fn write_config(dir: &Path, cfg: &DbConfig) -> Result<()> {
-    let path = dir.join(CONFIG);
-    let tmp = dir.join("omen.json.tmp");
-    let json = serde_json::to_string_pretty(cfg)
-        .map_err(|e| Error::invalid_param("config", e.to_string()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(json.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
-}
-
-/// Checks that `omen.json` describes the collection that was opened.
-fn check_config(dir: &Path, cfg: &DbConfig, col: &Collection) -> Result<()> {
-    let path = dir.join(CONFIG);
-    let metric: Metric = cfg
-        .metric
-        .parse()
-        .map_err(|_| Error::corruption(&path, 0, format!("unknown metric {:?}", cfg.metric)))?;
-    let ours = (cfg.dim, metric, cfg.index.as_str(), cfg.storage.as_str());
-    let theirs = (
-        col.dim(),
-        col.metric(),
-        col.index_name(),
-        col.storage_name(),
-    );
-    if ours != theirs {
-        return Err(Error::corruption(
-            &path,
-            0,
-            format!(
-                "says dim {} {} {} index {} storage; the collection is dim {} {} {} index {} storage",
-                ours.0, ours.1, ours.2, ours.3, theirs.0, theirs.1, theirs.2, theirs.3
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The `omen db create` flags (without `--`) that `index` takes.
-fn create_params(index: &str) -> Result<&'static [&'static str]> {
-    match index {
-        "flat" => Ok(&[]),
-        "hnsw" => Ok(&["m", "ef-construction", "ef-search"]),
-        "ivfpq" => Ok(&["nlist", "pq-m", "nbits", "train-size", "nprobe"]),
-        other => Err(Error::invalid_param(
-            "index",
-            format!("{other:?}: expected flat, hnsw or ivfpq"),
-        )),
-    }
-}
-
-/// The `omen db search` flags (without `--`) that a collection whose index is
-/// named `index` takes; `None` for an index this command does not know.
-fn search_params(index: &str) -> Option<&'static [&'static str]> {
-    match index {
-        "flat" => Some(&[]),
-        "hnsw" => Some(&["ef"]),
-        "ivfpq" => Some(&["nprobe", "rerank"]),
-        _ => None,
-    }
-}
-
-/// Refuses the flags of `given` (name, whether it was given) that are not in
-/// `takes`: one error naming the first, every refused flag, and what `who` takes.
-/// A flag the index does not take would otherwise be silently ignored.
-fn refuse_foreign_params(
-    what: &str,
-    who: &str,
-    takes: &[&'static str],
-    given: &[(&'static str, bool)],
-) -> Result<()> {
-    let flags = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("--{n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let foreign: Vec<&'static str> = given
-        .iter()
-        .filter(|(name, given)| *given && !takes.contains(name))
-        .map(|(name, _)| *name)
-        .collect();
-    let Some(&first) = foreign.first() else {
-        return Ok(());
-    };
-    let takes = if takes.is_empty() {
-        "no index parameters".to_string()
-    } else {
-        flags(takes)
-    };
-    Err(Error::invalid_param(
-        first,
-        format!(
-            "{what} does not take {}; {who} takes {takes}",
-            flags(&foreign)
-        ),
-    ))
+    Ok(p)
 }
 
 /// Opens the collection in `dir`.
@@ -570,6 +382,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             metric,
             index,
             storage,
+            params,
             m,
             ef_construction,
             ef_search,
@@ -579,70 +392,64 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             train_size,
             nprobe,
         } => {
-            refuse_foreign_params(
-                &format!("the {index} index"),
-                &index,
-                create_params(&index)?,
+            let params = collect_params(
+                &params,
                 &[
-                    ("m", m.is_some()),
-                    ("ef-construction", ef_construction.is_some()),
-                    ("ef-search", ef_search.is_some()),
-                    ("nlist", nlist.is_some()),
-                    ("pq-m", pq_m.is_some()),
-                    ("nbits", nbits.is_some()),
-                    ("train-size", train_size.is_some()),
-                    ("nprobe", nprobe.is_some()),
+                    ("m", m.map(|v| v as u64)),
+                    ("ef_construction", ef_construction.map(|v| v as u64)),
+                    ("ef_search", ef_search.map(|v| v as u64)),
+                    ("nlist", nlist.map(|v| v as u64)),
+                    ("pq_m", pq_m.map(|v| v as u64)),
+                    ("nbits", nbits.map(u64::from)),
+                    ("train_size", train_size.map(|v| v as u64)),
+                    ("nprobe", nprobe.map(|v| v as u64)),
                 ],
             )?;
-            if dir.join("MANIFEST").exists() || dir.join(CONFIG).exists() {
+            let spec = registry::spec(&index, &params)?;
+            let metric: Metric = metric.parse()?;
+            let storage = StorageKind::from_name(&storage)?;
+            if dir.join("MANIFEST").exists() {
                 return Err(Error::invalid_param(
                     "dir",
                     format!("{} already holds a collection", dir.display()),
                 ));
             }
-            let (m, ef_construction) = (m.unwrap_or(16), ef_construction.unwrap_or(200));
-            let (nlist, nbits) = (nlist.unwrap_or(256), nbits.unwrap_or(4));
-            let cfg = DbConfig {
-                format: FORMAT.into(),
-                dim,
-                metric: metric.parse::<Metric>()?.name().into(),
-                hnsw: (index == "hnsw").then_some(HnswSettings { m, ef_construction }),
-                ivfpq: (index == "ivfpq").then(|| {
-                    // Default sub-quantizers: the largest divisor of dim giving ≥ 2 dims each.
-                    let pm = pq_m.unwrap_or_else(|| {
-                        (1..=dim)
-                            .rev()
-                            .find(|d| dim % d == 0 && dim / d >= 2)
-                            .unwrap_or(1)
-                    });
-                    IvfPqSettings {
-                        nlist,
-                        m: pm,
-                        nbits,
-                        train_size: train_size.unwrap_or((39 * nlist).max(1024)),
-                    }
-                }),
-                search: SearchDefaults {
-                    ef: ef_search,
-                    nprobe,
-                },
-                index,
-                storage,
-            };
-            let config = cfg.collection_config()?;
+            let config = CollectionConfig::new(dim, metric)
+                .index(spec)
+                .storage(storage);
             // An empty in-memory twin checks every setting before anything is
             // written.
             config.clone().storage(StorageKind::Memory).build()?;
             let col = Collection::create(&dir, &config, DurableOptions::default())?;
-            write_config(&dir, &cfg)?;
             col.close()?;
             println!(
-                "created {} (dim {dim}, {}, {} index, {} storage)",
+                "created {} (dim {dim}, {metric}, {index} index, {storage} storage)",
                 dir.display(),
-                cfg.metric,
-                cfg.index,
-                cfg.storage
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Kinds => {
+            for kind in registry::kinds() {
+                println!("{}: {}", kind.name(), kind.description());
+                for (what, specs) in [
+                    ("build", kind.build_params()),
+                    ("search", kind.search_params()),
+                ] {
+                    if specs.is_empty() {
+                        println!("  {what} parameters: none");
+                        continue;
+                    }
+                    println!("  {what} parameters:");
+                    for p in specs {
+                        let aka = if p.aliases.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (also {})", p.aliases.join(", "))
+                        };
+                        println!("    {}{aka}: {}", p.name, p.help);
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Import {
@@ -821,7 +628,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             if json {
                 // Serialized as f32s: each component is written as the shortest
                 // text that reads back as the same f32 (not widened to f64).
-                #[derive(Serialize)]
+                #[derive(serde::Serialize)]
                 struct Got<'a> {
                     id: &'a str,
                     vector: &'a [f32],
@@ -847,6 +654,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             dir,
             queries,
             k,
+            params,
             ef,
             nprobe,
             rerank,
@@ -856,19 +664,17 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             timing,
         } => {
             let t_load = Instant::now();
-            let defaults = read_config(&dir)?.map(|c| c.search).unwrap_or_default();
+            let knobs = collect_params(
+                &params,
+                &[
+                    ("ef", ef.map(|v| v as u64)),
+                    ("nprobe", nprobe.map(|v| v as u64)),
+                    ("rerank_factor", rerank.map(|v| v as u64)),
+                ],
+            )?;
+            let params = SearchParams::from_knobs(knobs);
             let q = omen_datasets::load_vectors(&queries)?;
             let load_seconds = t_load.elapsed().as_secs_f64();
-            let mut params = SearchParams::new();
-            if let Some(ef) = ef.or(defaults.ef) {
-                params = params.with_ef(ef);
-            }
-            if let Some(n) = nprobe.or(defaults.nprobe) {
-                params = params.with_nprobe(n);
-            }
-            if let Some(r) = rerank {
-                params = params.with_rerank_factor(r);
-            }
             if batch == 0 {
                 return Err(Error::invalid_param("batch", "must be at least 1"));
             }
@@ -876,18 +682,8 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             let t_open = Instant::now();
             let col = open(&dir, read_only(true))?;
             let open_seconds = t_open.elapsed().as_secs_f64();
-            if let Some(takes) = search_params(col.index_name()) {
-                refuse_foreign_params(
-                    &format!("the {} index of {}", col.index_name(), dir.display()),
-                    &format!("{} search", col.index_name()),
-                    takes,
-                    &[
-                        ("ef", ef.is_some()),
-                        ("nprobe", nprobe.is_some()),
-                        ("rerank", rerank.is_some()),
-                    ],
-                )?;
-            }
+            // Refused before any query is answered, naming the keys it takes.
+            col.check_search_params(&params)?;
             if q.dim() != col.dim() {
                 return Err(Error::DimensionMismatch {
                     expected: col.dim(),
@@ -945,6 +741,7 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
                 "dim": col.dim(),
                 "metric": col.metric().name(),
                 "index": col.index_name(),
+                "index_params": registry::params_to_json(&col.index_params()),
                 "storage": col.storage_name(),
                 "len": s.len,
                 "storage_slots": s.storage_slots,
@@ -992,9 +789,6 @@ pub fn run(c: DbCommand) -> Result<ExitCode> {
             let checked = (|| {
                 let col = open(&dir, read_only(false))?;
                 let report = col.verify()?;
-                if let Some(cfg) = read_config(&dir)? {
-                    check_config(&dir, &cfg, &col)?;
-                }
                 col.close()?;
                 Ok(report)
             })();

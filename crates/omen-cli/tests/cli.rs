@@ -602,26 +602,22 @@ fn db_get_json_prints_id_and_vector() {
 /// even created).
 fn assert_nothing_created(dir: &Path) {
     assert!(!dir.join("MANIFEST").exists(), "{}", dir.display());
-    assert!(!dir.join("omen.json").exists(), "{}", dir.display());
     assert!(!dir.exists(), "{} was created", dir.display());
 }
 
-/// `omen db create` refuses a flag the chosen index does not take (it would be
-/// ignored), naming the index and the flags it takes, and writes nothing; the
-/// flags it does take, given or defaulted, land in omen.json.
+/// `omen db create` refuses a parameter the chosen index does not take (it
+/// would be ignored), naming the index and the keys it takes, and writes
+/// nothing; the parameters it does take, given or defaulted, are kept by the
+/// collection (shown by `db stats --json`).
 #[test]
 fn db_create_refuses_parameters_the_index_does_not_take() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let ivfpq_takes = "ivfpq takes --nlist, --pq-m, --nbits, --train-size, --nprobe";
-    let hnsw_takes = "hnsw takes --m, --ef-construction, --ef-search";
-    let flat_takes = "flat takes no index parameters";
+    let ivfpq_takes =
+        "(valid: nlist, m, nbits, train_size, nprobe, rerank_factor, seed, kmeans_iters)";
+    let hnsw_takes = "(valid: m, ef_construction, ef_search, seed, keep_pruned, repair_threshold)";
+    let flat_takes = "(it takes none)";
     let cases: &[(&[&str], &str, &str)] = &[
-        (
-            &["--index", "ivfpq", "--m", "25"],
-            "the ivfpq index does not take --m;",
-            ivfpq_takes,
-        ),
         (
             &[
                 "--index",
@@ -631,54 +627,81 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
                 "--ef-construction",
                 "100",
             ],
-            "the ivfpq index does not take --ef-construction;",
+            r#"ivfpq build parameters have no key "ef_construction""#,
             ivfpq_takes,
         ),
         (
             &["--index", "ivfpq", "--ef-search", "10"],
-            "does not take --ef-search;",
+            r#"no key "ef_search""#,
             ivfpq_takes,
         ),
         (
             &["--index", "hnsw", "--nlist", "4"],
-            "the hnsw index does not take --nlist;",
+            r#"hnsw build parameters have no key "nlist""#,
             hnsw_takes,
         ),
         (
             &["--index", "hnsw", "--pq-m", "2"],
-            "does not take --pq-m;",
+            r#"no key "pq_m""#,
             hnsw_takes,
         ),
         (
             &["--index", "hnsw", "--nbits", "8"],
-            "does not take --nbits;",
+            r#"no key "nbits""#,
             hnsw_takes,
         ),
         (
             &["--index", "hnsw", "--train-size", "100"],
-            "does not take --train-size;",
+            r#"no key "train_size""#,
             hnsw_takes,
         ),
         (
             &["--index", "hnsw", "--m", "8", "--nprobe", "3"],
-            "does not take --nprobe;",
+            r#"no key "nprobe""#,
+            hnsw_takes,
+        ),
+        (
+            &[
+                "--index",
+                "hnsw",
+                "--param",
+                "ef-construction=9",
+                "-p",
+                "foo=1",
+            ],
+            r#"no key "foo""#,
             hnsw_takes,
         ),
         (
             &["--index", "flat", "--m", "16"],
-            "the flat index does not take --m;",
+            r#"flat build parameters have no key "m""#,
             flat_takes,
         ),
-        // flat is the default index; every refused flag is named.
+        // flat is the default index; every refused key is named.
         (
             &["--nprobe", "1", "--ef-search", "5"],
-            "the flat index does not take --ef-search, --nprobe;",
+            r#"flat build parameters have no keys "ef_search", "nprobe""#,
             flat_takes,
         ),
         (
-            &["--index", "ivfpq", "--m", "25", "--ef-construction", "9"],
-            "does not take --m, --ef-construction;",
+            &["--index", "ivfpq", "--nlist", "2", "--ef-construction", "9"],
+            r#"no key "ef_construction""#,
             ivfpq_takes,
+        ),
+        (
+            &["--index", "hnsw", "--m", "8", "--param", "m=9"],
+            "m given both as a flag and as --param",
+            "invalid parameter",
+        ),
+        (
+            &["--index", "hnsw", "--param", "m"],
+            r#""m": expected key=value"#,
+            "invalid parameter",
+        ),
+        (
+            &["--index", "diskann"],
+            r#"unknown index kind "diskann"; registered: flat, hnsw, ivfpq"#,
+            "invalid parameter",
         ),
     ];
     for (i, (extra, refused, takes)) in cases.iter().enumerate() {
@@ -698,7 +721,7 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
             "25",
         ],
         d,
-        ivfpq_takes,
+        "25",
     );
     assert_eq!(std::fs::read_dir(d.join("empty")).unwrap().count(), 0);
     // The flags an index takes are accepted and kept; the rest take their defaults.
@@ -708,8 +731,10 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
         ok(&args, d)
     };
     let config = |db: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(d.join(db).join("omen.json")).unwrap())
-            .unwrap()
+        let stats: serde_json::Value =
+            serde_json::from_str(&ok(&["db", "stats", db, "--json"], d)).unwrap();
+        assert!(!d.join(db).join("omen.json").exists());
+        stats
     };
     create(
         "ivf",
@@ -729,42 +754,60 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
         ],
     );
     let c = config("ivf");
-    assert_eq!(c["ivfpq"]["nlist"], 4, "{c}");
-    assert_eq!(c["ivfpq"]["m"], 2, "{c}");
-    assert_eq!(c["ivfpq"]["nbits"], 8, "{c}");
-    assert_eq!(c["ivfpq"]["train_size"], 300, "{c}");
-    assert_eq!(c["search"]["nprobe"], 3, "{c}");
-    assert!(c.get("hnsw").is_none(), "{c}");
+    let p = &c["index_params"];
+    assert_eq!(c["index"], "ivfpq", "{c}");
+    assert_eq!(p["nlist"], 4, "{c}");
+    assert_eq!(p["m"], 2, "{c}");
+    assert_eq!(p["nbits"], 8, "{c}");
+    assert_eq!(p["train_size"], 300, "{c}");
+    assert_eq!(p["nprobe"], 3, "{c}");
+    assert!(p.get("ef_search").is_none(), "{c}");
     create("ivf-defaults", &["--index", "ivfpq"]);
     let c = config("ivf-defaults");
-    assert_eq!(c["ivfpq"]["nlist"], 256, "{c}");
-    assert_eq!(c["ivfpq"]["m"], 2, "{c}");
-    assert_eq!(c["ivfpq"]["nbits"], 4, "{c}");
-    assert_eq!(c["ivfpq"]["train_size"], 39 * 256, "{c}");
+    let p = &c["index_params"];
+    assert_eq!(p["nlist"], 256, "{c}");
+    assert_eq!(p["m"], 2, "{c}");
+    assert_eq!(p["nbits"], 4, "{c}");
+    assert_eq!(p["train_size"], 39 * 256, "{c}");
     create(
         "hnsw",
         &["--index", "hnsw", "--m", "8", "--ef-search", "50"],
     );
     let c = config("hnsw");
-    assert_eq!(c["hnsw"]["m"], 8, "{c}");
-    assert_eq!(c["hnsw"]["ef_construction"], 200, "{c}");
-    assert_eq!(c["search"]["ef"], 50, "{c}");
-    assert!(c.get("ivfpq").is_none(), "{c}");
+    let p = &c["index_params"];
+    assert_eq!(p["m"], 8, "{c}");
+    assert_eq!(p["ef_construction"], 200, "{c}");
+    assert_eq!(p["ef_search"], 50, "{c}");
+    assert!(p.get("nlist").is_none(), "{c}");
+    create(
+        "hnsw-param",
+        &[
+            "--index",
+            "hnsw",
+            "-p",
+            "m=6",
+            "--param",
+            "keep-pruned=true",
+        ],
+    );
+    let c = config("hnsw-param");
+    assert_eq!(c["index_params"]["m"], 6, "{c}");
+    assert_eq!(c["index_params"]["keep_pruned"], true, "{c}");
     create("hnsw-defaults", &["--index", "hnsw"]);
     let c = config("hnsw-defaults");
-    assert_eq!(c["hnsw"]["m"], 16, "{c}");
-    assert_eq!(c["hnsw"]["ef_construction"], 200, "{c}");
+    assert_eq!(c["index_params"]["m"], 16, "{c}");
+    assert_eq!(c["index_params"]["ef_construction"], 200, "{c}");
     ok(&["db", "create", "flat", "--dim", "4", "--metric", "l2"], d);
     let c = config("flat");
     assert_eq!(c["index"], "flat", "{c}");
-    assert!(c.get("hnsw").is_none() && c.get("ivfpq").is_none(), "{c}");
+    assert_eq!(c["index_params"], serde_json::json!({}), "{c}");
     // An unknown index is refused as before, whatever else is given.
     fails(
         &[
             "db", "create", "bad", "--dim", "4", "--metric", "l2", "--index", "lsh", "--m", "4",
         ],
         d,
-        "invalid parameter index: \"lsh\": expected flat, hnsw or ivfpq",
+        r#"invalid parameter index: unknown index kind "lsh"; registered: flat, hnsw, ivfpq"#,
     );
     assert_nothing_created(&d.join("bad"));
 }
@@ -796,39 +839,32 @@ fn db_search_refuses_parameters_the_index_does_not_take() {
         (
             "ivfpq",
             &["--ef", "64"],
-            "the ivfpq index of ivfpq does not take --ef; ivfpq search takes --nprobe, --rerank",
+            r#"ivfpq search parameters have no key "ef" (valid: nprobe, rerank_factor)"#,
         ),
-        (
-            "ivfpq",
-            &["--nprobe", "2", "--ef", "64"],
-            "does not take --ef;",
-        ),
+        ("ivfpq", &["--nprobe", "2", "--ef", "64"], r#"no key "ef""#),
         (
             "hnsw",
             &["--nprobe", "2"],
-            "the hnsw index of hnsw does not take --nprobe; hnsw search takes --ef",
+            r#"hnsw search parameters have no key "nprobe" (valid: ef)"#,
         ),
         (
             "hnsw",
             &["--rerank", "5"],
-            "does not take --rerank; hnsw search takes --ef",
+            r#"no key "rerank_factor" (valid: ef)"#,
         ),
         (
             "hnsw",
             &["--ef", "64", "--nprobe", "2", "--rerank", "5"],
-            "does not take --nprobe, --rerank;",
+            r#"no keys "nprobe", "rerank_factor""#,
         ),
+        ("hnsw", &["-p", "ef=0"], "ef: must be at least 1"),
         (
             "flat",
             &["--ef", "64"],
-            "the flat index of flat does not take --ef; flat search takes no index parameters",
+            r#"flat search parameters have no key "ef" (it takes none)"#,
         ),
-        (
-            "flat",
-            &["--nprobe", "2"],
-            "flat search takes no index parameters",
-        ),
-        ("flat", &["--rerank", "5"], "does not take --rerank;"),
+        ("flat", &["--nprobe", "2"], "(it takes none)"),
+        ("flat", &["--rerank", "5"], r#"no key "rerank_factor""#),
     ];
     for (db, extra, needle) in refused {
         let args = search(db, extra);
@@ -841,6 +877,7 @@ fn db_search_refuses_parameters_the_index_does_not_take() {
         ("flat", &[][..]),
         ("hnsw", &["--ef", "64"][..]),
         ("ivfpq", &["--nprobe", "2", "--rerank", "5"][..]),
+        ("ivfpq", &["--param", "nprobe=2", "-p", "rerank=5"][..]),
     ] {
         let args = search(db, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

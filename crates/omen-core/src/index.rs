@@ -79,8 +79,33 @@ pub trait VectorIndex: Send + Sync {
     }
 
     /// Finds the `req.k` nearest present slots; writes them to `out` (cleared first),
-    /// closest first.
+    /// closest first. Checks the query ([`crate::validate::check_query`]: k, the
+    /// dimension, finiteness) and then calls
+    /// [`search_unchecked`](Self::search_unchecked); implement that one.
     fn search(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        crate::validate::check_query(req.query, req.k, self.dim())?;
+        self.search_unchecked(storage, req, scratch, out)
+    }
+
+    /// Checks search knobs without searching: `InvalidParameter` for a key this
+    /// index does not take or a value out of range, exactly as a search with
+    /// `params` would fail. Callers that may not reach the index (an empty
+    /// collection, a query answered from elsewhere) call it so that a bad knob
+    /// is never silently ignored.
+    fn check_search_params(&self, params: &SearchParams) -> Result<()>;
+
+    /// [`search`](Self::search) for a request that passed
+    /// [`crate::validate::check_query`]: `req.k >= 1`, `req.query.len() ==
+    /// dim()`, every component finite (and of unit norm when the collection's
+    /// metric is cosine). The index still validates its own knobs
+    /// (`req.params`), refusing a key it does not take.
+    fn search_unchecked(
         &self,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
@@ -89,9 +114,8 @@ pub trait VectorIndex: Send + Sync {
     ) -> Result<SearchStats>;
 
     /// Answers `queries.len() / dim` queries, in parallel over queries with rayon.
-    /// `out` is resized to one result list per query. Implementations may override
-    /// this with a tiled kernel; the default runs [`search`](Self::search) per query
-    /// with one scratch per worker.
+    /// `out` is resized to one result list per query. Checks `k` and every row
+    /// once, then calls [`search_batch_unchecked`](Self::search_batch_unchecked).
     fn search_batch(
         &self,
         storage: &dyn VectorStorage,
@@ -101,8 +125,28 @@ pub trait VectorIndex: Send + Sync {
         filter: Option<&dyn SlotFilter>,
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
+        if k == 0 {
+            return Err(crate::Error::invalid_param("k", "must be at least 1"));
+        }
+        crate::validate::check_rows(queries, self.dim())?;
+        self.search_batch_unchecked(storage, queries, k, params, filter, out)
+    }
+
+    /// [`search_batch`](Self::search_batch) for checked queries (a whole number
+    /// of finite rows, `k >= 1`). Implementations may override this with a tiled
+    /// kernel; the default runs [`search_unchecked`](Self::search_unchecked) per
+    /// query with one scratch per worker.
+    fn search_batch_unchecked(
+        &self,
+        storage: &dyn VectorStorage,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<&dyn SlotFilter>,
+        out: &mut Vec<Vec<Neighbor>>,
+    ) -> Result<SearchStats> {
         let dim = self.dim();
-        let nq = crate::validate::check_rows(queries, dim)?;
+        let nq = queries.len() / dim.max(1);
         out.resize_with(nq, Vec::new);
         let results: Result<Vec<SearchStats>> = queries
             .par_chunks_exact(dim)
@@ -110,7 +154,7 @@ pub trait VectorIndex: Send + Sync {
             .map_init(SearchScratch::new, |scratch, (q, o)| {
                 let mut req = SearchRequest::new(q, k, params);
                 req.filter = filter;
-                self.search(storage, &req, scratch, o)
+                self.search_unchecked(storage, &req, scratch, o)
             })
             .collect();
         let mut total = SearchStats::default();
@@ -118,6 +162,31 @@ pub trait VectorIndex: Send + Sync {
             total += s;
         }
         Ok(total)
+    }
+
+    /// Every build parameter of this index by name, defaults included (what
+    /// its kind's `create` would take to build an equal empty index); empty for
+    /// an index without parameters.
+    fn build_params(&self) -> crate::Params {
+        crate::Params::new()
+    }
+
+    /// Whether the index can encode what it is given (an IVF-PQ index before
+    /// training buffers its slots and answers them exactly); `true` for an
+    /// index without a training step.
+    fn is_trained(&self) -> bool {
+        true
+    }
+
+    /// Trains on the row-major `sample` (before the index trains itself, if it
+    /// does) and then absorbs the slots added before training, read from
+    /// `storage`. An index without a training step: `InvalidParameter`.
+    fn train(&self, storage: &dyn VectorStorage, sample: &[f32]) -> Result<()> {
+        let _ = (storage, sample);
+        Err(crate::Error::invalid_param(
+            "train",
+            format!("a {} index has no training step", self.name()),
+        ))
     }
 
     /// Bytes of memory held by the index's own structures (not the storage's vectors).
@@ -134,4 +203,26 @@ pub trait VectorIndex: Send + Sync {
     fn persist(&self) -> Option<Vec<u8>> {
         None
     }
+}
+
+/// Adds `slots` (any order, no duplicates) to `index` in runs of consecutive
+/// slots: how an index that saves nothing is rebuilt from a collection's live
+/// slots.
+pub fn add_slots(
+    index: &dyn VectorIndex,
+    storage: &dyn VectorStorage,
+    slots: &[SlotId],
+) -> Result<()> {
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+            j += 1;
+        }
+        index.add(storage, sorted[i]..sorted[j - 1] + 1)?;
+        i = j;
+    }
+    Ok(())
 }

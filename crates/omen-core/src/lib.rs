@@ -4,12 +4,14 @@
 //! * [`Neighbor`], [`TopK`] (a bounded heap) and [`SlotId`], the internal `u32`
 //!   slot number that is distinct from a collection's external string id;
 //! * [`SearchParams`] and [`SearchRequest`];
+//! * [`IndexKind`], what an index crate registers, with its [`Params`];
 //! * one error type, [`Error`];
 //! * the two traits every backend plugs into: [`VectorStorage`] (where vector bytes
 //!   live) and [`VectorIndex`] (how neighbours are found).
 
 mod error;
 mod index;
+mod kind;
 mod metric;
 mod neighbor;
 mod params;
@@ -19,7 +21,8 @@ pub mod sync;
 pub mod validate;
 
 pub use error::{Error, Result};
-pub use index::{IndexStats, SearchStats, VectorIndex};
+pub use index::{add_slots, IndexStats, SearchStats, VectorIndex};
+pub use kind::{IndexKind, IndexSpec, ParamSpec, ParamValue, Params};
 pub use metric::Metric;
 pub use neighbor::{Neighbor, TopK};
 pub use params::{SearchParams, SearchRequest, SlotFilter};

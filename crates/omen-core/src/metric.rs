@@ -63,6 +63,18 @@ impl Metric {
     pub fn normalizes(self) -> bool {
         matches!(self, Metric::Cosine)
     }
+
+    /// The metric an index computes for a collection of this metric: a cosine
+    /// collection stores unit vectors, so `1 - a·b` is already the cosine distance
+    /// and its index computes inner products (no norms per pair). The one place
+    /// this rule is written.
+    pub fn index_metric(self) -> Metric {
+        if self.normalizes() {
+            Metric::InnerProduct
+        } else {
+            self
+        }
+    }
 }
 
 impl fmt::Display for Metric {

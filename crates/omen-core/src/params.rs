@@ -1,23 +1,27 @@
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::kind::{ParamValue, Params};
 use crate::SlotId;
 
-/// Per-query knobs. Each index reads the ones it understands and ignores the rest;
-/// `None` means the index's own default.
+/// Per-query parameters: whether the answer must be exact, and the index's own
+/// knobs as key/values (`ef` for HNSW, `nprobe` and `rerank_factor` for
+/// IVF-PQ, ...). Each index parses its knobs into a typed struct of its own and
+/// refuses a key it does not take; an unset key means the index's default.
 ///
 /// [`SearchParams::exhaustive`] asks every index for an exact answer (ef ≥ n for
 /// HNSW, nprobe = nlist and a re-rank of every candidate for IVF-PQ): with it, every
 /// index must return exactly what the flat index returns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// ```
+/// use omen_core::SearchParams;
+/// let p = SearchParams::new().with("ef", 128);
+/// assert_eq!(p.knobs().usize("ef").unwrap(), Some(128));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SearchParams {
-    /// HNSW beam width on layer 0.
-    pub ef: Option<usize>,
-    /// IVF lists probed.
-    pub nprobe: Option<usize>,
-    /// IVF-PQ: candidates kept by approximate distance per result, re-scored exactly.
-    pub rerank_factor: Option<usize>,
-    /// Ask for exact results regardless of the other knobs.
+    /// Ask for exact results regardless of the knobs.
     pub exhaustive: bool,
+    knobs: Params,
 }
 
 impl SearchParams {
@@ -34,36 +38,33 @@ impl SearchParams {
         }
     }
 
-    /// Sets the HNSW beam width.
-    pub fn with_ef(mut self, ef: usize) -> Self {
-        self.ef = Some(ef);
+    /// The knobs given as `params`.
+    pub fn from_knobs(params: Params) -> Self {
+        SearchParams {
+            exhaustive: false,
+            knobs: params,
+        }
+    }
+
+    /// Sets one knob.
+    pub fn with(mut self, key: &str, value: impl Into<ParamValue>) -> Self {
+        self.knobs.set(key, value);
         self
     }
 
-    /// Sets the number of IVF lists probed.
-    pub fn with_nprobe(mut self, nprobe: usize) -> Self {
-        self.nprobe = Some(nprobe);
-        self
+    /// Sets one knob.
+    pub fn set(&mut self, key: &str, value: impl Into<ParamValue>) {
+        self.knobs.set(key, value);
     }
 
-    /// Sets the IVF-PQ re-rank factor.
-    pub fn with_rerank_factor(mut self, f: usize) -> Self {
-        self.rerank_factor = Some(f);
-        self
+    /// The knobs.
+    pub fn knobs(&self) -> &Params {
+        &self.knobs
     }
 
-    /// Refuses values that no index accepts (zeros).
-    pub fn validate(&self) -> Result<()> {
-        if self.ef == Some(0) {
-            return Err(Error::invalid_param("ef", "must be at least 1"));
-        }
-        if self.nprobe == Some(0) {
-            return Err(Error::invalid_param("nprobe", "must be at least 1"));
-        }
-        if self.rerank_factor == Some(0) {
-            return Err(Error::invalid_param("rerank_factor", "must be at least 1"));
-        }
-        Ok(())
+    /// The knobs, to change.
+    pub fn knobs_mut(&mut self) -> &mut Params {
+        &mut self.knobs
     }
 }
 
@@ -110,19 +111,10 @@ impl<'a> SearchRequest<'a> {
         self
     }
 
-    /// Checks k, the dimension and the parameters (the vector's values are checked
-    /// by [`crate::validate::check_vector`]).
+    /// Checks k, the dimension and the query's values: what every index may
+    /// assume of a request it is handed (see [`crate::validate::check_query`]).
     pub fn validate(&self, dim: usize) -> Result<()> {
-        if self.k == 0 {
-            return Err(Error::invalid_param("k", "must be at least 1"));
-        }
-        if self.query.len() != dim {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got: self.query.len(),
-            });
-        }
-        self.params.validate()
+        crate::validate::check_query(self.query, self.k, dim)
     }
 
     /// Whether `slot` passes the filter (always, without one).

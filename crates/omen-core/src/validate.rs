@@ -13,6 +13,17 @@ pub fn check_vector(v: &[f32], dim: usize, row: usize) -> Result<()> {
     check_finite(v, row)
 }
 
+/// Checks a query before any index sees it: `k` at least 1, `dim` components,
+/// all finite. This is the one check of a query; an index's
+/// [`search_unchecked`](crate::VectorIndex::search_unchecked) may assume it
+/// passed.
+pub fn check_query(query: &[f32], k: usize, dim: usize) -> Result<()> {
+    if k == 0 {
+        return Err(Error::invalid_param("k", "must be at least 1"));
+    }
+    check_vector(query, dim, 0)
+}
+
 /// Checks that every component is finite.
 pub fn check_finite(v: &[f32], row: usize) -> Result<()> {
     // Fast path: one pass that the compiler vectorises; locate the culprit only on failure.

@@ -22,7 +22,10 @@
 //! `present.rs` for the argument); a search running while slots are added or
 //! removed may or may not return those slots, and never anything else.
 
+mod kind;
 mod present;
+
+pub use kind::{FlatKind, FLAT};
 
 use omen_core::simd::{scalar::cosine_from_parts, Kernels};
 use omen_core::sync::atomic::{AtomicU64, Ordering};
@@ -315,15 +318,19 @@ impl VectorIndex for FlatIndex {
         self.present.len()
     }
 
-    fn search(
+    fn check_search_params(&self, params: &SearchParams) -> Result<()> {
+        check_knobs(params)
+    }
+
+    fn search_unchecked(
         &self,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
         scratch: &mut SearchScratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        req.validate(self.dim)?;
         self.check_storage(storage)?;
+        check_knobs(req.params)?;
         let computed = self.scan(storage, req, scratch);
         scratch.top.drain_sorted_into(out);
         let stats = SearchStats {
@@ -333,7 +340,7 @@ impl VectorIndex for FlatIndex {
         Ok(stats)
     }
 
-    fn search_batch(
+    fn search_batch_unchecked(
         &self,
         storage: &dyn VectorStorage,
         queries: &[f32],
@@ -343,11 +350,8 @@ impl VectorIndex for FlatIndex {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim;
-        let nq = omen_core::validate::check_rows(queries, dim)?;
-        if k == 0 {
-            return Err(Error::invalid_param("k", "must be at least 1"));
-        }
-        params.validate()?;
+        let nq = queries.len() / dim;
+        check_knobs(params)?;
         self.check_storage(storage)?;
         out.resize_with(nq, Vec::new);
         if nq == 0 {
@@ -382,6 +386,11 @@ impl VectorIndex for FlatIndex {
             build_distance_computations: 0,
         }
     }
+}
+
+/// The flat index takes no knobs: a key is refused rather than ignored.
+fn check_knobs(params: &SearchParams) -> Result<()> {
+    params.knobs().check_keys("flat search", &[])
 }
 
 impl std::fmt::Debug for FlatIndex {

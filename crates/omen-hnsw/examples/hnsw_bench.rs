@@ -167,7 +167,7 @@ fn main() {
     let mut scratch = SearchScratch::new();
     let mut out = Vec::new();
     for &ef in &efs {
-        let p = SearchParams::new().with_ef(ef);
+        let p = SearchParams::new().with("ef", ef);
         // Warm the caches and the scratch.
         for q in queries.chunks_exact(dim).take(200) {
             index

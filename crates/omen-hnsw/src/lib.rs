@@ -72,6 +72,7 @@
 //! format described in `FORMAT.md`; loading validates every field and link.
 
 mod graph;
+mod kind;
 mod params;
 mod persist;
 mod search;
@@ -81,6 +82,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+pub use kind::{HnswKind, HnswSearch, HNSW};
 pub use params::HnswParams;
 
 use graph::{
@@ -789,19 +791,26 @@ impl VectorIndex for HnswIndex {
         self.present.load(Ordering::Acquire)
     }
 
-    fn search(
+    fn build_params(&self) -> omen_core::Params {
+        self.params.to_params()
+    }
+
+    fn check_search_params(&self, params: &omen_core::SearchParams) -> Result<()> {
+        HnswSearch::from_params(params).map(|_| ())
+    }
+
+    fn search_unchecked(
         &self,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
         scratch: &mut SearchScratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        req.validate(self.dim)?;
         self.check_storage(storage)?;
-        omen_core::validate::check_finite(req.query, 0)?;
+        let knobs = HnswSearch::from_params(req.params)?;
         let dc = {
             let g = read(&self.graph);
-            self.search_graph(&g, storage, req, scratch, out)
+            self.search_graph(&g, storage, req, knobs, scratch, out)
         };
         self.searches.fetch_add(1, Ordering::Relaxed);
         self.search_distances.fetch_add(dc, Ordering::Relaxed);

@@ -57,7 +57,7 @@ fn find(
     k: usize,
     scratch: &mut SearchScratch,
 ) -> Vec<Neighbor> {
-    let p = SearchParams::new().with_ef(2);
+    let p = SearchParams::new().with("ef", 2);
     let mut out = Vec::new();
     let query = [q];
     index

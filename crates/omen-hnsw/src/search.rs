@@ -290,6 +290,7 @@ impl HnswIndex {
         g: &Graph,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
+        knobs: crate::HnswSearch,
         scratch: &mut SearchScratch,
         out: &mut Vec<Neighbor>,
     ) -> u64 {
@@ -301,7 +302,7 @@ impl HnswIndex {
         if present == 0 {
             return 0;
         }
-        let ef = req.params.ef.unwrap_or(self.params.ef_search).max(k);
+        let ef = knobs.ef.unwrap_or(self.params.ef_search).max(k);
         // A beam as wide as the index would visit every node: the scan does that
         // with less work and does not depend on every node being reachable.
         if req.params.exhaustive || ef >= present {

@@ -174,7 +174,7 @@ fn rejects_bad_input_and_changes_nothing() {
             .search(&storage, &req, &mut scratch, &mut out)
             .is_err());
     }
-    let bad_ef = SearchParams::new().with_ef(0);
+    let bad_ef = SearchParams::new().with("ef", 0);
     let req = SearchRequest::new(&[0.0, 0.0], 1, &bad_ef);
     assert!(index
         .search(&storage, &req, &mut scratch, &mut out)
@@ -207,9 +207,9 @@ fn ef_at_least_n_and_exhaustive_equal_flat() {
         if metric == Metric::Cosine {
             normalise(&mut queries, dim);
         }
-        let full = SearchParams::new().with_ef(n);
+        let full = SearchParams::new().with("ef", n);
         // One less than n: a real graph walk, which must reach every node.
-        let walk_all = SearchParams::new().with_ef(n - 1);
+        let walk_all = SearchParams::new().with("ef", n - 1);
         let exact = SearchParams::exhaustive();
         let mut hits = 0;
         for q in queries.chunks_exact(dim) {
@@ -410,7 +410,7 @@ fn concurrent_inserts_and_searches_find_every_slot() {
         });
     });
     assert_eq!(index.len(), n);
-    let p = SearchParams::new().with_ef(200);
+    let p = SearchParams::new().with("ef", 200);
     for s in 0..n {
         let q = &rows[s * dim..(s + 1) * dim];
         let got = search(&index, &storage, q, 1, &p, None);
@@ -438,7 +438,7 @@ fn save_load_round_trip_gives_identical_results() {
     assert_eq!(loaded.params(), index.params());
     assert_eq!(loaded.metric(), Metric::InnerProduct);
     assert_eq!(loaded.to_bytes(), bytes);
-    let p = SearchParams::new().with_ef(32);
+    let p = SearchParams::new().with("ef", 32);
     for q in mixture(50, dim, 10, 501).chunks_exact(dim) {
         assert_eq!(
             search(&index, &storage, q, 10, &p, None),

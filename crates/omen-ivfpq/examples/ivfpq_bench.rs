@@ -175,7 +175,9 @@ fn main() {
                 continue;
             }
             for &rf in &reranks {
-                let p = SearchParams::new().with_nprobe(np).with_rerank_factor(rf);
+                let p = SearchParams::new()
+                    .with("nprobe", np)
+                    .with("rerank_factor", rf);
                 // Warm-up pass, then the timed pass.
                 for q in queries.chunks_exact(dim).take(200) {
                     index

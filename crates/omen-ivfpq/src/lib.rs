@@ -87,6 +87,7 @@
 //! validate the format described in `FORMAT.md`.
 
 pub mod fastscan;
+mod kind;
 pub mod kmeans;
 mod persist;
 mod pool;
@@ -109,6 +110,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::ops::Range;
+
+pub use kind::{default_pq_m, IvfPqKind, IvfPqSearch, DEFAULT_NLIST, IVFPQ};
 
 /// Parameters of an IVF-PQ index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,7 +301,7 @@ impl Members {
 /// let index = IvfPqIndex::new(dim, Metric::L2, IvfPqParams::new(16, 4))?;
 /// index.add(&storage, slots)?;
 /// assert!(index.is_trained());
-/// let params = SearchParams::new().with_nprobe(4).with_rerank_factor(10);
+/// let params = SearchParams::new().with("nprobe", 4).with("rerank_factor", 10);
 /// let (mut scratch, mut out) = (SearchScratch::new(), Vec::new());
 /// index.search(&storage, &SearchRequest::new(&rows[..dim], 5, &params), &mut scratch, &mut out)?;
 /// assert_eq!(out[0].slot, 0);
@@ -1115,7 +1118,8 @@ impl IvfPqIndex {
     /// neighbours under `params`, checked against this index.
     fn plan(&self, model: Option<&Model>, k: usize, params: &SearchParams) -> Result<Plan> {
         let exhaustive = params.exhaustive;
-        let np = params.nprobe.unwrap_or(self.params.nprobe);
+        let knobs = IvfPqSearch::from_params(params)?;
+        let np = knobs.nprobe.unwrap_or(self.params.nprobe);
         if np > self.params.nlist {
             return Err(Error::invalid_param(
                 "nprobe",
@@ -1127,7 +1131,7 @@ impl IvfPqIndex {
             Some(_) => np,
             None => 0,
         };
-        let rf = params.rerank_factor.unwrap_or(self.params.rerank_factor);
+        let rf = knobs.rerank_factor.unwrap_or(self.params.rerank_factor);
         let cap = if exhaustive {
             usize::MAX
         } else {
@@ -1242,8 +1246,6 @@ impl IvfPqIndex {
         scratch: &mut SearchScratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        req.validate(self.dim)?;
-        check_finite(req.query, 0)?;
         let model = self.snapshot();
         let plan = self.plan(model.as_deref(), req.k, req.params)?;
         let sc = scratch.extra_or_insert_with(IvfScratch::default);
@@ -1598,7 +1600,24 @@ impl VectorIndex for IvfPqIndex {
         sync::read(&self.members).len
     }
 
-    fn search(
+    fn build_params(&self) -> omen_core::Params {
+        self.params.to_params()
+    }
+
+    fn check_search_params(&self, params: &SearchParams) -> Result<()> {
+        self.plan(None, 1, params).map(|_| ())
+    }
+
+    fn is_trained(&self) -> bool {
+        IvfPqIndex::is_trained(self)
+    }
+
+    fn train(&self, storage: &dyn VectorStorage, sample: &[f32]) -> Result<()> {
+        IvfPqIndex::train(self, sample)?;
+        self.flush(storage)
+    }
+
+    fn search_unchecked(
         &self,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
@@ -1617,7 +1636,7 @@ impl VectorIndex for IvfPqIndex {
     /// checked before any is answered (errors name the row). Answers are those of [`VectorIndex::search`], except that the
     /// tiled kernel sums the coarse distances in another order, so an estimate
     /// can differ in its last bits.
-    fn search_batch(
+    fn search_batch_unchecked(
         &self,
         storage: &dyn VectorStorage,
         queries: &[f32],
@@ -1627,11 +1646,7 @@ impl VectorIndex for IvfPqIndex {
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
         let dim = self.dim;
-        let nq = omen_core::validate::check_rows(queries, dim)?;
-        params.validate()?;
-        if k == 0 {
-            return Err(Error::invalid_param("k", "must be at least 1"));
-        }
+        let nq = queries.len() / dim;
         let model = self.snapshot();
         let plan = self.plan(model.as_deref(), k, params)?;
         out.resize_with(nq, Vec::new);

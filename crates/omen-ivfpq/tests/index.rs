@@ -140,7 +140,9 @@ fn exhaustive_equals_flat_for_every_metric_and_code_size() {
                 }
             }
             // nprobe = nlist with a re-rank covering every candidate is exhaustive too.
-            let all = SearchParams::new().with_nprobe(16).with_rerank_factor(3000);
+            let all = SearchParams::new()
+                .with("nprobe", 16)
+                .with("rerank_factor", 3000);
             for q in queries.chunks_exact(dim).take(5) {
                 assert_same(
                     &search(&idx, &st, q, 10, &all, None),
@@ -193,7 +195,9 @@ fn recall_grows_with_nprobe_and_rerank() {
             &st,
             &queries,
             dim,
-            &SearchParams::new().with_nprobe(2).with_rerank_factor(1),
+            &SearchParams::new()
+                .with("nprobe", 2)
+                .with("rerank_factor", 1),
         );
         let high = recall(
             &idx,
@@ -201,7 +205,9 @@ fn recall_grows_with_nprobe_and_rerank() {
             &st,
             &queries,
             dim,
-            &SearchParams::new().with_nprobe(8).with_rerank_factor(50),
+            &SearchParams::new()
+                .with("nprobe", 8)
+                .with("rerank_factor", 50),
         );
         assert!(high > low, "{metric}/{nbits}: {high} <= {low}");
         // Measured: 0.97-1.0 (4-bit on unit vectors is the hardest case).
@@ -350,11 +356,23 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
             idx.search(&st, &SearchRequest::new(q, k, p), s, out)
         };
     assert!(matches!(
-        run(&SearchParams::new().with_nprobe(65), q, 5, &mut s, &mut out),
+        run(
+            &SearchParams::new().with("nprobe", 65),
+            q,
+            5,
+            &mut s,
+            &mut out
+        ),
         Err(Error::InvalidParameter { name: "nprobe", .. })
     ));
     assert!(matches!(
-        run(&SearchParams::new().with_nprobe(0), q, 5, &mut s, &mut out),
+        run(
+            &SearchParams::new().with("nprobe", 0),
+            q,
+            5,
+            &mut s,
+            &mut out
+        ),
         Err(Error::InvalidParameter { .. })
     ));
     assert!(matches!(
@@ -647,7 +665,9 @@ fn simd_and_scalar_fast_scan_give_identical_results() {
         let dim = 30;
         // m = 15: odd, so the padding sub-quantizer is exercised too.
         let (st, mut idx, _flat, queries) = build(metric, 4, 4000, dim, 15);
-        let p = SearchParams::new().with_nprobe(4).with_rerank_factor(2);
+        let p = SearchParams::new()
+            .with("nprobe", 4)
+            .with("rerank_factor", 2);
         let mut runs = Vec::new();
         for s in [Some(Scanner::scalar()), Scanner::avx2(), Scanner::avx512()]
             .into_iter()
@@ -679,8 +699,10 @@ fn batch_search_equals_single_search() {
             let (st, idx, _, _) = build(metric, nbits, 3000, dim, 8);
             let queries = data(150, dim, 7, metric != Metric::L2);
             for p in [
-                SearchParams::new().with_nprobe(1),
-                SearchParams::new().with_nprobe(4).with_rerank_factor(3),
+                SearchParams::new().with("nprobe", 1),
+                SearchParams::new()
+                    .with("nprobe", 4)
+                    .with("rerank_factor", 3),
                 SearchParams::exhaustive(),
             ] {
                 for filter in [None, Some(&even as &dyn SlotFilter)] {
@@ -732,7 +754,7 @@ fn batch_search_refuses_bad_input() {
         idx.search_batch(&st, &queries[..dim + 3], 5, &p, None, &mut out),
         Err(Error::DimensionMismatch { .. })
     ));
-    let too_many = SearchParams::new().with_nprobe(17);
+    let too_many = SearchParams::new().with("nprobe", 17);
     assert!(matches!(
         idx.search_batch(&st, &queries, 5, &too_many, None, &mut out),
         Err(Error::InvalidParameter { .. })
@@ -765,7 +787,9 @@ fn cosine_reports_the_metric_distance() {
     let dim = 24;
     let (st, idx, flat, queries) = build(Metric::Cosine, 4, 3000, dim, 12);
     let k = omen_core::simd::Kernels::best();
-    let p = SearchParams::new().with_nprobe(8).with_rerank_factor(4);
+    let p = SearchParams::new()
+        .with("nprobe", 8)
+        .with("rerank_factor", 4);
     let mut batch = Vec::new();
     idx.search_batch(&st, &queries, 10, &p, None, &mut batch)
         .expect("batch search");

@@ -16,10 +16,11 @@
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use omen::{Collection, CollectionConfig, Durability, DurableOptions, IndexKind, StorageKind};
+use omen::{registry, Collection, CollectionConfig, Durability, DurableOptions, StorageKind};
 use omen_core::validate::{check_finite, normalize_into};
 use omen_core::{
-    Error, Metric, Neighbor, SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage,
+    Error, Metric, Neighbor, ParamValue, Params, SearchParams, SearchRequest, SearchScratch,
+    VectorIndex, VectorStorage,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError, PyValueError};
@@ -136,134 +137,69 @@ fn check_k(k: usize) -> PyResult<()> {
 // ---------------------------------------------------------------------------
 // Parameters (keyword arguments)
 
-fn kw_usize(name: &str, v: &Bound<'_, PyAny>) -> PyResult<usize> {
-    if v.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name}: expected an integer, got a bool"
-        )));
-    }
-    v.extract::<usize>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name}: expected a non-negative integer, got {}",
-            v.repr().map(|r| r.to_string()).unwrap_or_default()
-        ))
-    })
-}
-
-/// The keyword arguments as (name, value) pairs, refusing names outside `valid`.
-fn kwargs_checked<'py>(
-    kwargs: Option<&Bound<'py, PyDict>>,
-    valid: &[&str],
-    what: &str,
-) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    let mut out = Vec::new();
+/// Keyword arguments as parameters for the registry: ints, floats and bools
+/// (a `TypeError` for anything else). The index kind checks the keys and values.
+fn kwargs_params(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Params> {
+    let mut p = Params::new();
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
             let name: String = k.extract()?;
-            if !valid.contains(&name.as_str()) {
-                let valid = if valid.is_empty() {
-                    "none".to_string()
+            let value =
+                if v.is_instance_of::<pyo3::types::PyBool>() {
+                    ParamValue::Bool(v.extract()?)
+                } else if v.is_instance_of::<pyo3::types::PyInt>() {
+                    ParamValue::Int(v.extract::<i128>().map_err(|_| {
+                        PyValueError::new_err(format!("{name}: integer out of range"))
+                    })?)
+                } else if v.is_instance_of::<pyo3::types::PyFloat>() {
+                    ParamValue::Float(v.extract()?)
                 } else {
-                    valid.join(", ")
+                    return Err(PyTypeError::new_err(format!(
+                        "{name}: expected an int, float or bool, got {}",
+                        v.repr().map(|r| r.to_string()).unwrap_or_default()
+                    )));
                 };
-                return Err(PyValueError::new_err(format!(
-                    "unknown {what} parameter {name:?}; valid: {valid}"
-                )));
-            }
-            out.push((name, v));
+            p.set(&name, value);
         }
     }
-    Ok(out)
+    Ok(p)
 }
 
-const HNSW_BUILD: &[&str] = &["m", "ef_construction", "ef_search", "seed"];
-const IVFPQ_BUILD: &[&str] = &[
-    "nlist",
-    "m",
-    "nbits",
-    "train_size",
-    "nprobe",
-    "rerank_factor",
-    "seed",
-];
-
-/// The index a kind name and keyword arguments describe (defaults as `omen db
-/// create`'s).
-fn index_kind(kind: &str, dim: usize, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<IndexKind> {
-    match kind {
-        "flat" => {
-            kwargs_checked(kwargs, &[], "flat build")?;
-            Ok(IndexKind::Flat)
+/// Parameters as a Python dict (ints, floats, bools, strings).
+fn params_dict<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in p.iter() {
+        match v {
+            ParamValue::Int(i) => d.set_item(k, *i)?,
+            ParamValue::Float(f) => d.set_item(k, *f)?,
+            ParamValue::Bool(b) => d.set_item(k, *b)?,
+            other => d.set_item(k, other.to_string())?,
         }
-        "hnsw" => {
-            let mut p = omen_hnsw::HnswParams::new();
-            for (name, v) in kwargs_checked(kwargs, HNSW_BUILD, "hnsw build")? {
-                let n = kw_usize(&name, &v)?;
-                p = match name.as_str() {
-                    "m" => p.with_m(n),
-                    "ef_construction" => p.with_ef_construction(n),
-                    "ef_search" => p.with_ef_search(n),
-                    _ => p.with_seed(n as u64),
-                };
-            }
-            Ok(IndexKind::Hnsw(p))
-        }
-        "ivfpq" => {
-            let kw = kwargs_checked(kwargs, IVFPQ_BUILD, "ivfpq build")?;
-            let mut vals = HashMap::new();
-            for (name, v) in &kw {
-                vals.insert(name.as_str(), kw_usize(name, v)?);
-            }
-            let nlist = vals.get("nlist").copied().unwrap_or(256);
-            // The largest divisor of dim giving at least 2 dimensions per sub-quantizer.
-            let default_m = (1..=dim)
-                .rev()
-                .find(|d| dim % d == 0 && dim / d >= 2)
-                .unwrap_or(1);
-            let m = vals.get("m").copied().unwrap_or(default_m);
-            let mut p = omen_ivfpq::IvfPqParams::new(nlist, m).with_train_size(
-                vals.get("train_size")
-                    .copied()
-                    .unwrap_or((39 * nlist).max(1024)),
-            );
-            if let Some(&b) = vals.get("nbits") {
-                p = p.with_nbits(u32::try_from(b).unwrap_or(u32::MAX));
-            }
-            if let Some(&n) = vals.get("nprobe") {
-                p = p.with_nprobe(n);
-            }
-            if let Some(&r) = vals.get("rerank_factor") {
-                p = p.with_rerank_factor(r);
-            }
-            if let Some(&s) = vals.get("seed") {
-                p = p.with_seed(s as u64);
-            }
-            Ok(IndexKind::IvfPq(p))
-        }
-        other => Err(PyValueError::new_err(format!(
-            "unknown index kind {other:?}; valid: flat, hnsw, ivfpq"
-        ))),
     }
+    Ok(d)
 }
 
-/// Search keyword arguments for an index kind: `ef` (hnsw), `nprobe` and
-/// `rerank_factor` (ivfpq); none for flat.
-fn search_params(index: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SearchParams> {
-    let valid: &[&str] = match index {
-        "hnsw" => &["ef"],
-        "ivfpq" => &["nprobe", "rerank_factor"],
-        _ => &[],
-    };
-    let mut p = SearchParams::new();
-    for (name, v) in kwargs_checked(kwargs, valid, &format!("{index} search"))? {
-        let n = kw_usize(&name, &v)?;
-        p = match name.as_str() {
-            "ef" => p.with_ef(n),
-            "nprobe" => p.with_nprobe(n),
-            _ => p.with_rerank_factor(n),
-        };
-    }
-    p.validate().map_err(py_err)?;
+/// The index spec a kind name and keyword arguments describe (the kind's
+/// defaults, as `omen db create`'s).
+fn index_spec(kind: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<omen::IndexSpec> {
+    registry::spec(kind, &kwargs_params(kwargs)?).map_err(py_err)
+}
+
+/// Search keyword arguments for a collection, checked by its index.
+fn search_params_for(c: &Collection, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SearchParams> {
+    let p = SearchParams::from_knobs(kwargs_params(kwargs)?);
+    c.check_search_params(&p).map_err(py_err)?;
+    Ok(p)
+}
+
+/// Search keyword arguments, checked by `index` (a key it does not take is a
+/// `ValueError` naming those it does).
+fn search_params(
+    index: &dyn VectorIndex,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<SearchParams> {
+    let p = SearchParams::from_knobs(kwargs_params(kwargs)?);
+    index.check_search_params(&p).map_err(py_err)?;
     Ok(p)
 }
 
@@ -312,22 +248,6 @@ fn run_in<T: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> T + Sen
 // ---------------------------------------------------------------------------
 // omen.Index
 
-enum AnyIndex {
-    Flat(omen_flat::FlatIndex),
-    Hnsw(omen_hnsw::HnswIndex),
-    IvfPq(omen_ivfpq::IvfPqIndex),
-}
-
-impl AnyIndex {
-    fn get(&self) -> &dyn VectorIndex {
-        match self {
-            AnyIndex::Flat(i) => i,
-            AnyIndex::Hnsw(i) => i,
-            AnyIndex::IvfPq(i) => i,
-        }
-    }
-}
-
 /// Per-search working memory, pooled.
 #[derive(Default)]
 struct Scratch {
@@ -345,7 +265,7 @@ struct PyIndex {
     dim: usize,
     metric: Metric,
     storage: omen_storage::MemoryStorage,
-    index: AnyIndex,
+    index: Box<dyn VectorIndex>,
     /// Serialises writers (append + index add) so labels stay contiguous.
     writer: Mutex<()>,
     scratch: Mutex<Vec<Scratch>>,
@@ -402,9 +322,7 @@ impl PyIndex {
                 q
             };
             let req = SearchRequest::new(q, k, params);
-            self.index
-                .get()
-                .search(&self.storage, &req, scratch, neighbors)?;
+            self.index.search(&self.storage, &req, scratch, neighbors)?;
             Ok(neighbors.clone())
         })();
         let mut pool = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
@@ -475,20 +393,13 @@ impl PyIndex {
         if dim == 0 {
             return Err(py_err(Error::invalid_param("dim", "must be at least 1")));
         }
-        let index_metric = if metric == Metric::Cosine {
-            Metric::InnerProduct
-        } else {
-            metric
-        };
-        let index = match index_kind(kind, dim, params)? {
-            IndexKind::Hnsw(p) => {
-                AnyIndex::Hnsw(omen_hnsw::HnswIndex::new(dim, index_metric, p).map_err(py_err)?)
-            }
-            IndexKind::IvfPq(p) => {
-                AnyIndex::IvfPq(omen_ivfpq::IvfPqIndex::new(dim, index_metric, p).map_err(py_err)?)
-            }
-            _ => AnyIndex::Flat(omen_flat::FlatIndex::new(dim, index_metric).map_err(py_err)?),
-        };
+        // The index computes the metric itself (queries and rows are not
+        // normalised here), so cosine stays cosine.
+        let spec = index_spec(kind, params)?;
+        let index = spec
+            .kind()
+            .create(dim, metric, spec.params())
+            .map_err(py_err)?;
         Ok(PyIndex {
             kind: kind.to_string(),
             dim,
@@ -521,14 +432,11 @@ impl PyIndex {
     /// Whether the index is ready to encode (IVF-PQ: trained; others: always).
     #[getter]
     fn is_trained(&self) -> bool {
-        match &self.index {
-            AnyIndex::IvfPq(i) => i.is_trained(),
-            _ => true,
-        }
+        self.index.is_trained()
     }
 
     fn __len__(&self) -> usize {
-        self.index.get().len()
+        self.index.as_ref().len()
     }
 
     fn __repr__(&self) -> String {
@@ -537,7 +445,7 @@ impl PyIndex {
             self.kind,
             self.dim,
             self.metric.name(),
-            self.index.get().len()
+            self.index.as_ref().len()
         )
     }
 
@@ -545,12 +453,6 @@ impl PyIndex {
     /// `sample` (otherwise it trains itself once `train_size` rows were added).
     /// Other kinds need no training: ValueError.
     fn train(&self, py: Python<'_>, sample: &Bound<'_, PyAny>) -> PyResult<()> {
-        let AnyIndex::IvfPq(ix) = &self.index else {
-            return Err(PyValueError::new_err(format!(
-                "a {} index has no training step",
-                self.kind
-            )));
-        };
         let (a, _) = rows_of(sample, self.dim, "sample")?;
         let ro = a.readonly();
         let rows = slice(&ro)?;
@@ -558,8 +460,7 @@ impl PyIndex {
         py.detach(|| {
             let rows = self.prepare(rows, &mut buf)?;
             let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            ix.train(rows)?;
-            ix.flush(&self.storage)
+            self.index.train(&self.storage, rows)
         })
         .map_err(py_err)
     }
@@ -585,7 +486,7 @@ impl PyIndex {
                 let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
                 let slots = self.storage.append_batch(rows)?;
                 run_in(pool.as_deref(), || {
-                    self.index.get().add(&self.storage, slots.clone())
+                    self.index.as_ref().add(&self.storage, slots.clone())
                 })?;
                 Ok::<_, Error>(slots)
             })
@@ -607,7 +508,7 @@ impl PyIndex {
         params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Answers1<'py>> {
         check_k(k)?;
-        let p = search_params(&self.kind, params)?;
+        let p = search_params(self.index.as_ref(), params)?;
         let a = one_query(query, self.dim)?;
         let ro = a.readonly();
         let q = slice(&ro)?;
@@ -637,7 +538,7 @@ impl PyIndex {
         params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Answers2<'py>> {
         check_k(k)?;
-        let p = search_params(&self.kind, params)?;
+        let p = search_params(self.index.as_ref(), params)?;
         let (a, _) = rows_of(queries, self.dim, "queries")?;
         let ro = a.readonly();
         let qs = slice(&ro)?;
@@ -656,7 +557,6 @@ impl PyIndex {
                 let mut out = Vec::new();
                 run_in(pool.as_deref(), || {
                     self.index
-                        .get()
                         .search_batch(&self.storage, qs, k, &p, None, &mut out)
                 })?;
                 Ok::<_, Error>(out)
@@ -668,7 +568,7 @@ impl PyIndex {
     /// Bytes held by the index's own structures (graph links, codes, lists),
     /// not the stored vectors.
     fn memory_bytes(&self) -> usize {
-        self.index.get().memory_bytes()
+        self.index.as_ref().memory_bytes()
     }
 
     /// Bytes held by the stored vectors.
@@ -777,16 +677,8 @@ impl PyCollection {
         params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let metric = parse_metric(metric)?;
-        let kind = index_kind(index, dim, params)?;
-        let storage = match storage {
-            "memory" => StorageKind::Memory,
-            "mmap" => StorageKind::Mmap,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown storage {other:?}; valid: memory, mmap"
-                )))
-            }
-        };
+        let kind = index_spec(index, params)?;
+        let storage = StorageKind::from_name(storage).map_err(py_err)?;
         let options = DurableOptions::default().durability(self::durability(durability)?);
         let config = CollectionConfig::new(dim, metric)
             .index(kind)
@@ -946,7 +838,7 @@ impl PyCollection {
     ) -> PyResult<Bound<'py, PyList>> {
         check_k(k)?;
         self.with(|c| {
-            let p = search_params(c.index_name(), params)?;
+            let p = search_params_for(c, params)?;
             let a = one_query(query, c.dim())?;
             let ro = a.readonly();
             let q = slice(&ro)?;
@@ -970,7 +862,7 @@ impl PyCollection {
         check_k(k)?;
         let pool = pool(threads)?;
         self.with(|c| {
-            let p = search_params(c.index_name(), params)?;
+            let p = search_params_for(c, params)?;
             let (a, _) = rows_of(queries, c.dim(), "queries")?;
             let ro = a.readonly();
             let qs = slice(&ro)?;
@@ -1021,6 +913,7 @@ impl PyCollection {
             d.set_item("dim", c.dim())?;
             d.set_item("metric", c.metric().name())?;
             d.set_item("index", c.index_name())?;
+            d.set_item("index_params", params_dict(py, &c.index_params())?)?;
             d.set_item("storage", c.storage_name())?;
             d.set_item("storage_slots", s.storage_slots)?;
             d.set_item("tombstones", s.tombstones)?;

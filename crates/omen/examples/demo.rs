@@ -11,9 +11,7 @@
 //! scan written here in f64, by id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use omen::{
-    CollectionConfig, IndexKind, Metric, SearchParams, StorageKind, VectorIndex, VectorStorage,
-};
+use omen::{CollectionConfig, Metric, SearchParams, StorageKind, VectorIndex, VectorStorage};
 use omen_core::{SearchRequest, SearchScratch};
 use omen_flat::FlatIndex;
 use omen_storage::MemoryStorage;
@@ -54,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ids: Vec<String> = (0..n).map(|i| format!("doc-{i}")).collect();
 
     let collection = CollectionConfig::new(dim, metric)
-        .index(IndexKind::Flat)
+        .index(&omen::FLAT)
         .storage(StorageKind::Memory)
         .build()?;
     println!(

@@ -5,7 +5,7 @@
 //! opens. `omen bench durability` is the reported figure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use omen::{Collection, CollectionConfig, DurableOptions, IndexKind, Metric, StorageKind};
+use omen::{Collection, CollectionConfig, DurableOptions, Metric, StorageKind};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ fn main() {
         let mut p = omen_hnsw::HnswParams::default();
         p.ef_construction = 40;
         let cfg = CollectionConfig::new(dim, Metric::L2)
-            .index(IndexKind::Hnsw(p))
+            .index(p)
             .storage(storage);
         let c = Collection::create(&dir, &cfg, DurableOptions::default()).unwrap();
         let t = Instant::now();

@@ -1,4 +1,4 @@
-use crate::config::{CollectionConfig, IndexKind, StorageKind};
+use crate::config::CollectionConfig;
 use crate::durable::wal::Op;
 use crate::idmap::IdMap;
 use crate::indexer::{self, IndexingMode, Shared};
@@ -177,15 +177,16 @@ impl Collection {
     pub fn new(config: &CollectionConfig) -> Result<Collection> {
         let dim = config.dim;
         check_dim(dim)?;
-        let storage: Box<dyn VectorStorage> = match config.storage {
-            StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
-            StorageKind::Mmap => {
-                return Err(Error::invalid_param(
-                    "storage",
-                    "mmap storage lives in a collection directory: use Collection::create",
-                ))
-            }
-        };
+        if config.storage.needs_directory() {
+            return Err(Error::invalid_param(
+                "storage",
+                format!(
+                    "{} storage lives in a collection directory: use Collection::create",
+                    config.storage
+                ),
+            ));
+        }
+        let storage: Box<dyn VectorStorage> = Box::new(omen_storage::MemoryStorage::new(dim)?);
         let index = new_index(config)?;
         let mut c = Collection::with_backends(dim, config.metric, storage, index)?;
         c.set_mode(config.indexing);
@@ -193,29 +194,10 @@ impl Collection {
     }
 }
 
-/// The empty index `config` names.
+/// The empty index `config` names (through its kind: the registry's).
 pub(crate) fn new_index(config: &CollectionConfig) -> Result<Box<dyn VectorIndex>> {
-    let dim = config.dim;
-    check_dim(dim)?;
-    {
-        // Cosine collections store unit vectors, so `1 - a·b` is already the cosine
-        // distance: the index computes a dot product instead of two norms per pair.
-        let index_metric = if config.metric == Metric::Cosine {
-            Metric::InnerProduct
-        } else {
-            config.metric
-        };
-        let index: Box<dyn VectorIndex> = match &config.index {
-            IndexKind::Flat => Box::new(omen_flat::FlatIndex::new(dim, index_metric)?),
-            IndexKind::Hnsw(p) => {
-                Box::new(omen_hnsw::HnswIndex::new(dim, index_metric, p.clone())?)
-            }
-            IndexKind::IvfPq(p) => {
-                Box::new(omen_ivfpq::IvfPqIndex::new(dim, index_metric, p.clone())?)
-            }
-        };
-        Ok(index)
-    }
+    check_dim(config.dim)?;
+    config.index.create(config.dim, config.metric)
 }
 
 impl Collection {
@@ -244,8 +226,7 @@ impl Collection {
                 format!("index has dimension {}, expected {dim}", index.dim()),
             ));
         }
-        let metric_ok = index.metric() == metric
-            || (metric == Metric::Cosine && index.metric() == Metric::InnerProduct);
+        let metric_ok = index.metric() == metric || index.metric() == metric.index_metric();
         if !metric_ok {
             return Err(Error::invalid_param(
                 "index",
@@ -447,6 +428,11 @@ impl Collection {
     /// The index's short name (`flat`, ...).
     pub fn index_name(&self) -> &'static str {
         self.index.name()
+    }
+
+    /// The index's build parameters by name, defaults included.
+    pub fn index_params(&self) -> omen_core::Params {
+        self.index.build_params()
     }
 
     /// The storage's short name (`memory`, ...).
@@ -705,6 +691,13 @@ impl Collection {
         Ok(())
     }
 
+    /// Checks search parameters without searching: `InvalidParameter` for a
+    /// knob the index does not take (naming those it does) or a value out of
+    /// range, as a search with them would fail.
+    pub fn check_search_params(&self, params: &SearchParams) -> Result<()> {
+        self.index.check_search_params(params)
+    }
+
     /// The `k` nearest live ids to `query` with the index's default parameters;
     /// see [`search_with`](Self::search_with).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
@@ -724,7 +717,7 @@ impl Collection {
     /// `min(k, len)` hits.
     pub fn search_with(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         SearchRequest::new(query, k, params).validate(self.dim)?;
-        check_finite(query, 0)?;
+        self.index.check_search_params(params)?;
         let mut qs = self.take_scratch();
         let result = self.search_one(query, k, params, &mut qs);
         self.return_scratch(qs);
@@ -747,7 +740,7 @@ impl Collection {
         F: Fn(&str) -> bool + Sync,
     {
         SearchRequest::new(query, k, params).validate(self.dim)?;
-        check_finite(query, 0)?;
+        self.index.check_search_params(params)?;
         let mut qs = self.take_scratch();
         let result = self.search_filtered_one(query, k, params, &filter, &mut qs);
         self.return_scratch(qs);
@@ -788,7 +781,7 @@ impl Collection {
                 got: queries.len() % dim,
             });
         }
-        params.validate()?;
+        self.index.check_search_params(params)?;
         let mut normalised = Vec::new();
         let mut row_buf = Vec::new();
         for (i, q) in queries.chunks_exact(dim).enumerate() {

@@ -1,66 +1,15 @@
 use crate::collection::Collection;
 use crate::indexer::IndexingMode;
-use omen_core::{Metric, Result};
-
-/// Which index a [`CollectionConfig`] builds.
-///
-/// New index crates plug in as new variants; match with a wildcard arm.
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub enum IndexKind {
-    /// Exact search over every stored vector ([`omen_flat::FlatIndex`]).
-    #[default]
-    Flat,
-    /// HNSW graph ([`omen_hnsw::HnswIndex`]).
-    Hnsw(omen_hnsw::HnswParams),
-    /// IVF-PQ with exact re-ranking ([`omen_ivfpq::IvfPqIndex`]); it trains itself
-    /// once `train_size` vectors have been added (searches before that scan the
-    /// buffered vectors exactly).
-    IvfPq(omen_ivfpq::IvfPqParams),
-}
-
-impl IndexKind {
-    /// A short name for reports (`flat`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            IndexKind::Flat => "flat",
-            IndexKind::Hnsw(_) => "hnsw",
-            IndexKind::IvfPq(_) => "ivfpq",
-        }
-    }
-}
-
-/// Where a [`CollectionConfig`] keeps vectors.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StorageKind {
-    /// The chunked in-memory arena ([`omen_storage::MemoryStorage`]). In a
-    /// durable collection its rows are saved to segment files at each checkpoint.
-    #[default]
-    Memory,
-    /// Memory-mapped chunk files in the collection directory
-    /// ([`omen_storage::MmapStorage`]); only for durable collections
-    /// ([`Collection::create`]).
-    Mmap,
-}
-
-impl StorageKind {
-    /// A short name for reports (`memory`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            StorageKind::Memory => "memory",
-            StorageKind::Mmap => "mmap",
-        }
-    }
-}
+use crate::registry::StorageKind;
+use omen_core::{IndexSpec, Metric, Result};
 
 /// What a [`Collection`] is made of: its dimension, metric, index and storage.
 ///
 /// ```
-/// use omen::{CollectionConfig, IndexKind, Metric, StorageKind};
+/// use omen::{CollectionConfig, HnswParams, Metric, StorageKind};
 ///
 /// let collection = CollectionConfig::new(3, Metric::Cosine)
-///     .index(IndexKind::Flat)
+///     .index(HnswParams::new().with_m(8))
 ///     .storage(StorageKind::Memory)
 ///     .build()?;
 /// collection.insert("a", &[1.0, 0.0, 0.0])?;
@@ -74,8 +23,8 @@ pub struct CollectionConfig {
     pub dim: usize,
     /// How distance is measured.
     pub metric: Metric,
-    /// The index to build.
-    pub index: IndexKind,
+    /// The index to build: a registered kind and its build parameters.
+    pub index: IndexSpec,
     /// The storage to keep vectors in.
     pub storage: StorageKind,
     /// How writes reach the index of an in-memory collection (default
@@ -85,13 +34,13 @@ pub struct CollectionConfig {
 }
 
 impl CollectionConfig {
-    /// A configuration with the default index ([`IndexKind::Flat`]) and storage
+    /// A configuration with the default index (flat, exact) and storage
     /// ([`StorageKind::Memory`]).
     pub fn new(dim: usize, metric: Metric) -> Self {
         CollectionConfig {
             dim,
             metric,
-            index: IndexKind::default(),
+            index: crate::registry::FLAT.spec(),
             storage: StorageKind::default(),
             indexing: IndexingMode::Inline,
         }
@@ -103,9 +52,10 @@ impl CollectionConfig {
         self
     }
 
-    /// Sets the index.
-    pub fn index(mut self, index: IndexKind) -> Self {
-        self.index = index;
+    /// Sets the index: an [`IndexSpec`], or a kind's typed parameters
+    /// (`HnswParams`, `IvfPqParams`), or a kind with its defaults (`&FLAT`).
+    pub fn index(mut self, index: impl Into<IndexSpec>) -> Self {
+        self.index = index.into();
         self
     }
 

@@ -21,20 +21,26 @@ mod config;
 mod durable;
 mod idmap;
 mod indexer;
+pub mod registry;
 pub mod snapshot;
 
 pub use collection::{
     check_id, isa, Collection, CollectionStats, Hit, WriteTicket, MAX_ID_LEN, MAX_SQUARED_NORM,
 };
-pub use config::{CollectionConfig, IndexKind, StorageKind};
+pub use config::CollectionConfig;
 pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};
 pub use indexer::IndexingMode;
 pub use omen_fs as fs;
+pub use registry::StorageKind;
 
 pub use omen_core::simd::Isa;
 pub use omen_core::{
-    Error, IndexStats, Metric, Result, SearchParams, SlotId, VectorIndex, VectorStorage,
+    Error, IndexKind, IndexSpec, IndexStats, Metric, ParamSpec, ParamValue, Params, Result,
+    SearchParams, SlotId, VectorIndex, VectorStorage,
 };
+pub use omen_flat::FLAT;
+pub use omen_hnsw::{HnswParams, HNSW};
+pub use omen_ivfpq::{IvfPqParams, IVFPQ};
 
 #[cfg(test)]
 #[cfg(not(loom))]

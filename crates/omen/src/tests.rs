@@ -298,10 +298,11 @@ fn unknown_delete_and_bad_k_are_rejected() {
     );
     assert_rejected(
         |c| {
-            c.search_with(&[1.0, 0.0, 0.0], 1, &SearchParams::new().with_ef(0))
+            c.search_with(&[1.0, 0.0, 0.0], 1, &SearchParams::new().with("ef", 0))
                 .map(drop)
         },
-        |e| matches!(e, Error::InvalidParameter { name: "ef", .. }),
+        // The flat index takes no knobs: `ef` is refused by name, not ignored.
+        |e| matches!(e, Error::InvalidParameter { name: "params", reason } if reason.contains("\"ef\"")),
     );
 }
 
@@ -548,14 +549,17 @@ impl VectorIndex for FailingIndex {
     fn len(&self) -> usize {
         self.inner.len()
     }
-    fn search(
+    fn check_search_params(&self, params: &SearchParams) -> Result<()> {
+        self.inner.check_search_params(params)
+    }
+    fn search_unchecked(
         &self,
         storage: &dyn VectorStorage,
         req: &SearchRequest<'_>,
         scratch: &mut SearchScratch,
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
-        self.inner.search(storage, req, scratch, out)
+        self.inner.search_unchecked(storage, req, scratch, out)
     }
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()

@@ -2,6 +2,7 @@
 //! byte layouts are in `docs/FORMAT.md` ("durable collection directory").
 
 use super::wal::{u32_at, u64_at};
+use crate::registry::params_from_json;
 use omen_core::{Error, Metric, Result, SlotId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -11,8 +12,9 @@ pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"OMENSEG1";
 pub(crate) const IDS_MAGIC: &[u8; 8] = b"OMENIDS1";
 pub(crate) const VERSION: u32 = 1;
 /// The manifest's version: 2 added `indexed` (rows left unindexed by a
-/// checkpoint). Version 1 manifests are still read.
-pub(crate) const MANIFEST_VERSION: u32 = 2;
+/// checkpoint), 3 `index_params` (the index's build parameters by name).
+/// Versions 1 and 2 are still read.
+pub(crate) const MANIFEST_VERSION: u32 = 3;
 const MANIFEST_HEADER: usize = 24;
 const SEGMENT_HEADER: usize = 40;
 const IDS_HEADER: usize = 32;
@@ -39,11 +41,16 @@ pub(crate) struct Manifest {
     pub dim: usize,
     /// `l2`, `ip` or `cosine`.
     pub metric: String,
-    /// `flat`, `hnsw` or `ivfpq`.
+    /// The index kind's registered name (`flat`, `hnsw`, `ivfpq`, ...).
     pub index: String,
+    /// The build parameters the index was created with, by name: what recreates
+    /// an index that saves no file. Absent before version 3 (the built-in
+    /// kinds that save nothing take no parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_params: Option<serde_json::Map<String, serde_json::Value>>,
     /// The index's saved state, or `None` when it is rebuilt from the live slots.
     pub index_file: Option<String>,
-    /// `memory` or `mmap`.
+    /// The storage kind's name ([`StorageKind::name`](crate::StorageKind::name)).
     pub storage: String,
     /// Storage rows the checkpoint covers (live or not).
     pub rows: u64,
@@ -177,8 +184,9 @@ pub(crate) fn parse_manifest(bytes: &[u8], file: &Path) -> Result<Manifest> {
     if metric_from_name(&m.metric).is_none() {
         return Err(bad(format!("unknown metric {:?}", m.metric)));
     }
-    if !matches!(m.storage.as_str(), "memory" | "mmap") {
-        return Err(bad(format!("unknown storage {:?}", m.storage)));
+    let storage = crate::StorageKind::from_name(&m.storage).map_err(|e| bad(e.to_string()))?;
+    if let Some(p) = &m.index_params {
+        params_from_json(p).map_err(bad)?;
     }
     let mut next = 0u64;
     for s in &m.segments {
@@ -189,7 +197,8 @@ pub(crate) fn parse_manifest(bytes: &[u8], file: &Path) -> Result<Manifest> {
             )));
         }
         next = s.first_row.saturating_add(s.rows);
-        if s.file.is_some() != (m.storage == "memory") {
+        // Rows of a storage that persists them stay in its own files.
+        if s.file.is_some() == storage.persists_rows() {
             return Err(bad("segment kind does not match the storage".into()));
         }
         if let Some(f) = &s.file {

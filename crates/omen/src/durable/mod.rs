@@ -33,13 +33,14 @@ pub(crate) mod files;
 pub(crate) mod wal;
 
 use crate::collection::{new_index, Collection};
-use crate::config::{CollectionConfig, StorageKind};
+use crate::config::CollectionConfig;
 use crate::idmap::IdMap;
 use crate::indexer::IndexingMode;
+use crate::registry::{self, StorageKind};
 use commit::{CommitQueue, GroupPolicy, LogFile};
 use files::{Manifest, Segment};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
-use omen_core::{Error, Metric, Result, SlotId, VectorIndex, VectorStorage};
+use omen_core::{Error, IndexKind, Metric, Result, SlotId, VectorIndex, VectorStorage};
 use omen_fs::{FileSystem, LockGuard, RealFs, WritableFile};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -245,6 +246,9 @@ pub(crate) struct Durable {
     /// What poisoned it (the first failure).
     poison_cause: Mutex<Option<String>>,
     recovery: RecoveryInfo,
+    /// The index's kind and the storage's, as the manifest names them.
+    index_kind: &'static dyn IndexKind,
+    storage_kind: StorageKind,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -271,14 +275,6 @@ fn parse_wal_name(name: &str) -> Option<u64> {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
-}
-
-fn index_ext(kind: &str) -> &'static str {
-    match kind {
-        "hnsw" => "hnsw",
-        "ivfpq" => "ivfpq",
-        _ => "index",
-    }
 }
 
 /// Writes a whole file and syncs its data (the directory is synced by the
@@ -373,6 +369,8 @@ impl Collection {
             ));
         }
         let dim = config.dim;
+        // Refuse a kind that a reopen could not find by name.
+        let kind = registry::lookup(config.index.name())?;
         let storage: Box<dyn VectorStorage> = match config.storage {
             StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
             StorageKind::Mmap => {
@@ -393,7 +391,10 @@ impl Collection {
             gen: 0,
             dim,
             metric: files::metric_name(config.metric).into(),
-            index: config.index.name().into(),
+            index: kind.name().into(),
+            index_params: Some(registry::params_to_json(
+                &kind.check_build_keys(config.index.params())?,
+            )),
             index_file: None,
             storage: config.storage.name().into(),
             rows: 0,
@@ -414,6 +415,7 @@ impl Collection {
             2,
             guard,
             RecoveryInfo::default(),
+            (kind, config.storage),
         ));
         // Checkpoint 1: the empty state, so that a manifest always exists.
         if let Some(d) = &c.durable {
@@ -451,8 +453,12 @@ impl Collection {
         // before version 2 indexed every row).
         let indexed = m.indexed.unwrap_or(m.rows);
         // Vectors.
-        let storage: Box<dyn VectorStorage> = match m.storage.as_str() {
-            "mmap" => {
+        let kind =
+            registry::lookup(&m.index).map_err(|e| Error::corruption(&mpath, 24, e.to_string()))?;
+        let storage_kind = StorageKind::from_name(&m.storage)
+            .map_err(|e| Error::corruption(&mpath, 24, e.to_string()))?;
+        let storage: Box<dyn VectorStorage> = match storage_kind {
+            StorageKind::Mmap => {
                 let real = fs.real_path(&dir.join("vectors")).ok_or_else(|| {
                     Error::invalid_param("storage", "mmap storage needs the real file system")
                 })?;
@@ -474,7 +480,7 @@ impl Collection {
                 }
                 s
             }
-            _ => {
+            StorageKind::Memory => {
                 let s = omen_storage::MemoryStorage::new(dim)?;
                 for seg in &m.segments {
                     let Some(name) = &seg.file else { continue };
@@ -521,7 +527,7 @@ impl Collection {
         idmap.set_indexed(indexed as SlotId);
         // Index: as the checkpoint saved it (no index work).
         let index: Box<dyn VectorIndex> =
-            load_index(&*fs, dir, &m, metric, &*storage, &idmap, indexed)?;
+            load_index(&*fs, dir, &m, kind, metric, &*storage, &idmap, indexed)?;
         let mut c = Collection::assemble(dim, metric, Arc::from(storage), Arc::from(index), idmap);
         // Replay goes to the storage and the id map only: the indexer adds the
         // rows later (or `set_mode` below, inline).
@@ -595,7 +601,16 @@ impl Collection {
             };
             let next_gen = gens.last().copied().unwrap_or(m.wal_gen) + 1;
             c.durable = Some(Durable::new(
-                dir, options, sink, m, tail_len, next_seq, next_gen, guard, info,
+                dir,
+                options,
+                sink,
+                m,
+                tail_len,
+                next_seq,
+                next_gen,
+                guard,
+                info,
+                (kind, storage_kind),
             ));
             c.start_indexing(mode)?;
             return Ok(c);
@@ -617,7 +632,6 @@ impl Collection {
             name == "MANIFEST"
                 || name == "LOCK"
                 || name == "vectors"
-                || name == "omen.json"
                 || parse_wal_name(name).is_some_and(|g| g >= m.wal_gen)
                 || m.ids_file == name
                 || m.index_file.as_deref() == Some(name)
@@ -650,6 +664,7 @@ impl Collection {
             max_gen + 1,
             guard,
             info,
+            (kind, storage_kind),
         ));
         c.start_indexing(mode)?;
         Ok(c)
@@ -778,10 +793,10 @@ impl Collection {
     /// would redo.
     fn indexed_since_checkpoint(&self, d: &Durable) -> u64 {
         let m = read(&d.manifest);
-        if m.index_file.is_none() && m.index == "flat" {
-            // The flat index saves nothing: reopening rebuilds it from the live
-            // slots at no real cost, so its "index work" is never worth a
-            // checkpoint.
+        if m.index_file.is_none() && d.index_kind.file_extension().is_none() {
+            // An index that saves nothing (flat) is rebuilt from the live slots
+            // on reopen whatever a checkpoint holds, so its "index work" is never
+            // worth a checkpoint.
             return 0;
         }
         let saved = m.indexed.unwrap_or(0);
@@ -915,7 +930,7 @@ impl Collection {
                     what: format!("storage lost row {}", first + got as u64),
                 });
             }
-            if prev.storage == "mmap" {
+            if d.storage_kind.persists_rows() {
                 self.storage.flush()?;
                 let crc = files::rows_crc(&mut blocks.iter().copied());
                 segments.push(Segment {
@@ -943,7 +958,8 @@ impl Collection {
         written += ids.len() as u64;
         let index_file = match &cut.index {
             Some(bytes) => {
-                let name = format!("index-{gen:08}.{}", index_ext(&prev.index));
+                let ext = d.index_kind.file_extension().unwrap_or("index");
+                let name = format!("index-{gen:08}.{ext}");
                 write_file(fs, &dir.join(&name), bytes)?;
                 written += bytes.len() as u64;
                 Some(name)
@@ -955,6 +971,7 @@ impl Collection {
             dim: self.dim,
             metric: prev.metric.clone(),
             index: prev.index.clone(),
+            index_params: prev.index_params.clone(),
             index_file,
             storage: prev.storage.clone(),
             rows: cut.rows,
@@ -1072,20 +1089,18 @@ fn row_blocks(storage: &dyn VectorStorage, first: u64, end: u64) -> Vec<&[f32]> 
 
 /// Loads (or, for the flat index, rebuilds) the index the manifest names and
 /// checks that it holds exactly the live slots.
+#[allow(clippy::too_many_arguments)]
 fn load_index(
     fs: &dyn FileSystem,
     dir: &Path,
     m: &Manifest,
+    kind: &'static dyn IndexKind,
     metric: Metric,
     storage: &dyn VectorStorage,
     ids: &IdMap,
     indexed: u64,
 ) -> Result<Box<dyn VectorIndex>> {
-    let index_metric = if metric == Metric::Cosine {
-        Metric::InnerProduct
-    } else {
-        metric
-    };
+    let index_metric = kind.index_metric(metric);
     // The index holds the live slots below the watermark; the rest are the
     // indexer's.
     let live: Vec<SlotId> = ids
@@ -1095,43 +1110,45 @@ fn load_index(
         .filter(|&s| u64::from(s) < indexed)
         .collect();
     let mpath = dir.join("MANIFEST");
-    let (index, path): (Box<dyn VectorIndex>, PathBuf) = match m.index.as_str() {
-        "flat" => {
-            let f = omen_flat::FlatIndex::new(m.dim, index_metric)?;
-            let mut sorted = live.clone();
-            sorted.sort_unstable();
-            let mut i = 0;
-            while i < sorted.len() {
-                let mut j = i + 1;
-                while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
-                    j += 1;
-                }
-                f.add(storage, sorted[i]..sorted[j - 1] + 1)?;
-                i = j;
+    let (index, path): (Box<dyn VectorIndex>, PathBuf) =
+        match (&m.index_file, kind.file_extension()) {
+            (Some(name), Some(_)) => {
+                let path = dir.join(name);
+                let bytes = fs.read(&path).map_err(io_err(&path))?;
+                (kind.load(&bytes, &path)?, path)
             }
-            (Box::new(f), mpath)
-        }
-        kind @ ("hnsw" | "ivfpq") => {
-            let name = m.index_file.as_ref().ok_or_else(|| {
-                Error::corruption(&mpath, 24, format!("a {kind} index without an index file"))
-            })?;
-            let path = dir.join(name);
-            let bytes = fs.read(&path).map_err(io_err(&path))?;
-            let index: Box<dyn VectorIndex> = if kind == "hnsw" {
-                Box::new(omen_hnsw::HnswIndex::from_bytes(&bytes, &path)?)
-            } else {
-                Box::new(omen_ivfpq::IvfPqIndex::from_bytes(&bytes, &path)?)
-            };
-            (index, path)
-        }
-        other => {
-            return Err(Error::corruption(
-                &mpath,
-                24,
-                format!("unknown index kind {other:?}"),
-            ));
-        }
-    };
+            (None, None) => {
+                // It saves nothing: recreate it with its parameters and add the live
+                // slots.
+                let params = match &m.index_params {
+                    Some(p) => registry::params_from_json(p)
+                        .map_err(|e| Error::corruption(&mpath, 24, e))?,
+                    None => omen_core::Params::new(),
+                };
+                let index = kind
+                    .create(m.dim, index_metric, &params)
+                    .map_err(|e| Error::corruption(&mpath, 24, format!("index parameters: {e}")))?;
+                omen_core::add_slots(&*index, storage, &live)?;
+                (index, mpath)
+            }
+            (None, Some(_)) => {
+                return Err(Error::corruption(
+                    &mpath,
+                    24,
+                    format!("a {} index without an index file", kind.name()),
+                ));
+            }
+            (Some(name), None) => {
+                return Err(Error::corruption(
+                    &mpath,
+                    24,
+                    format!(
+                        "index file {name:?} for a {} index, which saves none",
+                        kind.name()
+                    ),
+                ));
+            }
+        };
     if index.dim() != m.dim || index.metric() != index_metric {
         return Err(Error::corruption(
             &path,
@@ -1170,6 +1187,7 @@ impl Durable {
         next_gen: u64,
         guard: Box<dyn LockGuard>,
         recovery: RecoveryInfo,
+        (index_kind, storage_kind): (&'static dyn IndexKind, StorageKind),
     ) -> Durable {
         let queue = Arc::new(CommitQueue::new(sink, file_len, next_seq));
         let flusher = match options.durability {
@@ -1212,6 +1230,8 @@ impl Durable {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             recovery,
+            index_kind,
+            storage_kind,
             _lock: guard,
         }
     }
@@ -1404,10 +1424,9 @@ impl Collection {
         if let Some(name) = &m.index_file {
             let path = dir.join(name);
             let bytes = fs.read(&path).map_err(io_err(&path))?;
-            let n = match m.index.as_str() {
-                "hnsw" => omen_hnsw::HnswIndex::from_bytes(&bytes, &path)?.len(),
-                _ => omen_ivfpq::IvfPqIndex::from_bytes(&bytes, &path)?.len(),
-            };
+            let kind = registry::lookup(&m.index)
+                .map_err(|e| Error::corruption(&mpath, 24, e.to_string()))?;
+            let n = kind.load(&bytes, &path)?.len();
             if n as u64 != below {
                 return Err(Error::corruption(
                     &path,

@@ -2,7 +2,7 @@
 //! live in `tests/tests/durability_*.rs`.
 
 use super::*;
-use crate::{CollectionConfig, IndexKind};
+use crate::CollectionConfig;
 use omen_fs::{CrashMode, SimFs};
 
 fn sim_opts(fs: &SimFs, d: Durability) -> DurableOptions {
@@ -19,8 +19,8 @@ fn writes_survive_reopen_and_checkpoint_on_sim_fs() {
         Durability::None,
     ] {
         for index in [
-            IndexKind::Flat,
-            IndexKind::Hnsw(omen_hnsw::HnswParams::default()),
+            omen_core::IndexSpec::from(&crate::FLAT),
+            omen_hnsw::HnswParams::default().into(),
         ] {
             let fs = SimFs::new();
             let dir = Path::new("/db");
@@ -63,7 +63,7 @@ fn real_fs_mmap_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cfg = CollectionConfig::new(3, Metric::Cosine)
-        .index(IndexKind::Hnsw(omen_hnsw::HnswParams::default()))
+        .index(omen_hnsw::HnswParams::default())
         .storage(StorageKind::Mmap);
     let c = Collection::create(&dir, &cfg, DurableOptions::default()).unwrap();
     for i in 0..200 {
@@ -96,8 +96,7 @@ fn real_fs_mmap_round_trip() {
 fn searches_inserts_and_checkpoints_run_together() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let cfg = CollectionConfig::new(4, Metric::L2)
-        .index(IndexKind::Hnsw(omen_hnsw::HnswParams::default()));
+    let cfg = CollectionConfig::new(4, Metric::L2).index(omen_hnsw::HnswParams::default());
     let opts = DurableOptions::default().checkpoint_log_bytes(8 << 10);
     let c = Collection::create(&dir, &cfg, opts.clone()).unwrap();
     let vec_of = |t: usize, i: usize| [t as f32, i as f32, (i % 7) as f32, 1.0];
