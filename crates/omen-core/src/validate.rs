@@ -13,6 +13,30 @@ pub fn check_vector(v: &[f32], dim: usize, row: usize) -> Result<()> {
     check_finite(v, row)
 }
 
+/// The longest external id accepted, in bytes of UTF-8.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Checks an external id: 1 to [`MAX_ID_LEN`] bytes of UTF-8, no NUL.
+/// `InvalidId` otherwise, saying why.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidId {
+            reason: "empty".into(),
+        });
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::InvalidId {
+            reason: format!("{} bytes, more than the limit of {MAX_ID_LEN}", id.len()),
+        });
+    }
+    if id.contains('\0') {
+        return Err(Error::InvalidId {
+            reason: "contains NUL".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a query before any index sees it: `k` at least 1, `dim` components,
 /// all finite. This is the one check of a query; an index's
 /// [`search_unchecked`](crate::VectorIndex::search_unchecked) may assume it

@@ -1,9 +1,8 @@
-use crate::collection::Collection;
 use crate::indexer::IndexingMode;
 use crate::registry::StorageKind;
-use omen_core::{IndexSpec, Metric, Result};
+use omen_core::{IndexSpec, Metric};
 
-/// What a [`Collection`] is made of: its dimension, metric, index and storage.
+/// What a [`Collection`](crate::Collection) is made of: its dimension, metric, index and storage.
 ///
 /// ```
 /// use omen::{CollectionConfig, HnswParams, Metric, StorageKind};
@@ -63,10 +62,5 @@ impl CollectionConfig {
     pub fn storage(mut self, storage: StorageKind) -> Self {
         self.storage = storage;
         self
-    }
-
-    /// Creates an empty collection; see [`Collection::new`].
-    pub fn build(&self) -> Result<Collection> {
-        Collection::new(self)
     }
 }

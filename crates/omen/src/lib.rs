@@ -24,12 +24,11 @@ mod indexer;
 pub mod registry;
 pub mod snapshot;
 
-pub use collection::{
-    check_id, isa, Collection, CollectionStats, Hit, WriteTicket, MAX_ID_LEN, MAX_SQUARED_NORM,
-};
+pub use collection::{isa, Collection, CollectionStats, Hit, WriteTicket, MAX_SQUARED_NORM};
 pub use config::CollectionConfig;
 pub use durable::{CheckpointInfo, Durability, DurableOptions, RecoveryInfo, VerifyReport};
 pub use indexer::IndexingMode;
+pub use omen_core::validate::{check_id, MAX_ID_LEN};
 pub use omen_fs as fs;
 pub use registry::StorageKind;
 

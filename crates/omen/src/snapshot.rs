@@ -21,7 +21,8 @@
 //! Written to `<file>.tmp`, fsynced, renamed over `<file>`, and the directory
 //! fsynced, so a crash leaves either the old snapshot or the new one.
 
-use crate::collection::{Collection, MAX_ID_LEN};
+use crate::collection::Collection;
+use omen_core::validate::MAX_ID_LEN;
 use omen_core::{Error, Metric, Result};
 use std::io::Write;
 use std::path::Path;

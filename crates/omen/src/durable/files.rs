@@ -411,7 +411,7 @@ pub(crate) fn parse_ids(bytes: &[u8], file: &Path, rows: u64) -> Result<Vec<(Str
             ));
         }
         let s = at + 6;
-        if len == 0 || len > crate::MAX_ID_LEN || s + len > bytes.len() {
+        if len == 0 || len > omen_core::validate::MAX_ID_LEN || s + len > bytes.len() {
             return Err(Error::corruption(
                 file,
                 (at + 4) as u64,

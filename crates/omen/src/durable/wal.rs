@@ -12,7 +12,7 @@
 //! | 24 | len | payload |
 //! | 24 + len | 0–7 | zero padding to a multiple of 8 |
 
-use crate::collection::MAX_ID_LEN;
+use omen_core::validate::MAX_ID_LEN;
 use omen_core::{Error, Result};
 use std::path::Path;
 

@@ -1,9 +1,10 @@
 //! Smoke tests of the durable collection; the crash, fault and corruption suites
 //! live in `tests/tests/durability_*.rs`.
 
-use super::*;
-use crate::CollectionConfig;
+use crate::{Collection, CollectionConfig, Durability, DurableOptions, Error, Metric, StorageKind};
 use omen_fs::{CrashMode, SimFs};
+use std::path::Path;
+use std::sync::Arc;
 
 fn sim_opts(fs: &SimFs, d: Durability) -> DurableOptions {
     DurableOptions::default()

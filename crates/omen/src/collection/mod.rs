@@ -1,11 +1,19 @@
 use crate::config::CollectionConfig;
+mod checkpoint;
+#[cfg(test)]
+#[cfg(not(loom))]
+mod durable_tests;
+mod journal;
+mod open;
+mod verify;
+
 use crate::durable::wal::Op;
 use crate::idmap::IdMap;
 use crate::indexer::{self, IndexingMode, Shared};
 use foldhash::HashSet;
 use omen_core::simd::{Isa, Kernels};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
-use omen_core::validate::{check_finite, check_vector, normalize_into};
+use omen_core::validate::{check_finite, check_id, check_vector, normalize_into};
 use omen_core::{
     Error, IndexStats, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch,
     SlotId, VectorIndex, VectorStorage,
@@ -13,9 +21,6 @@ use omen_core::{
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-
-/// The longest external id accepted, in bytes of UTF-8.
-pub const MAX_ID_LEN: usize = 1024;
 
 /// The largest squared Euclidean norm accepted for a vector or query under the
 /// `L2` and `InnerProduct` metrics (about 4.3e37, a norm of about 6.5e18).
@@ -166,6 +171,13 @@ impl fmt::Debug for Collection {
             .field("index", &self.index.name())
             .field("len", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl CollectionConfig {
+    /// Creates an empty collection; see [`Collection::new`].
+    pub fn build(&self) -> Result<Collection> {
+        Collection::new(self)
     }
 }
 
@@ -1126,26 +1138,6 @@ fn map_hits(
 fn check_dim(dim: usize) -> Result<()> {
     if dim == 0 {
         return Err(Error::invalid_param("dim", "must be at least 1"));
-    }
-    Ok(())
-}
-
-/// Checks an external id: non-empty, at most [`MAX_ID_LEN`] bytes, no NUL.
-pub fn check_id(id: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error::InvalidId {
-            reason: "empty".into(),
-        });
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(Error::InvalidId {
-            reason: format!("{} bytes, more than the limit of {MAX_ID_LEN}", id.len()),
-        });
-    }
-    if id.contains('\0') {
-        return Err(Error::InvalidId {
-            reason: "contains NUL".into(),
-        });
     }
     Ok(())
 }
