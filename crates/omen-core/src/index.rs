@@ -167,8 +167,8 @@ pub trait VectorIndex: Send + Sync {
     /// Every build parameter of this index by name, defaults included (what
     /// its kind's `create` would take to build an equal empty index); empty for
     /// an index without parameters.
-    fn build_params(&self) -> crate::Params {
-        crate::Params::new()
+    fn build_params(&self) -> crate::keyvalue::Params {
+        crate::keyvalue::Params::new()
     }
 
     /// Whether the index can encode what it is given (an IVF-PQ index before

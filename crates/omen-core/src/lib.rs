@@ -11,6 +11,7 @@
 
 mod error;
 mod index;
+mod keyvalue;
 mod kind;
 mod metric;
 mod neighbor;
@@ -22,7 +23,8 @@ pub mod validate;
 
 pub use error::{Error, Result};
 pub use index::{add_slots, IndexStats, SearchStats, VectorIndex};
-pub use kind::{IndexKind, IndexSpec, ParamSpec, ParamValue, Params};
+pub use keyvalue::{ParamSpec, ParamValue, Params};
+pub use kind::{IndexKind, IndexSpec};
 pub use metric::Metric;
 pub use neighbor::{Neighbor, TopK};
 pub use params::{SearchParams, SearchRequest, SlotFilter};

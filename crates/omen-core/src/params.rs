@@ -1,5 +1,5 @@
 use crate::error::Result;
-use crate::kind::{ParamValue, Params};
+use crate::keyvalue::{ParamValue, Params};
 use crate::SlotId;
 
 /// Per-query parameters: whether the answer must be exact, and the index's own
