@@ -639,25 +639,6 @@ proptest::proptest! {
     }
 }
 
-/// Writes seed inputs for `fuzz/fuzz_targets/ivfpq_load.rs` into `$IVFPQ_SEED_DIR`.
-#[test]
-#[ignore]
-fn write_fuzz_seeds() {
-    let Ok(dir) = std::env::var("IVFPQ_SEED_DIR") else {
-        return;
-    };
-    for (i, (nbits, metric)) in [(4, Metric::L2), (8, Metric::Cosine)]
-        .into_iter()
-        .enumerate()
-    {
-        let bytes = fixture(nbits, metric).1.to_bytes();
-        // Mode byte 1: the target recomputes the CRC over the rest.
-        let mut seed = vec![1u8];
-        seed.extend_from_slice(&bytes[..bytes.len() - 4]);
-        std::fs::write(Path::new(&dir).join(format!("seed{i}")), seed).unwrap();
-    }
-}
-
 #[test]
 fn simd_and_scalar_fast_scan_give_identical_results() {
     use omen_ivfpq::fastscan::Scanner;
