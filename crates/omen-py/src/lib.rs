@@ -963,12 +963,38 @@ fn simd_isa() -> &'static str {
     omen::isa().name()
 }
 
+/// kinds(): the registered index kinds, each a dict with "name",
+/// "description", and "build" / "search" dicts of key -> help line (the
+/// keyword arguments `Index`, `Collection.create` and `search` take).
+#[pyfunction]
+fn kinds(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let out = PyList::empty(py);
+    for kind in registry::kinds() {
+        let d = PyDict::new(py);
+        d.set_item("name", kind.name())?;
+        d.set_item("description", kind.description())?;
+        for (what, specs) in [
+            ("build", kind.build_params()),
+            ("search", kind.search_params()),
+        ] {
+            let keys = PyDict::new(py);
+            for p in specs {
+                keys.set_item(p.name, p.help)?;
+            }
+            d.set_item(what, keys)?;
+        }
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _omen(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
     m.add_class::<PyCollection>()?;
     m.add("CorruptionError", m.py().get_type::<CorruptionError>())?;
     m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
+    m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

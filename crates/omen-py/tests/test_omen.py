@@ -327,3 +327,13 @@ def test_collection_corruption_names_file_and_offset(tmp_path, data):
     with pytest.raises(omen.CorruptionError, match=r"corruption in .*vectors-.* at byte \d+") as e:
         omen.Collection.open(d)
     assert isinstance(e.value, OSError)
+
+
+def test_kinds_lists_the_registry():
+    ks = {k["name"]: k for k in omen.kinds()}
+    assert {"flat", "hnsw", "ivfpq"} <= set(ks)
+    assert "ef_construction" in ks["hnsw"]["build"] and set(ks["hnsw"]["search"]) == {"ef"}
+    assert set(ks["ivfpq"]["search"]) == {"nprobe", "rerank_factor"}
+    assert ks["flat"]["build"] == {} and ks["flat"]["search"] == {}
+    # Every listed key is accepted by the kind (here: HNSW's build keys).
+    omen.Index("hnsw", 4, m=4, ef_construction=8, ef_search=8, seed=1, keep_pruned=True, repair_threshold=0.5)

@@ -12,6 +12,9 @@ Two classes, numpy arrays in and out:
   m=16, ef_construction=200)``; ``add``, ``search``, ``search_batch``,
   ``memory_bytes``.
 
+The index kinds and the keyword arguments each takes come from the engine's
+registry: :func:`kinds` lists them.
+
 Bad input raises ``ValueError``/``TypeError`` with the engine's message and
 changes nothing; an unknown id ``KeyError``; I/O ``OSError``; a damaged file
 :class:`CorruptionError` (a subclass of ``OSError``) naming the file and byte
@@ -19,6 +22,6 @@ offset. Arrays of any real dtype are converted to float32. The GIL is released
 while the engine builds, writes or searches.
 """
 
-from ._omen import Collection, CorruptionError, Index, __version__, simd_isa
+from ._omen import Collection, CorruptionError, Index, __version__, kinds, simd_isa
 
-__all__ = ["Collection", "CorruptionError", "Index", "simd_isa", "__version__"]
+__all__ = ["Collection", "CorruptionError", "Index", "kinds", "simd_isa", "__version__"]

@@ -19,6 +19,9 @@ class CorruptionError(OSError):
 def simd_isa() -> str:
     """The SIMD instruction set the distance kernels chose ("avx512", "avx2", "neon", "scalar")."""
 
+def kinds() -> list[dict[str, Any]]:
+    """The registered index kinds: {"name", "description", "build": {key: help}, "search": {key: help}}."""
+
 class Index:
     """An index over in-memory storage with integer labels (row numbers in insertion order)."""
 
