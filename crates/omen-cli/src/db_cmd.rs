@@ -47,11 +47,11 @@ pub enum DbCommand {
         metric: String,
         /// The index kind: flat | hnsw | ivfpq (any registered kind; `omen db
         /// kinds` lists them with their parameters).
-        #[arg(long, default_value = "flat")]
+        #[arg(long, default_value = registry::default_kind().name())]
         index: String,
         /// memory (rows saved to segment files at each checkpoint) | mmap (rows in
         /// memory-mapped chunk files under DIR/vectors).
-        #[arg(long, default_value = "memory")]
+        #[arg(long, default_value = StorageKind::default().name())]
         storage: String,
         /// A build parameter of the index, KEY=VALUE (repeatable): any key the
         /// kind takes. A key it does not take is refused, naming the valid ones.

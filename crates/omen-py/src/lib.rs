@@ -378,8 +378,8 @@ fn labels_and_distances<'py>(
 impl PyIndex {
     /// Index(kind, dim, metric="l2", **params)
     ///
-    /// kind: "flat", "hnsw" (params m, ef_construction, ef_search, seed) or
-    /// "ivfpq" (nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+    /// kind: a registered index kind ("flat", "hnsw", "ivfpq", ...); params:
+    /// its build parameters (`omen.kinds()` lists each kind's keys).
     /// metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine".
     #[new]
     #[pyo3(signature = (kind, dim, metric = "l2", **params))]
@@ -660,25 +660,28 @@ fn hits_list<'py>(py: Python<'py>, hits: &[omen::Hit]) -> PyResult<Bound<'py, Py
 impl PyCollection {
     /// Collection.create(dir, dim, metric="l2", index="flat", storage="memory",
     /// durability="group", **params): a new, empty durable collection in `dir`
-    /// (created if missing; refused if it already holds one). params: the
-    /// index's build parameters (hnsw: m, ef_construction, ef_search, seed;
-    /// ivfpq: nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+    /// (created if missing; refused if it already holds one). index: a
+    /// registered kind (default flat); params: its build parameters
+    /// (`omen.kinds()` lists each kind's keys).
     #[staticmethod]
-    #[pyo3(signature = (dir, dim, metric = "l2", index = "flat", storage = "memory", durability = "group", **params))]
+    #[pyo3(signature = (dir, dim, metric = "l2", index = None, storage = None, durability = "group", **params))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         py: Python<'_>,
         dir: PathBuf,
         dim: usize,
         metric: &str,
-        index: &str,
-        storage: &str,
+        index: Option<&str>,
+        storage: Option<&str>,
         durability: &str,
         params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let metric = parse_metric(metric)?;
-        let kind = index_spec(index, params)?;
-        let storage = StorageKind::from_name(storage).map_err(py_err)?;
+        let kind = index_spec(index.unwrap_or(registry::default_kind().name()), params)?;
+        let storage = match storage {
+            Some(name) => StorageKind::from_name(name).map_err(py_err)?,
+            None => StorageKind::default(),
+        };
         let options = DurableOptions::default().durability(self::durability(durability)?);
         let config = CollectionConfig::new(dim, metric)
             .index(kind)

@@ -344,9 +344,14 @@ impl MemoryStorage {
     }
 }
 
+impl MemoryStorage {
+    /// The storage kind's name, in manifests, flags and reports.
+    pub const NAME: &'static str = "memory";
+}
+
 impl VectorStorage for MemoryStorage {
     fn name(&self) -> &'static str {
-        "memory"
+        Self::NAME
     }
 
     fn dim(&self) -> usize {

@@ -705,9 +705,14 @@ impl MmapStorage {
     }
 }
 
+impl MmapStorage {
+    /// The storage kind's name, in manifests, flags and reports.
+    pub const NAME: &'static str = "mmap";
+}
+
 impl VectorStorage for MmapStorage {
     fn name(&self) -> &'static str {
-        "mmap"
+        Self::NAME
     }
 
     fn flush(&self) -> Result<()> {

@@ -12,9 +12,9 @@ use std::time::Instant;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(1).map_or(200_000, |s| s.parse().unwrap());
-    let storage = match a.get(2).map_or("memory", String::as_str) {
-        "mmap" => StorageKind::Mmap,
-        _ => StorageKind::Memory,
+    let storage = match a.get(2) {
+        Some(name) => StorageKind::from_name(name).unwrap(),
+        None => StorageKind::default(),
     };
     let dir = a.get(3).map_or_else(
         || std::env::temp_dir().join("omen-reopen"),

@@ -29,6 +29,11 @@ fn added() -> Vec<&'static dyn IndexKind> {
     }
 }
 
+/// The kind a collection gets when its configuration names none (flat: exact).
+pub fn default_kind() -> &'static dyn IndexKind {
+    &FLAT
+}
+
 /// Every registered kind: the built-in ones, then those [`register`]ed.
 pub fn kinds() -> Vec<&'static dyn IndexKind> {
     let mut v: Vec<&'static dyn IndexKind> = BUILT_IN.to_vec();
@@ -182,8 +187,8 @@ impl StorageKind {
     /// Its name in manifests, flags and reports.
     pub fn name(self) -> &'static str {
         match self {
-            StorageKind::Memory => "memory",
-            StorageKind::Mmap => "mmap",
+            StorageKind::Memory => omen_storage::MemoryStorage::NAME,
+            StorageKind::Mmap => omen_storage::MmapStorage::NAME,
         }
     }
 

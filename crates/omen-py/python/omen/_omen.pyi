@@ -25,7 +25,7 @@ def kinds() -> list[dict[str, Any]]:
 class Index:
     """An index over in-memory storage with integer labels (row numbers in insertion order)."""
 
-    def __init__(self, kind: str, dim: int, metric: str = "l2", **params: int) -> None:
+    def __init__(self, kind: str, dim: int, metric: str = "l2", **params: Union[int, float, bool]) -> None:
         """kind: "flat", "hnsw" (m, ef_construction, ef_search, seed) or "ivfpq"
         (nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
         metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine"."""
@@ -43,12 +43,12 @@ class Index:
     def add(self, data: _Array, threads: Optional[int] = None) -> range:
         """Appends and indexes the rows of `data` (n x dim); returns their labels."""
     def search(
-        self, query: _Array, k: int = 10, **params: int
+        self, query: _Array, k: int = 10, **params: Union[int, float, bool]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The k nearest rows to one query: (labels, distances), each of length k
         (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor."""
     def search_batch(
-        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: int
+        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: Union[int, float, bool]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """One row of (labels, distances), each nq x k, per query, through the batch call."""
     def memory_bytes(self) -> int:
@@ -67,7 +67,7 @@ class Collection:
         index: str = "flat",
         storage: str = "memory",
         durability: str = "group",
-        **params: int,
+        **params: Union[int, float, bool],
     ) -> "Collection":
         """A new, empty collection in `dir`; params are the index's build parameters."""
     @staticmethod
@@ -92,10 +92,10 @@ class Collection:
     def delete(self, id: str) -> None:
         """Removes a live id; KeyError if it is not live."""
     def get(self, id: str) -> Optional[npt.NDArray[np.float32]]: ...
-    def search(self, query: _Array, k: int = 10, **params: int) -> list[_Hit]:
+    def search(self, query: _Array, k: int = 10, **params: Union[int, float, bool]) -> list[_Hit]:
         """The k nearest live ids as (id, distance), closest first."""
     def search_batch(
-        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: int
+        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: Union[int, float, bool]
     ) -> list[list[_Hit]]:
         """One result list per query row, through the batch path."""
     def checkpoint(self) -> dict[str, int]: ...
