@@ -6,9 +6,12 @@
 //! * [`SearchParams`] and [`SearchRequest`];
 //! * [`IndexKind`], what an index crate registers, with its [`Params`];
 //! * one error type, [`Error`];
+//! * [`codec`], the byte reader and writer, checksum and metric codes every
+//!   on-disk format uses;
 //! * the two traits every backend plugs into: [`VectorStorage`] (where vector bytes
 //!   live) and [`VectorIndex`] (how neighbours are found).
 
+pub mod codec;
 mod error;
 mod index;
 mod keyvalue;

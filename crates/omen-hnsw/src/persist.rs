@@ -5,73 +5,24 @@ use crate::graph::{
     PURGED,
 };
 use crate::{entry_parts, entry_word, HnswIndex, HnswParams, NO_ENTRY};
+use omen_core::codec::{
+    check_checksum, crc32, crc32_ieee_legacy, metric_code, metric_from_code, ByteReader, ByteWriter,
+};
 use omen_core::sync::atomic::Ordering;
 use omen_core::sync::write;
-use omen_core::{Error, Metric, Result};
+use omen_core::{Error, Result};
 use std::io::{Read, Write};
 use std::path::Path;
 
 const MAGIC: [u8; 8] = *b"OMENHNSW";
-const VERSION: u32 = 1;
+/// Version 2 checksums with CRC-32C; version 1 (still read) used CRC-32/IEEE.
+const VERSION: u32 = 2;
 const HEADER: usize = 72;
 /// Status bytes in the file (decoupled from the in-memory encoding).
 const F_ABSENT: u8 = 0;
 const F_PRESENT: u8 = 2;
 const F_DELETED: u8 = 3;
 const F_PURGED: u8 = 4;
-
-fn metric_code(m: Metric) -> u8 {
-    match m {
-        Metric::L2 => 0,
-        Metric::InnerProduct => 1,
-        // Cosine, and any later metric: the engine refuses to save what it cannot name.
-        _ => 2,
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    file: &'a Path,
-}
-
-impl<'a> Reader<'a> {
-    fn bad(&self, offset: usize, detail: impl Into<String>) -> Error {
-        Error::corruption(self.file, offset as u64, detail)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        match end {
-            Some(end) => {
-                let s = &self.bytes[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(self.bad(self.pos, format!("truncated: {n} more bytes expected"))),
-        }
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        let lo = self.u32()? as u64;
-        let hi = self.u32()? as u64;
-        Ok(lo | (hi << 32))
-    }
-}
 
 impl HnswIndex {
     /// Writes the graph (parameters, node states, levels and links; not the
@@ -93,7 +44,7 @@ impl HnswIndex {
             .find(|&id| g.node(id).is_some_and(|n| status_of(n.word()) != ABSENT))
             .map_or(0, |id| id as usize + 1);
         let (mut present, mut deleted) = (0u32, 0u32);
-        let mut body = Vec::with_capacity(nodes * (2 + 4 * (self.params.m + 2)));
+        let mut body = ByteWriter::with_capacity(nodes * (2 + 4 * (self.params.m + 2)));
         let mut ids = Vec::new();
         for id in 0..nodes as u32 {
             let Some(n) = g.node(id) else { break };
@@ -113,8 +64,8 @@ impl HnswIndex {
                 _ => F_PURGED,
             };
             let level = level_of(word);
-            body.push(status);
-            body.push(if status == F_ABSENT { 0 } else { level as u8 });
+            body.u8(status)
+                .u8(if status == F_ABSENT { 0 } else { level as u8 });
             if status == F_ABSENT {
                 continue;
             }
@@ -123,10 +74,7 @@ impl HnswIndex {
                     Some(list) => read_list(list, &mut ids),
                     None => ids.clear(),
                 }
-                body.extend_from_slice(&(ids.len() as u16).to_le_bytes());
-                for &t in &ids {
-                    body.extend_from_slice(&t.to_le_bytes());
-                }
+                body.u16(ids.len() as u16).u32s(&ids);
             }
         }
         let ep = self.entry.load(Ordering::Acquire);
@@ -137,27 +85,29 @@ impl HnswIndex {
             (s, l as u32)
         };
         let p = &self.params;
-        let mut out = Vec::with_capacity(HEADER + body.len() + 4);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
-        out.extend_from_slice(&[metric_code(self.metric), u8::from(p.keep_pruned), 0, 0]);
-        out.extend_from_slice(&(p.m as u32).to_le_bytes());
-        out.extend_from_slice(&(p.m0() as u32).to_le_bytes());
-        out.extend_from_slice(&(p.ef_construction as u32).to_le_bytes());
-        out.extend_from_slice(&(p.ef_search as u32).to_le_bytes());
-        out.extend_from_slice(&p.seed.to_le_bytes());
-        out.extend_from_slice(&p.repair_threshold.to_bits().to_le_bytes());
-        out.extend_from_slice(&(nodes as u32).to_le_bytes());
-        out.extend_from_slice(&present.to_le_bytes());
-        out.extend_from_slice(&deleted.to_le_bytes());
-        out.extend_from_slice(&ep_slot.to_le_bytes());
-        out.extend_from_slice(&ep_level.to_le_bytes());
-        debug_assert_eq!(out.len(), HEADER);
-        out.extend_from_slice(&body);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let mut w = ByteWriter::with_capacity(HEADER + body.len() + 4);
+        w.bytes(&MAGIC)
+            .u32(VERSION)
+            .u32(self.dim as u32)
+            .u8(metric_code(self.metric))
+            .u8(u8::from(p.keep_pruned))
+            .zeros(2)
+            .u32(p.m as u32)
+            .u32(p.m0() as u32)
+            .u32(p.ef_construction as u32)
+            .u32(p.ef_search as u32)
+            .u64(p.seed)
+            .f64(p.repair_threshold)
+            .u32(nodes as u32)
+            .u32(present)
+            .u32(deleted)
+            .u32(ep_slot)
+            .u32(ep_level);
+        debug_assert_eq!(w.len(), HEADER);
+        w.bytes(body.as_slice());
+        let crc = w.crc32_from(0);
+        w.u32(crc);
+        w.finish()
     }
 
     /// Reads a graph written by [`save`](Self::save). `file` names the source in
@@ -179,77 +129,59 @@ impl HnswIndex {
             ));
         }
         let body_end = bytes.len() - 4;
-        let stored = u32::from_le_bytes([
-            bytes[body_end],
-            bytes[body_end + 1],
-            bytes[body_end + 2],
-            bytes[body_end + 3],
-        ]);
-        let crc = crc32fast::hash(&bytes[..body_end]);
+        let (body, trailer) = bytes.split_at(body_end);
+        let mut r = ByteReader::new(body, file);
+        r.expect_magic(&MAGIC, "an Omen HNSW graph")?;
+        let version = r.u32("version")?;
+        let computed = match version {
+            1 => crc32_ieee_legacy(body),
+            VERSION => crc32(body),
+            v => return Err(r.error_at(8, format!("unsupported version {v}"))),
+        };
+        let stored = ByteReader::at(trailer, file, body_end as u64).u32("checksum")?;
         // The fuzzer cannot forge checksums; skipping the check lets it reach the
         // validation behind it.
-        if crc != stored && !cfg!(fuzzing) {
-            return Err(Error::corruption(
-                file,
-                body_end as u64,
-                format!("checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
-            ));
+        if !cfg!(fuzzing) {
+            check_checksum(stored, computed, file, body_end as u64, "graph")?;
         }
-        let mut r = Reader {
-            bytes: &bytes[..body_end],
-            pos: 0,
-            file,
-        };
-        if r.take(8)? != MAGIC {
-            return Err(r.bad(0, "bad magic: not an Omen HNSW graph"));
-        }
-        let version = r.u32()?;
-        if version != VERSION {
-            return Err(r.bad(8, format!("unsupported version {version}")));
-        }
-        let dim = r.u32()? as usize;
+        let dim = r.u32("dimension")? as usize;
         if dim == 0 {
-            return Err(r.bad(12, "dimension 0"));
+            return Err(r.error_at(12, "dimension 0"));
         }
-        let metric = match r.u8()? {
-            0 => Metric::L2,
-            1 => Metric::InnerProduct,
-            2 => Metric::Cosine,
-            c => return Err(r.bad(16, format!("unknown metric code {c}"))),
-        };
-        let keep_pruned = match r.u8()? {
+        let code = r.u8("metric")?;
+        let metric = metric_from_code(code)
+            .ok_or_else(|| r.error_at(16, format!("unknown metric code {code}")))?;
+        let keep_pruned = match r.u8("keep_pruned")? {
             0 => false,
             1 => true,
-            b => return Err(r.bad(17, format!("keep_pruned byte {b} is not 0 or 1"))),
+            b => return Err(r.error_at(17, format!("keep_pruned byte {b} is not 0 or 1"))),
         };
-        if r.take(2)? != [0, 0] {
-            return Err(r.bad(18, "reserved bytes are not zero"));
-        }
-        let m = r.u32()? as usize;
-        let m0 = r.u32()? as usize;
+        r.zeros(2, "reserved bytes")?;
+        let m = r.u32("M")? as usize;
+        let m0 = r.u32("M0")? as usize;
         let params = HnswParams {
             m,
-            ef_construction: r.u32()? as usize,
-            ef_search: r.u32()? as usize,
-            seed: r.u64()?,
+            ef_construction: r.u32("ef_construction")? as usize,
+            ef_search: r.u32("ef_search")? as usize,
+            seed: r.u64("seed")?,
             keep_pruned,
-            repair_threshold: f64::from_bits(r.u64()?),
+            repair_threshold: r.f64("repair_threshold")?,
         };
         params
             .validate()
-            .map_err(|e| Error::corruption(file, 20, format!("parameters: {e}")))?;
+            .map_err(|e| r.error_at(20, format!("parameters: {e}")))?;
         if m0 != params.m0() {
-            return Err(r.bad(24, format!("M0 = {m0} is not 2·M = {}", params.m0())));
+            return Err(r.error_at(24, format!("M0 = {m0} is not 2·M = {}", params.m0())));
         }
-        let nodes = r.u32()? as usize;
-        let want_present = r.u32()?;
-        let want_deleted = r.u32()?;
-        let ep_slot = r.u32()?;
-        let ep_level = r.u32()? as usize;
+        let nodes = r.u32("node count")? as usize;
+        let want_present = r.u32("present count")?;
+        let want_deleted = r.u32("removed count")?;
+        let ep_slot = r.u32("entry point")?;
+        let ep_level = r.u32("entry level")? as usize;
         // Every record takes at least two bytes: a count larger than that is a lie
         // that would otherwise allocate without bound.
         if nodes > (body_end - HEADER) / 2 {
-            return Err(r.bad(52, format!("{nodes} nodes cannot fit in the file")));
+            return Err(r.error_at(52, format!("{nodes} nodes cannot fit in the file")));
         }
         let mut g = Graph::new(m, m0);
         g.grow_to(nodes);
@@ -260,24 +192,24 @@ impl HnswIndex {
         // high (a repair moves it off removed nodes, which may stand higher).
         let mut max_present_level = 0usize;
         for id in 0..nodes as u32 {
-            let at = r.pos;
+            let at = r.position();
             offsets.push(at);
-            let status = match r.u8()? {
+            let status = match r.u8("node status")? {
                 F_ABSENT => ABSENT,
                 F_PRESENT => PRESENT,
                 F_DELETED => DELETED,
                 F_PURGED => PURGED,
-                s => return Err(r.bad(at, format!("node {id}: unknown status {s}"))),
+                s => return Err(r.error_at(at, format!("node {id}: unknown status {s}"))),
             };
-            let level = r.u8()? as usize;
+            let level = r.u8("node level")? as usize;
             if status == ABSENT {
                 if level != 0 {
-                    return Err(r.bad(at, format!("absent node {id} has level {level}")));
+                    return Err(r.error_at(at, format!("absent node {id} has level {level}")));
                 }
                 continue;
             }
             if level > MAX_LEVEL {
-                return Err(r.bad(at, format!("node {id}: level {level} above {MAX_LEVEL}")));
+                return Err(r.error_at(at, format!("node {id}: level {level} above {MAX_LEVEL}")));
             }
             present += u32::from(status == PRESENT);
             deleted += u32::from(status == DELETED);
@@ -287,9 +219,9 @@ impl HnswIndex {
             }
             g.set_levels(id, level);
             for lc in 0..=level {
-                let count = r.u16()? as usize;
+                let count = r.u16("link count")? as usize;
                 if count > g.cap(lc) {
-                    return Err(r.bad(
+                    return Err(r.error_at(
                         at,
                         format!(
                             "node {id} level {lc}: {count} links, capacity {}",
@@ -299,9 +231,9 @@ impl HnswIndex {
                 }
                 ids.clear();
                 for _ in 0..count {
-                    let t = r.u32()?;
+                    let t = r.u32("link")?;
                     if t as usize >= nodes || t == id {
-                        return Err(r.bad(at, format!("node {id} level {lc}: bad link {t}")));
+                        return Err(r.error_at(at, format!("node {id} level {lc}: bad link {t}")));
                     }
                     ids.push(t);
                 }
@@ -314,9 +246,7 @@ impl HnswIndex {
             }
             g.set_live(id, status == PRESENT);
         }
-        if r.pos != body_end {
-            return Err(r.bad(r.pos, format!("{} trailing bytes", body_end - r.pos)));
-        }
+        r.expect_end("the node records")?;
         // Links must point at nodes that exist on the link's level: a search follows
         // them without checking.
         for id in 0..nodes as u32 {
@@ -332,7 +262,7 @@ impl HnswIndex {
                 for &t in &ids {
                     let tw = g.node(t).map_or(0, |n| n.word());
                     if status_of(tw) == ABSENT || level_of(tw) < lc {
-                        return Err(r.bad(
+                        return Err(r.error_at(
                             offsets[id as usize],
                             format!("node {id} level {lc}: link {t} does not exist on that level"),
                         ));
@@ -341,7 +271,7 @@ impl HnswIndex {
             }
         }
         if present != want_present || deleted != want_deleted {
-            return Err(r.bad(
+            return Err(r.error_at(
                 52,
                 format!(
                     "header counts {want_present} present / {want_deleted} removed, records hold {present} / {deleted}"
@@ -350,14 +280,14 @@ impl HnswIndex {
         }
         let entry = match max_level {
             None if ep_slot == u32::MAX => NO_ENTRY,
-            None => return Err(r.bad(64, "entry point in an empty graph")),
+            None => return Err(r.error_at(64, "entry point in an empty graph")),
             Some(_) => {
                 let ew = g.node(ep_slot).map_or(0, |n| n.word());
                 if status_of(ew) == ABSENT
                     || level_of(ew) != ep_level
                     || ep_level < max_present_level
                 {
-                    return Err(r.bad(
+                    return Err(r.error_at(
                         64,
                         format!(
                             "entry point {ep_slot} at level {ep_level} is not a node of that level \

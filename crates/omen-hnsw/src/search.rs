@@ -3,6 +3,7 @@
 
 use crate::graph::{read_list, Graph};
 use crate::{entry_parts, splitmix, HnswIndex, NO_ENTRY};
+use omen_core::simd::prefetch;
 use omen_core::sync::atomic::Ordering;
 use omen_core::{
     Metric, Neighbor, SearchRequest, SearchScratch, SlotFilter, SlotId, TopK, VectorStorage,
@@ -108,32 +109,6 @@ pub(crate) struct Work {
     pub(crate) tmp: Vec<Neighbor>,
     pub(crate) topk: TopK,
     pub(crate) levels: Vec<Vec<Neighbor>>,
-}
-
-/// Asks the CPU to start loading every cache line of `s` (a vector, a list) that
-/// will be read soon. A hint: it never faults and changes no result.
-#[inline(always)]
-fn prefetch<T>(s: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let base = s.as_ptr().cast::<i8>();
-        let bytes = std::mem::size_of_val(s);
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: `_mm_prefetch` only hints the cache; it does not dereference
-            // the pointer architecturally and cannot fault. The address stays inside
-            // `s` (`wrapping_add` by less than its size). SSE is part of the x86_64
-            // baseline, so the intrinsic exists on every x86_64 CPU.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    base.wrapping_add(off),
-                )
-            };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
 }
 
 impl HnswIndex {

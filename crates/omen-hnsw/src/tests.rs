@@ -479,7 +479,7 @@ fn damaged_files_are_corruption_errors() {
     // Damage behind a valid checksum: the structural checks must catch it.
     let reseal = |mut b: Vec<u8>| {
         let end = b.len() - 4;
-        let crc = crc32fast::hash(&b[..end]);
+        let crc = omen_core::codec::crc32(&b[..end]);
         b[end..].copy_from_slice(&crc.to_le_bytes());
         b
     };
@@ -505,6 +505,40 @@ fn damaged_files_are_corruption_errors() {
 }
 
 const HEADER_LEN: usize = 72;
+
+#[test]
+fn version_1_files_with_the_ieee_crc_still_load() {
+    use omen_core::codec::{crc32, crc32_ieee_legacy};
+    let rows = mixture(60, 4, 3, 21);
+    let (_storage, index) = setup(&rows, 4, Metric::L2, HnswParams::default().with_m(4));
+    let v2 = index.to_bytes();
+    assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+    let file = Path::new("old.hnsw");
+    let with = |version: u32, crc: fn(&[u8]) -> u32| {
+        let mut b = v2.clone();
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        let end = b.len() - 4;
+        let c = crc(&b[..end]);
+        b[end..].copy_from_slice(&c.to_le_bytes());
+        b
+    };
+    // A version 1 file, as written before CRC-32C: loads, and saves as version 2.
+    let old = HnswIndex::from_bytes(&with(1, crc32_ieee_legacy), file).unwrap();
+    assert_eq!(old.len(), index.len());
+    assert_eq!(old.to_bytes(), v2);
+    // Each version is checked with its own algorithm only.
+    let end = v2.len() as u64 - 4;
+    for bytes in [with(1, crc32), with(2, crc32_ieee_legacy)] {
+        match HnswIndex::from_bytes(&bytes, file) {
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, end),
+            other => panic!("expected a checksum error, got {:?}", other.err()),
+        }
+    }
+    match HnswIndex::from_bytes(&with(3, crc32), file) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 8),
+        other => panic!("expected a version error, got {:?}", other.err()),
+    }
+}
 
 #[test]
 fn packed_keys_order_as_neighbors() {

@@ -28,6 +28,10 @@
 //! arithmetic is IEEE single precision without fused multiply-add in every
 //! implementation, so all of them return the same bits.
 
+#[cfg(target_arch = "x86_64")]
+use omen_core::simd::Feature;
+use omen_core::simd::Isa;
+
 /// Vectors per code block.
 pub const BLOCK: usize = 32;
 
@@ -200,10 +204,11 @@ impl Scanner {
         Scanner { kind: Kind::Scalar }
     }
 
-    /// The AVX2 scanner, if the CPU has AVX2.
+    /// The AVX2 scanner, if the CPU has AVX2 (checked by `omen-simd`, the one CPU
+    /// detector of the workspace).
     pub fn avx2() -> Option<Scanner> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if Feature::Avx2.is_available() {
             return Some(Scanner { kind: Kind::Avx2 });
         }
         None
@@ -212,31 +217,32 @@ impl Scanner {
     /// The AVX-512BW scanner, if the CPU has AVX-512BW (and AVX-512F, AVX2).
     pub fn avx512() -> Option<Scanner> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
+        if Feature::Avx512Bw.is_available()
+            && Feature::Avx512F.is_available()
+            && Feature::Avx2.is_available()
         {
             return Some(Scanner { kind: Kind::Avx512 });
         }
         None
     }
 
-    /// The best scanner for this CPU; `OMEN_ISA=scalar` forces the portable one
-    /// (`OMEN_ISA=avx2` stops at AVX2).
+    /// The scanner for the process's instruction set, [`Isa::selected`] (the
+    /// distance kernels' choice: `OMEN_ISA` if set, else the best the CPU has):
+    /// AVX-512 takes the AVX-512BW scanner where the CPU has it, AVX2 the AVX2 one,
+    /// and anything else (`OMEN_ISA=scalar`, NEON) the portable one.
     pub fn best() -> Scanner {
         static BEST: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| {
-            let forced = std::env::var("OMEN_ISA")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            match forced.as_str() {
-                "scalar" => Scanner::scalar(),
-                "avx2" => Scanner::avx2().unwrap_or_else(Scanner::scalar),
-                _ => Scanner::avx512()
-                    .or_else(Scanner::avx2)
-                    .unwrap_or_else(Scanner::scalar),
-            }
-        })
+        *BEST.get_or_init(|| Scanner::for_isa(Isa::selected()))
+    }
+
+    /// The best scanner that stays within `isa`.
+    pub fn for_isa(isa: Isa) -> Scanner {
+        let best = match isa {
+            Isa::Avx512 => Scanner::avx512().or_else(Scanner::avx2),
+            Isa::Avx2 => Scanner::avx2(),
+            _ => None,
+        };
+        best.unwrap_or_else(Scanner::scalar)
     }
 
     /// A short name for reports.
@@ -749,6 +755,19 @@ mod tests {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    #[test]
+    fn best_follows_the_kernels_isa() {
+        assert_eq!(Scanner::best(), Scanner::for_isa(Isa::selected()));
+        assert_eq!(Scanner::for_isa(Isa::Scalar), Scanner::scalar());
+        let forced = std::env::var("OMEN_ISA").unwrap_or_default();
+        if forced.trim().eq_ignore_ascii_case("scalar") {
+            assert_eq!(Scanner::best(), Scanner::scalar());
+        }
+        if let Some(avx2) = Scanner::avx2() {
+            assert_eq!(Scanner::for_isa(Isa::Avx2), avx2);
+        }
     }
 
     proptest! {

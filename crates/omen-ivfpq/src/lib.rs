@@ -49,8 +49,9 @@
 //! # 4-bit fast scan
 //! With `nbits = 4` the codes are stored in FAISS's interleaved blocks of 32 and
 //! scanned with byte shuffles against a u8-quantised table ([`fastscan`]): AVX-512BW
-//! or AVX2 when the CPU has them (detected at run time; `OMEN_ISA=scalar` forces the
-//! portable scan), with results identical to the scalar scan.
+//! or AVX2 when the CPU has them (detected at run time by `omen-simd`, following the
+//! distance kernels' choice, so `OMEN_ISA=scalar` forces the portable scan), with
+//! results identical to the scalar scan.
 //!
 //! # Training
 //! Training is explicit ([`IvfPqIndex::train`]) or automatic: once the index holds
@@ -95,7 +96,7 @@ pub mod pq;
 
 use fastscan::{Scanner, BLOCK};
 use kmeans::{KMeansInit, KMeansParams};
-use omen_core::simd::Kernels;
+use omen_core::simd::{prefetch, Kernels};
 use omen_core::sync::atomic::{AtomicU64, Ordering};
 use omen_core::sync::{self, Arc, Mutex, RwLock};
 use omen_core::validate::check_finite;
@@ -357,32 +358,6 @@ const MIN_BATCH_BLOCK: usize = 16;
 fn batch_block(nq: usize, threads: usize) -> usize {
     nq.div_ceil(2 * threads.max(1))
         .clamp(MIN_BATCH_BLOCK, BATCH_BLOCK)
-}
-
-/// Asks the CPU to bring `v` into cache, every cache line it touches (a hint; a
-/// no-op off x86_64).
-#[inline(always)]
-fn prefetch<T>(v: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(v);
-        if bytes == 0 {
-            return;
-        }
-        let p = v.as_ptr() as *const i8;
-        // From the line holding the first byte to the line holding the last.
-        let mut line = p.wrapping_sub(p as usize & 63);
-        let last = p.wrapping_add(bytes - 1);
-        while line <= last {
-            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never
-            // faults or reads memory architecturally, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
-            line = line.wrapping_add(64);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }
 
 /// The 4-bit scan asks for a list's codes and terms this many blocks ahead of

@@ -5,6 +5,9 @@
 use crate::fastscan::{self, BLOCK};
 use crate::pq::ProductQuantizer;
 use crate::{bit, set_bit, InvList, IvfPqIndex, IvfPqParams, Members, Model};
+use omen_core::codec::{
+    check_checksum, crc32, crc32_ieee_legacy, metric_code, metric_from_code, ByteReader, ByteWriter,
+};
 use omen_core::sync::{self, RwLock};
 use omen_core::{Error, Metric, Result, VectorIndex};
 use std::io::Write;
@@ -12,109 +15,9 @@ use std::path::Path;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"OMENIVPQ";
-/// Current format version.
-pub const VERSION: u32 = 1;
-
-fn metric_code(m: Metric) -> u8 {
-    match m {
-        Metric::L2 => 0,
-        Metric::InnerProduct => 1,
-        _ => 2,
-    }
-}
-
-struct W(Vec<u8>);
-
-impl W {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn f32s(&mut self, v: &[f32]) {
-        for x in v {
-            self.0.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-}
-
-struct R<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    file: &'a Path,
-}
-
-impl<'a> R<'a> {
-    fn err(&self, offset: usize, detail: impl Into<String>) -> Error {
-        Error::corruption(self.file, offset as u64, detail)
-    }
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        match self.pos.checked_add(n) {
-            Some(end) if end <= self.buf.len() => {
-                let s = &self.buf[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            _ => Err(self.err(self.pos, format!("truncated: {what} needs {n} bytes"))),
-        }
-    }
-    fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-    /// A count of items of `item_bytes` each, refused if the rest of the file
-    /// cannot hold them (so no allocation is ever sized by an unchecked number).
-    fn count(&mut self, item_bytes: usize, what: &str) -> Result<usize> {
-        let at = self.pos;
-        let n = self.u64(what)?;
-        let room = (self.buf.len() - self.pos) / item_bytes.max(1);
-        if n > room as u64 {
-            return Err(self.err(at, format!("{what} = {n} exceeds the file size")));
-        }
-        Ok(n as usize)
-    }
-    fn u64s(&mut self, n: usize, what: &str) -> Result<Vec<u64>> {
-        let b = self.take(n.saturating_mul(8), what)?;
-        Ok(b.chunks_exact(8)
-            .map(|c| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(c);
-                u64::from_le_bytes(a)
-            })
-            .collect())
-    }
-    fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>> {
-        let b = self.take(n.saturating_mul(4), what)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
-        let at = self.pos;
-        let b = self.take(n.saturating_mul(4), what)?;
-        let v: Vec<f32> = b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(self.err(at + 4 * i, format!("non-finite float in {what}")));
-        }
-        Ok(v)
-    }
-}
+/// Current format version: 2 checksums with CRC-32C; version 1 (still read) used
+/// CRC-32/IEEE.
+pub const VERSION: u32 = 2;
 
 impl IvfPqIndex {
     /// Serialises the index (parameters, centroids, codebooks, lists, membership).
@@ -122,19 +25,19 @@ impl IvfPqIndex {
     pub fn to_bytes(&self) -> Vec<u8> {
         let _w = sync::lock(&self.writer);
         let p = &self.params;
-        let mut w = W(Vec::new());
-        w.0.extend_from_slice(MAGIC);
-        w.u32(VERSION);
-        w.u32(self.dim as u32);
-        w.u8(metric_code(self.metric));
-        w.u8(p.nbits as u8);
-        w.u32(p.nlist as u32);
-        w.u32(p.m as u32);
-        w.u64(p.train_size as u64);
-        w.u64(p.rerank_factor as u64);
-        w.u64(p.nprobe as u64);
-        w.u64(p.seed);
-        w.u64(p.kmeans_iters as u64);
+        let mut w = ByteWriter::new();
+        w.bytes(MAGIC)
+            .u32(VERSION)
+            .u32(self.dim as u32)
+            .u8(metric_code(self.metric))
+            .u8(p.nbits as u8)
+            .u32(p.nlist as u32)
+            .u32(p.m as u32)
+            .u64(p.train_size as u64)
+            .u64(p.rerank_factor as u64)
+            .u64(p.nprobe as u64)
+            .u64(p.seed)
+            .u64(p.kmeans_iters as u64);
         let model = self.snapshot();
         let mem = sync::read(&self.members);
         let words = mem.present.len().max(mem.known.len());
@@ -144,29 +47,22 @@ impl IvfPqIndex {
                 w.u64(v.get(i).copied().unwrap_or(0));
             }
         }
-        w.u64(mem.pending.len() as u64);
-        for &s in &mem.pending {
-            w.u32(s);
-        }
+        w.u64(mem.pending.len() as u64).u32s(&mem.pending);
         match &model {
-            None => w.u8(0),
+            None => {
+                w.u8(0);
+            }
             Some(model) => {
-                w.u8(1);
-                w.f32s(&model.coarse);
-                w.f32s(model.pq.codebooks());
+                w.u8(1).f32s(&model.coarse).f32s(model.pq.codebooks());
                 for l in &model.lists {
                     let l = sync::read(l);
-                    w.u64(l.ids.len() as u64);
-                    for &s in &l.ids {
-                        w.u32(s);
-                    }
-                    w.0.extend_from_slice(&l.codes);
+                    w.u64(l.ids.len() as u64).u32s(&l.ids).bytes(&l.codes);
                 }
             }
         }
-        let crc = crc32fast::hash(&w.0);
+        let crc = w.crc32_from(0);
         w.u32(crc);
-        w.0
+        w.finish()
     }
 
     /// Writes [`to_bytes`](Self::to_bytes) to `path` (through a temporary file that
@@ -194,39 +90,26 @@ impl IvfPqIndex {
             return Err(Error::corruption(file, 0, "file too short for a header"));
         }
         let body_len = bytes.len() - 4;
-        let stored = u32::from_le_bytes([
-            bytes[body_len],
-            bytes[body_len + 1],
-            bytes[body_len + 2],
-            bytes[body_len + 3],
-        ]);
-        if &bytes[..8] != MAGIC {
-            return Err(Error::corruption(file, 0, "bad magic"));
-        }
-        if crc32fast::hash(&bytes[..body_len]) != stored {
-            return Err(Error::corruption(file, body_len as u64, "CRC32 mismatch"));
-        }
-        let mut r = R {
-            buf: &bytes[..body_len],
-            pos: 8,
-            file,
-        };
+        let (body, trailer) = bytes.split_at(body_len);
+        let mut r = ByteReader::new(body, file);
+        r.expect_magic(MAGIC, "an Omen IVF-PQ index")?;
         let version = r.u32("version")?;
-        if version != VERSION {
-            return Err(r.err(8, format!("unsupported version {version}")));
-        }
-        let dim = r.u32("dim")? as usize;
-        let metric = match r.u8("metric")? {
-            0 => Metric::L2,
-            1 => Metric::InnerProduct,
-            2 => Metric::Cosine,
-            x => return Err(r.err(r.pos - 1, format!("unknown metric code {x}"))),
+        let computed = match version {
+            1 => crc32_ieee_legacy(body),
+            VERSION => crc32(body),
+            v => return Err(r.error_at(8, format!("unsupported version {v}"))),
         };
+        let stored = ByteReader::at(trailer, file, body_len as u64).u32("checksum")?;
+        check_checksum(stored, computed, file, body_len as u64, "index")?;
+        let dim = r.u32("dim")? as usize;
+        let code = r.u8("metric")?;
+        let metric = metric_from_code(code)
+            .ok_or_else(|| r.error_at(16, format!("unknown metric code {code}")))?;
         let nbits = r.u8("nbits")? as u32;
         let nlist = r.u32("nlist")? as usize;
         let m = r.u32("m")? as usize;
-        let as_usize = |r: &R<'_>, v: u64| {
-            usize::try_from(v).map_err(|_| r.err(r.pos - 8, "value out of range"))
+        let as_usize = |r: &ByteReader<'_>, v: u64| {
+            usize::try_from(v).map_err(|_| r.error_at(r.position() - 8, "value out of range"))
         };
         let train_size = r.u64("train_size").and_then(|v| as_usize(&r, v))?;
         let rerank_factor = r.u64("rerank_factor").and_then(|v| as_usize(&r, v))?;
@@ -245,26 +128,28 @@ impl IvfPqIndex {
         };
         params
             .validate(dim)
-            .map_err(|e| r.err(12, format!("invalid parameters: {e}")))?;
+            .map_err(|e| r.error_at(12, format!("invalid parameters: {e}")))?;
 
-        let words = r.count(16, "bitset words")?;
+        let words = r.count_u64(16, "bitset words")?;
         let present = r.u64s(words, "present bitset")?;
         let known = r.u64s(words, "known bitset")?;
         let slot_bound = words as u64 * 64;
         if present.iter().zip(&known).any(|(p, k)| p & !k != 0) {
-            return Err(r.err(r.pos, "a present slot is not marked as added"));
+            return Err(r.error("a present slot is not marked as added"));
         }
-        let at = r.pos;
-        let npending = r.count(4, "pending count")?;
+        let at = r.position();
+        let npending = r.count_u64(4, "pending count")?;
         let pending = r.u32s(npending, "pending slots")?;
         let mut pending_bits = Vec::new();
         for (i, &s) in pending.iter().enumerate() {
             let off = at + 8 + 4 * i;
             if s as u64 >= slot_bound || !bit(&present, s) {
-                return Err(r.err(off, format!("pending slot {s} out of range or not present")));
+                return Err(
+                    r.error_at(off, format!("pending slot {s} out of range or not present"))
+                );
             }
             if bit(&pending_bits, s) {
-                return Err(r.err(off, format!("pending slot {s} listed twice")));
+                return Err(r.error_at(off, format!("pending slot {s} listed twice")));
             }
             set_bit(&mut pending_bits, s, true);
         }
@@ -272,32 +157,36 @@ impl IvfPqIndex {
         let trained = match r.u8("trained flag")? {
             0 => false,
             1 => true,
-            x => return Err(r.err(r.pos - 1, format!("bad trained flag {x}"))),
+            x => return Err(r.error_at(r.position() - 1, format!("bad trained flag {x}"))),
         };
         let mut seen: Vec<u64> = Vec::new();
         let model = if trained {
-            let coarse = r.f32s(nlist.saturating_mul(dim), "coarse centroids")?;
-            let books = r.f32s((1usize << nbits).saturating_mul(dim), "codebooks")?;
+            let coarse = r
+                .finite_f32s(nlist.saturating_mul(dim), "coarse centroids")?
+                .into_owned();
+            let books = r
+                .finite_f32s((1usize << nbits).saturating_mul(dim), "codebooks")?
+                .into_owned();
             let pq = ProductQuantizer::from_parts(dim, m, nbits, books)
-                .map_err(|e| r.err(r.pos, format!("codebooks: {e}")))?;
+                .map_err(|e| r.error(format!("codebooks: {e}")))?;
             let mut lists = Vec::with_capacity(nlist);
             let bb = fastscan::block_bytes(m);
             let l2_terms = metric == Metric::L2;
             let mut term_table = vec![0f32; if l2_terms { m << nbits } else { 0 }];
             for li in 0..nlist {
-                let at = r.pos;
-                let n = r.count(4, "list length")?;
+                let at = r.position();
+                let n = r.count_u64(4, "list length")?;
                 let ids = r.u32s(n, "list ids")?;
                 for (i, &s) in ids.iter().enumerate() {
                     let off = at + 8 + 4 * i;
                     if s as u64 >= slot_bound || !bit(&known, s) {
-                        return Err(r.err(
+                        return Err(r.error_at(
                             off,
                             format!("list {li}: slot {s} out of range or never added"),
                         ));
                     }
                     if bit(&seen, s) || bit(&pending_bits, s) {
-                        return Err(r.err(off, format!("list {li}: slot {s} stored twice")));
+                        return Err(r.error_at(off, format!("list {li}: slot {s} stored twice")));
                     }
                     set_bit(&mut seen, s, true);
                 }
@@ -306,11 +195,11 @@ impl IvfPqIndex {
                 } else {
                     n.div_ceil(BLOCK) * bb
                 };
-                let code_at = r.pos;
-                let codes = r.take(code_len, "list codes")?.to_vec();
+                let code_at = r.position();
+                let codes = r.bytes(code_len, "list codes")?.to_vec();
                 if nbits == 4 {
                     check_padding(&codes, n, m)
-                        .map_err(|d| r.err(code_at, format!("list {li}: {d}")))?;
+                        .map_err(|d| r.error_at(code_at, format!("list {li}: {d}")))?;
                 }
                 let terms = if l2_terms {
                     let c = &coarse[li * dim..(li + 1) * dim];
@@ -330,19 +219,14 @@ impl IvfPqIndex {
         } else {
             None
         };
-        if r.pos != r.buf.len() {
-            return Err(r.err(r.pos, "trailing bytes before the checksum"));
-        }
+        r.expect_end("the index, before the checksum")?;
         // Every present slot must be findable: pending (exact scan) or in a list.
         for (w, &p) in present.iter().enumerate() {
             let reach =
                 pending_bits.get(w).copied().unwrap_or(0) | seen.get(w).copied().unwrap_or(0);
             if p & !reach != 0 {
                 let s = w * 64 + (p & !reach).trailing_zeros() as usize;
-                return Err(r.err(
-                    r.pos,
-                    format!("present slot {s} is neither pending nor in a list"),
-                ));
+                return Err(r.error(format!("present slot {s} is neither pending nor in a list")));
             }
         }
         let members = Members {

@@ -474,6 +474,39 @@ fn save_load_round_trip() {
 }
 
 #[test]
+fn version_1_files_with_the_ieee_crc_still_load() {
+    use omen_core::codec::{crc32, crc32_ieee_legacy};
+    let (_st, idx, _) = fixture(4, Metric::L2);
+    let v2 = idx.to_bytes();
+    assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+    let file = Path::new("old.ivfpq");
+    let with = |version: u32, crc: fn(&[u8]) -> u32| {
+        let mut b = v2.clone();
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        let n = b.len() - 4;
+        let c = crc(&b[..n]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+        b
+    };
+    // A version 1 file, as written before CRC-32C: loads, and saves as version 2.
+    let old = IvfPqIndex::from_bytes(&with(1, crc32_ieee_legacy), file).unwrap();
+    assert_eq!(old.len(), idx.len());
+    assert_eq!(old.to_bytes(), v2);
+    // Each version is checked with its own algorithm only.
+    let end = v2.len() as u64 - 4;
+    for b in [with(1, crc32), with(2, crc32_ieee_legacy)] {
+        match IvfPqIndex::from_bytes(&b, file) {
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, end),
+            other => panic!("expected a checksum error, got {:?}", other.err()),
+        }
+    }
+    match IvfPqIndex::from_bytes(&with(3, crc32), file) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 8),
+        other => panic!("expected a version error, got {:?}", other.err()),
+    }
+}
+
+#[test]
 fn corrupted_files_are_corruption_errors() {
     let (_st, idx, _) = fixture(4, Metric::L2);
     let good = idx.to_bytes();
@@ -503,7 +536,7 @@ fn corrupted_files_are_corruption_errors() {
     // Structurally wrong content with a valid CRC is caught by validation.
     let reseal = |mut b: Vec<u8>| {
         let n = b.len() - 4;
-        let crc = crc32fast::hash(&b[..n]);
+        let crc = omen_core::codec::crc32(&b[..n]);
         b[n..].copy_from_slice(&crc.to_le_bytes());
         b
     };
@@ -629,7 +662,7 @@ proptest::proptest! {
         if let Some(c) = cut {
             b.truncate(c % (b.len() + 1));
         }
-        let crc = crc32fast::hash(&b);
+        let crc = omen_core::codec::crc32(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         match IvfPqIndex::from_bytes(&b, Path::new("f")) {
             Ok(idx) => proptest::prop_assert_eq!(idx.to_bytes(), b),

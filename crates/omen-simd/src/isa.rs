@@ -33,18 +33,18 @@ impl Isa {
     pub fn is_available(self) -> bool {
         match self {
             Isa::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-            #[allow(unreachable_patterns)]
-            _ => false,
+            Isa::Avx2 => Feature::Avx2.is_available() && Feature::Fma.is_available(),
+            Isa::Avx512 => Feature::Avx512F.is_available(),
+            Isa::Neon => Feature::Neon.is_available(),
         }
+    }
+
+    /// The ISA chosen for this process: `OMEN_ISA` if set and available, otherwise
+    /// the best the CPU supports (see [`Kernels::best`](crate::Kernels::best), which
+    /// makes the choice once). Code with its own SIMD paths (IVF-PQ's fast scan)
+    /// follows it, so that `OMEN_ISA=scalar` forces every portable path at once.
+    pub fn selected() -> Isa {
+        crate::Kernels::best().isa()
     }
 
     /// Every ISA available here, best first.
@@ -63,6 +63,44 @@ impl Isa {
             Isa::Avx2 => 8,
             Isa::Avx512 => 16,
             Isa::Neon => 4,
+        }
+    }
+}
+
+/// A CPU feature that SIMD code (the kernels here, or another crate's
+/// `#[target_feature]` functions) may need beyond its [`Isa`]: the one place the
+/// running CPU is asked.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// x86_64 AVX2.
+    Avx2,
+    /// x86_64 FMA3.
+    Fma,
+    /// x86_64 AVX-512 Foundation.
+    Avx512F,
+    /// x86_64 AVX-512 Byte and Word instructions.
+    Avx512Bw,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Feature {
+    /// Whether this build's target has the feature and the running CPU supports it.
+    pub fn is_available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Feature::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Feature::Fma => std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Feature::Avx512F => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Feature::Avx512Bw => std::arch::is_x86_feature_detected!("avx512bw"),
+            #[cfg(target_arch = "aarch64")]
+            Feature::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }

@@ -28,6 +28,10 @@
 //! * [`Kernels::for_isa`] returns a specific table, or [`IsaError::Unavailable`]
 //!   (never a panic) if the CPU or the build lacks it; tests and benches use it
 //!   to run every available ISA side by side.
+//! * Other crates' SIMD code (IVF-PQ's 4-bit fast scan) follows the same choice,
+//!   [`Isa::selected`], and asks for any further CPU feature it needs through
+//!   [`Feature::is_available`]: the workspace has one CPU detector and one
+//!   `OMEN_ISA` parser, here.
 //!
 //! All entry points are safe. The SIMD code lives in private modules as
 //! `#[target_feature]` `unsafe fn`s; the only way to reach them is through a table
@@ -77,5 +81,33 @@ mod neon;
 mod pack;
 pub mod scalar;
 
-pub use isa::{Isa, IsaError};
+pub use isa::{Feature, Isa, IsaError};
 pub use kernels::Kernels;
+
+/// Asks the CPU to start loading every cache line `v` touches (a vector, a
+/// neighbour list, a block of codes) that will be read soon. A hint: it never
+/// faults, reads nothing architecturally and changes no result; a no-op off
+/// x86_64.
+#[inline(always)]
+pub fn prefetch<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(v);
+        if bytes == 0 {
+            return;
+        }
+        let p = v.as_ptr().cast::<i8>();
+        // From the line holding the first byte to the line holding the last.
+        let mut line = p.wrapping_sub(p as usize & 63);
+        let last = p.wrapping_add(bytes - 1);
+        while line <= last {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never
+            // faults or reads memory architecturally, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+            line = line.wrapping_add(64);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}

@@ -42,6 +42,7 @@
 
 use crate::buckets::{self, BUCKETS};
 use memmap2::{MmapMut, MmapOptions};
+use omen_core::codec::{check_crc32, ByteReader, ByteWriter};
 use omen_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use omen_core::sync::{self, Mutex};
 use omen_core::{Error, Result, SlotId, VectorStorage, MAX_SLOTS};
@@ -65,8 +66,8 @@ const MAGIC: &[u8; 8] = b"OMENCHNK";
 /// Chunk file format version.
 const VERSION: u32 = 1;
 
-// Header field offsets.
-const OFF_MAGIC: usize = 0;
+// Header field offsets (the magic is at 0), in the order `Header::encode` writes
+// them and `read_header` reads them.
 const OFF_VERSION: usize = 8;
 const OFF_DIM: usize = 12;
 const OFF_INDEX: usize = 16;
@@ -94,38 +95,21 @@ struct Header {
 }
 
 impl Header {
-    /// The header page: fields, CRC32C of the fields, zeros.
+    /// The header page: fields, CRC-32C of the fields, zeros.
     fn encode(&self) -> Vec<u8> {
-        let mut page = vec![0u8; MMAP_HEADER_BYTES];
-        page[OFF_MAGIC..OFF_VERSION].copy_from_slice(MAGIC);
-        page[OFF_VERSION..OFF_DIM].copy_from_slice(&VERSION.to_le_bytes());
-        page[OFF_DIM..OFF_INDEX].copy_from_slice(&self.dim.to_le_bytes());
-        page[OFF_INDEX..OFF_RESERVED].copy_from_slice(&self.index.to_le_bytes());
-        page[OFF_BASE_ROWS..OFF_CAPACITY].copy_from_slice(&self.base_rows.to_le_bytes());
-        page[OFF_CAPACITY..OFF_CRC].copy_from_slice(&self.capacity.to_le_bytes());
-        let crc = crc32c::crc32c(&page[..OFF_CRC]);
-        page[OFF_CRC..FIELDS_END].copy_from_slice(&crc.to_le_bytes());
-        page
+        let mut w = ByteWriter::with_capacity(MMAP_HEADER_BYTES);
+        w.bytes(MAGIC)
+            .u32(VERSION)
+            .u32(self.dim)
+            .u32(self.index)
+            .u32(0)
+            .u64(self.base_rows)
+            .u64(self.capacity);
+        debug_assert_eq!(w.len(), OFF_CRC);
+        let crc = w.crc32_from(0);
+        w.u32(crc).zeros(MMAP_HEADER_BYTES - FIELDS_END);
+        w.finish()
     }
-}
-
-/// Reads a little-endian `u32` at `off` of the header page (in bounds by
-/// construction: every offset is below [`FIELDS_END`]).
-fn le_u32(page: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(s) = page.get(off..off + 4) {
-        b.copy_from_slice(s);
-    }
-    u32::from_le_bytes(b)
-}
-
-/// Reads a little-endian `u64` at `off` of the header page (see [`le_u32`]).
-fn le_u64(page: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(s) = page.get(off..off + 8) {
-        b.copy_from_slice(s);
-    }
-    u64::from_le_bytes(b)
 }
 
 /// Bytes of row data in a chunk of `capacity` rows of `dim` floats, or `None` on
@@ -429,29 +413,29 @@ impl MmapStorage {
                 ),
             ));
         }
-        if &page[OFF_MAGIC..OFF_VERSION] != MAGIC {
-            return Err(bad(OFF_MAGIC, "bad magic, not an Omen chunk file".into()));
-        }
-        let version = le_u32(&page, OFF_VERSION);
+        let mut r = ByteReader::new(&page, &path);
+        r.expect_magic(MAGIC, "an Omen chunk file")?;
+        let version = r.u32("version")?;
         if version != VERSION {
             return Err(bad(
                 OFF_VERSION,
                 format!("unsupported format version {version}"),
             ));
         }
-        let crc = le_u32(&page, OFF_CRC);
-        let want = crc32c::crc32c(&page[..OFF_CRC]);
-        if crc != want && !cfg!(fuzzing) {
-            return Err(bad(
-                OFF_CRC,
-                format!("header CRC {crc:#010x}, computed {want:#010x}"),
-            ));
+        let dim_field = r.u32("dimension")?;
+        let index = r.u32("chunk index")?;
+        let reserved = r.u32("reserved field")?;
+        let base = r.u64("base rows")?;
+        let capacity = r.u64("capacity")?;
+        let crc = r.u32("header CRC")?;
+        if !cfg!(fuzzing) {
+            check_crc32(crc, &page[..OFF_CRC], &path, OFF_CRC as u64, "header")?;
         }
         let h = Header {
-            dim: le_u32(&page, OFF_DIM),
-            index: le_u32(&page, OFF_INDEX),
-            base_rows: le_u64(&page, OFF_BASE_ROWS),
-            capacity: le_u64(&page, OFF_CAPACITY),
+            dim: dim_field,
+            index,
+            base_rows: base,
+            capacity,
         };
         if h.dim as usize != dim {
             return Err(bad(
@@ -465,7 +449,6 @@ impl MmapStorage {
                 format!("header names chunk {}, file is chunk {b}", h.index),
             ));
         }
-        let reserved = le_u32(&page, OFF_RESERVED);
         if reserved != 0 {
             return Err(bad(
                 OFF_RESERVED,
@@ -503,9 +486,7 @@ impl MmapStorage {
                 ),
             ));
         }
-        if let Some(i) = page[FIELDS_END..].iter().position(|&x| x != 0) {
-            return Err(bad(FIELDS_END + i, "non-zero header padding".into()));
-        }
+        r.zeros(MMAP_HEADER_BYTES - FIELDS_END, "header padding")?;
         // In u64 first: a forged capacity that overflows cannot fit in any file.
         let need = h
             .capacity

@@ -9,44 +9,31 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `OMENSNP1` |
-//! | 8 | 4 | format version (1) |
+//! | 8 | 4 | format version: 2 written; 1 (CRC-32/IEEE checksums) still read |
 //! | 12 | 4 | dimension |
 //! | 16 | 1 | metric: 0 = l2, 1 = ip, 2 = cosine |
 //! | 17 | 3 | reserved, zero |
 //! | 20 | 8 | record count |
-//! | 28 | 4 | CRC-32 of bytes 0..28 |
+//! | 28 | 4 | CRC-32C of bytes 0..28 |
 //! | 32 | … | records: `u32` id length, id bytes (UTF-8), `dim` × `f32` |
-//! | end − 4 | 4 | CRC-32 of the records |
+//! | end − 4 | 4 | CRC-32C of the records |
 //!
 //! Written to `<file>.tmp`, fsynced, renamed over `<file>`, and the directory
 //! fsynced, so a crash leaves either the old snapshot or the new one.
 
 use crate::collection::Collection;
+use omen_core::codec::{
+    check_checksum, crc32, crc32_ieee_legacy, metric_code, metric_from_code, ByteReader, ByteWriter,
+};
 use omen_core::validate::MAX_ID_LEN;
 use omen_core::{Error, Metric, Result};
 use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"OMENSNP1";
-const VERSION: u32 = 1;
+/// Version 2 checksums with CRC-32C; version 1 (still read) used CRC-32/IEEE.
+const VERSION: u32 = 2;
 const HEADER: usize = 32;
-
-fn metric_code(m: Metric) -> u8 {
-    match m {
-        Metric::L2 => 0,
-        Metric::InnerProduct => 1,
-        _ => 2,
-    }
-}
-
-fn metric_from(code: u8) -> Option<Metric> {
-    match code {
-        0 => Some(Metric::L2),
-        1 => Some(Metric::InnerProduct),
-        2 => Some(Metric::Cosine),
-        _ => None,
-    }
-}
 
 /// A snapshot's contents: its header and every (id, vector) record.
 pub type SnapshotContents = (SnapshotHeader, Vec<(String, Vec<f32>)>);
@@ -67,26 +54,22 @@ impl Collection {
     /// module docs of `omen::snapshot`).
     pub fn save_snapshot(&self, path: &Path) -> Result<()> {
         let live = self.live_entries();
-        let mut body = Vec::with_capacity(live.len() * (8 + 4 * self.dim()));
+        let dim = self.dim();
+        let mut w = ByteWriter::with_capacity(HEADER + live.len() * (8 + 4 * dim) + 4);
+        w.bytes(MAGIC)
+            .u32(VERSION)
+            .u32(dim as u32)
+            .u8(metric_code(self.metric()))
+            .zeros(3)
+            .u64(live.len() as u64);
+        let hcrc = w.crc32_from(0);
+        w.u32(hcrc);
         for (id, v) in &live {
-            body.extend_from_slice(&(id.len() as u32).to_le_bytes());
-            body.extend_from_slice(id.as_bytes());
-            for x in v {
-                body.extend_from_slice(&x.to_le_bytes());
-            }
+            w.str_u32(id).f32s(v);
         }
-        let mut out = Vec::with_capacity(HEADER + body.len() + 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.dim() as u32).to_le_bytes());
-        out.push(metric_code(self.metric()));
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&(live.len() as u64).to_le_bytes());
-        let hcrc = crc32fast::hash(&out);
-        out.extend_from_slice(&hcrc.to_le_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        write_atomically(path, &out)
+        let crc = w.crc32_from(HEADER);
+        w.u32(crc);
+        write_atomically(path, &w.finish())
     }
 }
 
@@ -105,105 +88,71 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
 /// Parses a snapshot's bytes (`name` labels errors). Returns the header and the
 /// records as (id, vector) pairs. Every inconsistency is a `Corruption` error with
 /// the byte offset; no input panics or allocates beyond what the bytes hold.
 pub fn parse_snapshot(bytes: &[u8], name: &Path) -> Result<SnapshotContents> {
-    let bad = |off: usize, what: String| Error::corruption(name, off as u64, what);
     if bytes.len() < HEADER + 4 {
-        return Err(bad(
-            bytes.len(),
+        return Err(Error::corruption(
+            name,
+            bytes.len() as u64,
             format!("{} bytes: too short for a snapshot header", bytes.len()),
         ));
     }
-    if &bytes[..8] != MAGIC {
-        return Err(bad(0, "bad magic: not an omen collection snapshot".into()));
-    }
-    let version = u32_at(bytes, 8);
-    if version != VERSION {
-        return Err(bad(8, format!("unsupported snapshot version {version}")));
-    }
-    let stored = u32_at(bytes, 28);
-    let actual = crc32fast::hash(&bytes[..28]);
+    let mut r = ByteReader::new(&bytes[..HEADER], name);
+    r.expect_magic(MAGIC, "an omen collection snapshot")?;
+    let version = r.u32("version")?;
+    let checksum: fn(&[u8]) -> u32 = match version {
+        1 => crc32_ieee_legacy,
+        VERSION => crc32,
+        v => return Err(r.error_at(8, format!("unsupported snapshot version {v}"))),
+    };
+    let dim = r.u32("dimension")? as usize;
+    let code = r.u8("metric")?;
+    let reserved = r.bytes(3, "reserved bytes")?;
+    let count = r.u64("record count")?;
+    let stored = r.u32("header checksum")?;
     // The fuzzer cannot forge checksums; skipping them lets it reach the parser.
-    if stored != actual && !cfg!(fuzzing) {
-        return Err(bad(
-            28,
-            format!("header checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
-        ));
+    if !cfg!(fuzzing) {
+        check_checksum(stored, checksum(&bytes[..28]), name, 28, "header")?;
     }
-    let dim = u32_at(bytes, 12) as usize;
     if dim == 0 {
-        return Err(bad(12, "dimension 0".into()));
+        return Err(r.error_at(12, "dimension 0"));
     }
-    let metric = metric_from(bytes[16])
-        .ok_or_else(|| bad(16, format!("unknown metric code {}", bytes[16])))?;
-    let mut c = [0u8; 8];
-    c.copy_from_slice(&bytes[20..28]);
-    let count = u64::from_le_bytes(c);
-    let body = &bytes[HEADER..bytes.len() - 4];
+    let metric = metric_from_code(code)
+        .ok_or_else(|| r.error_at(16, format!("unknown metric code {code}")))?;
+    if let Some(i) = reserved.iter().position(|&b| b != 0) {
+        return Err(r.error_at(17 + i, "reserved bytes are not zero"));
+    }
+    let end = bytes.len() - 4;
+    let body = &bytes[HEADER..end];
     let min_record = 4 + 1 + 4 * dim;
     if count > (body.len() / min_record) as u64 {
-        return Err(bad(
+        return Err(r.error_at(
             20,
             format!("record count {count} cannot fit in {} bytes", body.len()),
         ));
     }
-    let stored = u32_at(bytes, bytes.len() - 4);
-    let actual = crc32fast::hash(body);
-    if stored != actual && !cfg!(fuzzing) {
-        return Err(bad(
-            bytes.len() - 4,
-            format!("records checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
-        ));
+    let stored = ByteReader::at(&bytes[end..], name, end as u64).u32("records checksum")?;
+    if !cfg!(fuzzing) {
+        check_checksum(stored, checksum(body), name, end as u64, "records")?;
     }
-    let mut at = HEADER;
-    let end = bytes.len() - 4;
+    let mut r = ByteReader::at(body, name, HEADER as u64);
     let mut records = Vec::with_capacity(count as usize);
-    for r in 0..count {
-        if at + 4 > end {
-            return Err(bad(at, format!("record {r}: truncated id length")));
-        }
-        let len = u32_at(bytes, at) as usize;
+    for i in 0..count {
+        let at = r.position();
+        let len = r.u32("record id length")? as usize;
         if len == 0 || len > MAX_ID_LEN {
-            return Err(bad(
+            return Err(r.error_at(
                 at,
-                format!("record {r}: id length {len} outside 1..={MAX_ID_LEN}"),
+                format!("record {i}: id length {len} outside 1..={MAX_ID_LEN}"),
             ));
         }
-        at += 4;
-        if at + len + 4 * dim > end {
-            return Err(bad(at, format!("record {r}: truncated")));
-        }
-        let id = std::str::from_utf8(&bytes[at..at + len])
-            .map_err(|e| bad(at, format!("record {r}: id is not UTF-8: {e}")))?
-            .to_string();
-        at += len;
-        let v: Vec<f32> = bytes[at..at + 4 * dim]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(bad(
-                at + 4 * i,
-                format!("record {r}: non-finite component {i}"),
-            ));
-        }
-        at += 4 * dim;
+        let id = r.utf8(len, "record id")?.to_string();
+        let v = r.finite_f32s(dim, "record vector")?.into_owned();
         records.push((id, v));
     }
-    if at != end {
-        return Err(bad(
-            at,
-            format!("{} trailing bytes after {count} records", end - at),
-        ));
-    }
+    r.expect_end(&format!("{count} records"))?;
     Ok((SnapshotHeader { dim, metric, count }, records))
 }
 
@@ -301,5 +250,42 @@ mod tests {
             Err(Error::InvalidParameter { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn version_1_snapshots_with_the_ieee_crc_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap.bin");
+        let c = CollectionConfig::new(2, Metric::Cosine).build().unwrap();
+        c.insert("a", &[1.0, 0.0]).unwrap();
+        c.insert("bb", &[0.0, 2.0]).unwrap();
+        c.save_snapshot(&path).unwrap();
+        let v2 = std::fs::read(&path).unwrap();
+        assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+        let with = |version: u32, crc: fn(&[u8]) -> u32| {
+            let mut b = v2.clone();
+            b[8..12].copy_from_slice(&version.to_le_bytes());
+            let h = crc(&b[..28]);
+            b[28..32].copy_from_slice(&h.to_le_bytes());
+            let end = b.len() - 4;
+            let r = crc(&b[HEADER..end]);
+            b[end..].copy_from_slice(&r.to_le_bytes());
+            b
+        };
+        let want = parse_snapshot(&v2, &path).unwrap();
+        let old = parse_snapshot(&with(1, crc32_ieee_legacy), &path).unwrap();
+        assert_eq!(old, want);
+        assert_eq!(want.0.metric, Metric::Cosine);
+        // Each version is checked with its own algorithm only.
+        for b in [with(1, crc32), with(2, crc32_ieee_legacy)] {
+            assert!(matches!(
+                parse_snapshot(&b, &path),
+                Err(Error::Corruption { offset: 28, .. })
+            ));
+        }
+        assert!(matches!(
+            parse_snapshot(&with(3, crc32), &path),
+            Err(Error::Corruption { offset: 8, .. })
+        ));
     }
 }

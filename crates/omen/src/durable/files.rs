@@ -1,8 +1,8 @@
 //! The checkpoint files: the manifest, vector segments and the id file. Their
 //! byte layouts are in `docs/FORMAT.md` ("durable collection directory").
 
-use super::wal::{u32_at, u64_at};
 use crate::registry::params_from_json;
+use omen_core::codec::{check_crc32, crc32, crc32_append, ByteReader, ByteWriter};
 use omen_core::{Error, Metric, Result, SlotId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -70,11 +70,7 @@ pub(crate) struct Manifest {
 }
 
 pub(crate) fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::L2 => "l2",
-        Metric::InnerProduct => "ip",
-        _ => "cosine",
-    }
+    m.name()
 }
 
 pub(crate) fn metric_from_name(s: &str) -> Option<Metric> {
@@ -86,79 +82,69 @@ pub(crate) fn metric_from_name(s: &str) -> Option<Metric> {
     }
 }
 
-fn check_crc(stored: u32, data: &[u8], file: &Path, offset: usize, what: &str) -> Result<()> {
-    let actual = crc32c::crc32c(data);
-    if stored != actual && !cfg!(fuzzing) {
-        return Err(Error::corruption(
-            file,
-            offset as u64,
-            format!("{what} checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
-        ));
+/// A checksum check; skipped under the fuzzer, which cannot forge checksums, so
+/// that it reaches the parsing behind them.
+fn check_crc(stored: u32, data: &[u8], file: &Path, offset: u64, what: &str) -> Result<()> {
+    if cfg!(fuzzing) {
+        return Ok(());
     }
-    Ok(())
+    check_crc32(stored, data, file, offset, what)
 }
 
-fn check_magic(
-    bytes: &[u8],
+/// A reader over the `header` bytes of a checkpoint file, past its magic and a
+/// known version.
+fn read_header<'a>(
+    bytes: &'a [u8],
     magic: &[u8; 8],
     header: usize,
-    file: &Path,
+    file: &'a Path,
     what: &str,
-) -> Result<()> {
-    if bytes.len() < header {
+) -> Result<ByteReader<'a>> {
+    let Some(head) = bytes.get(..header) else {
         return Err(Error::corruption(
             file,
             bytes.len() as u64,
             format!("{} bytes: too short for a {what} header", bytes.len()),
         ));
-    }
-    if &bytes[..8] != magic {
-        return Err(Error::corruption(
-            file,
-            0,
-            format!("bad magic: not an omen {what}"),
-        ));
-    }
-    let v = u32_at(bytes, 8);
+    };
+    let mut r = ByteReader::new(head, file);
+    r.expect_magic(magic, &format!("an omen {what}"))?;
+    let v = r.u32("version")?;
     let known = if magic == MANIFEST_MAGIC {
         (1..=MANIFEST_VERSION).contains(&v)
     } else {
         v == VERSION
     };
     if !known {
-        return Err(Error::corruption(
-            file,
-            8,
-            format!("unsupported {what} version {v}"),
-        ));
+        return Err(r.error_at(8, format!("unsupported {what} version {v}")));
     }
-    Ok(())
+    Ok(r)
 }
 
 /// The manifest's bytes.
 pub(crate) fn encode_manifest(m: &Manifest) -> Vec<u8> {
     // Serialising plain strings and integers cannot fail.
     let body = serde_json::to_vec_pretty(m).unwrap_or_default();
-    let mut out = Vec::with_capacity(MANIFEST_HEADER + body.len());
-    out.extend_from_slice(MANIFEST_MAGIC);
-    out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    let h = crc32c::crc32c(&out);
-    out.extend_from_slice(&h.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    let mut w = ByteWriter::with_capacity(MANIFEST_HEADER + body.len());
+    w.bytes(MANIFEST_MAGIC)
+        .u32(MANIFEST_VERSION)
+        .u32(body.len() as u32)
+        .u32(crc32(&body));
+    let h = w.crc32_from(0);
+    w.u32(h).bytes(&body);
+    w.finish()
 }
 
 /// Parses a manifest and checks it against itself (rows covered by segments,
 /// known names).
 pub(crate) fn parse_manifest(bytes: &[u8], file: &Path) -> Result<Manifest> {
-    check_magic(bytes, MANIFEST_MAGIC, MANIFEST_HEADER, file, "manifest")?;
-    check_crc(u32_at(bytes, 20), &bytes[..20], file, 20, "manifest header")?;
-    let len = u32_at(bytes, 12) as usize;
+    let mut r = read_header(bytes, MANIFEST_MAGIC, MANIFEST_HEADER, file, "manifest")?;
+    let len = r.u32("body length")? as usize;
+    let body_crc = r.u32("body checksum")?;
+    let header_crc = r.u32("header checksum")?;
+    check_crc(header_crc, &bytes[..20], file, 20, "manifest header")?;
     if len > MAX_MANIFEST || MANIFEST_HEADER + len != bytes.len() {
-        return Err(Error::corruption(
-            file,
+        return Err(r.error_at(
             12,
             format!(
                 "body length {len} does not match the file's {} bytes",
@@ -167,7 +153,7 @@ pub(crate) fn parse_manifest(bytes: &[u8], file: &Path) -> Result<Manifest> {
         ));
     }
     let body = &bytes[MANIFEST_HEADER..];
-    check_crc(u32_at(bytes, 16), body, file, 16, "manifest body")?;
+    check_crc(body_crc, body, file, 16, "manifest body")?;
     let m: Manifest = serde_json::from_slice(body).map_err(|e| {
         Error::corruption(file, MANIFEST_HEADER as u64, format!("manifest body: {e}"))
     })?;
@@ -239,13 +225,11 @@ fn check_file_name(name: &str) -> std::result::Result<(), String> {
 /// CRC-32C of rows as stored on disk (little-endian f32).
 pub(crate) fn rows_crc(blocks: &mut dyn Iterator<Item = &[f32]>) -> u32 {
     let mut crc = 0u32;
-    let mut buf = Vec::new();
+    let mut w = ByteWriter::new();
     for b in blocks {
-        buf.clear();
-        for x in b {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
-        crc = crc32c::crc32c_append(crc, &buf);
+        w.clear();
+        w.f32s(b);
+        crc = crc32_append(crc, w.as_slice());
     }
     crc
 }
@@ -253,23 +237,22 @@ pub(crate) fn rows_crc(blocks: &mut dyn Iterator<Item = &[f32]>) -> u32 {
 /// A segment file holding `rows` (row-major) starting at row `first_row`.
 pub(crate) fn encode_segment(dim: usize, first_row: u64, rows: &[&[f32]]) -> (Vec<u8>, u32) {
     let n: usize = rows.iter().map(|r| r.len()).sum::<usize>() / dim.max(1);
-    let mut out = Vec::with_capacity(SEGMENT_HEADER + n * dim * 4);
-    out.extend_from_slice(SEGMENT_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(dim as u32).to_le_bytes());
-    out.extend_from_slice(&first_row.to_le_bytes());
-    out.extend_from_slice(&(n as u64).to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]);
+    let mut w = ByteWriter::with_capacity(SEGMENT_HEADER + n * dim * 4);
+    // The checksums at 32 and 36 are filled in once the rows are written.
+    w.bytes(SEGMENT_MAGIC)
+        .u32(VERSION)
+        .u32(dim as u32)
+        .u64(first_row)
+        .u64(n as u64)
+        .zeros(8);
     for r in rows {
-        for x in *r {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        w.f32s(r);
     }
-    let data_crc = crc32c::crc32c(&out[SEGMENT_HEADER..]);
-    out[32..36].copy_from_slice(&data_crc.to_le_bytes());
-    let h = crc32c::crc32c(&out[..36]);
-    out[36..40].copy_from_slice(&h.to_le_bytes());
-    (out, data_crc)
+    let data_crc = w.crc32_from(SEGMENT_HEADER);
+    w.set_u32(32, data_crc);
+    let h = crc32(&w.as_slice()[..36]);
+    w.set_u32(36, h);
+    (w.finish(), data_crc)
 }
 
 /// Parses a segment file expected to hold `want.rows` rows from `want.first_row`;
@@ -277,25 +260,22 @@ pub(crate) fn encode_segment(dim: usize, first_row: u64, rows: &[&[f32]]) -> (Ve
 /// a heap buffer is: the 40-byte header keeps them 4-aligned).
 pub(crate) fn parse_segment<'a>(
     bytes: &'a [u8],
-    file: &Path,
+    file: &'a Path,
     dim: usize,
     want: &Segment,
 ) -> Result<std::borrow::Cow<'a, [f32]>> {
-    check_magic(bytes, SEGMENT_MAGIC, SEGMENT_HEADER, file, "vector segment")?;
-    check_crc(u32_at(bytes, 36), &bytes[..36], file, 36, "segment header")?;
-    let d = u32_at(bytes, 12) as usize;
+    let mut r = read_header(bytes, SEGMENT_MAGIC, SEGMENT_HEADER, file, "vector segment")?;
+    let d = r.u32("dimension")? as usize;
+    let first = r.u64("first row")?;
+    let rows = r.u64("row count")?;
+    let data_crc = r.u32("data checksum")?;
+    let header_crc = r.u32("header checksum")?;
+    check_crc(header_crc, &bytes[..36], file, 36, "segment header")?;
     if d != dim {
-        return Err(Error::corruption(
-            file,
-            12,
-            format!("dimension {d}, expected {dim}"),
-        ));
+        return Err(r.error_at(12, format!("dimension {d}, expected {dim}")));
     }
-    let first = u64_at(bytes, 16);
-    let rows = u64_at(bytes, 24);
     if first != want.first_row || rows != want.rows {
-        return Err(Error::corruption(
-            file,
+        return Err(r.error_at(
             16,
             format!(
                 "rows {first}..+{rows}, the manifest expects {}..+{}",
@@ -307,8 +287,7 @@ pub(crate) fn parse_segment<'a>(
         .checked_mul(dim * 4)
         .and_then(|b| b.checked_add(SEGMENT_HEADER));
     if expect != Some(bytes.len()) {
-        return Err(Error::corruption(
-            file,
+        return Err(r.error_at(
             24,
             format!(
                 "{rows} rows of dimension {dim} do not match the file's {} bytes",
@@ -317,125 +296,71 @@ pub(crate) fn parse_segment<'a>(
         ));
     }
     let data = &bytes[SEGMENT_HEADER..];
-    check_crc(u32_at(bytes, 32), data, file, 32, "segment data")?;
-    if u32_at(bytes, 32) != want.crc && !cfg!(fuzzing) {
-        return Err(Error::corruption(
-            file,
-            32,
-            "segment checksum differs from the manifest's",
-        ));
+    check_crc(data_crc, data, file, 32, "segment data")?;
+    if data_crc != want.crc && !cfg!(fuzzing) {
+        return Err(r.error_at(32, "segment checksum differs from the manifest's"));
     }
-    let v = f32s(data);
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::corruption(
-            file,
-            (SEGMENT_HEADER + 4 * i) as u64,
-            "non-finite vector component",
-        ));
-    }
-    Ok(v)
-}
-
-/// Little-endian f32 bytes as floats: borrowed without copying on a
-/// little-endian target when `data` is 4-aligned, decoded otherwise.
-fn f32s(data: &[u8]) -> std::borrow::Cow<'_, [f32]> {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: every bit pattern is a valid f32, and `align_to` only yields a
-        // middle slice of correctly aligned, in-bounds f32s; on a little-endian
-        // target their bytes are the little-endian encodings.
-        let (head, mid, tail) = unsafe { data.align_to::<f32>() };
-        if head.is_empty() && tail.is_empty() {
-            return std::borrow::Cow::Borrowed(mid);
-        }
-    }
-    std::borrow::Cow::Owned(
-        data.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
+    ByteReader::at(data, file, SEGMENT_HEADER as u64).finite_f32s(data.len() / 4, "vector")
 }
 
 /// The id file: every live id with its slot.
 pub(crate) fn encode_ids(live: &[(std::sync::Arc<str>, SlotId)]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(live.len() * 16);
+    let mut body = ByteWriter::with_capacity(live.len() * 16);
     for (id, slot) in live {
-        body.extend_from_slice(&slot.to_le_bytes());
-        body.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        body.extend_from_slice(id.as_bytes());
+        body.u32(*slot).str_u16(id);
     }
-    let mut out = Vec::with_capacity(IDS_HEADER + body.len());
-    out.extend_from_slice(IDS_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(live.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    let h = crc32c::crc32c(&out);
-    out.extend_from_slice(&h.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    let mut w = ByteWriter::with_capacity(IDS_HEADER + body.len());
+    w.bytes(IDS_MAGIC)
+        .u32(VERSION)
+        .u32(0)
+        .u64(live.len() as u64)
+        .u32(crc32(body.as_slice()));
+    let h = w.crc32_from(0);
+    w.u32(h).bytes(body.as_slice());
+    w.finish()
 }
 
 /// Parses an id file: `(id, slot)` pairs, each slot below `rows`, ids valid.
 /// Uniqueness is checked by the caller while building the map.
 pub(crate) fn parse_ids(bytes: &[u8], file: &Path, rows: u64) -> Result<Vec<(String, SlotId)>> {
-    check_magic(bytes, IDS_MAGIC, IDS_HEADER, file, "id file")?;
-    check_crc(u32_at(bytes, 28), &bytes[..28], file, 28, "id file header")?;
-    let count = u64_at(bytes, 16);
+    let mut r = read_header(bytes, IDS_MAGIC, IDS_HEADER, file, "id file")?;
+    let reserved = r.u32("reserved field")?;
+    let count = r.u64("id count")?;
+    let body_crc = r.u32("body checksum")?;
+    let header_crc = r.u32("header checksum")?;
+    check_crc(header_crc, &bytes[..28], file, 28, "id file header")?;
+    if reserved != 0 {
+        return Err(r.error_at(12, format!("reserved field is {reserved}, not 0")));
+    }
     let body = &bytes[IDS_HEADER..];
     if count > (body.len() / 7) as u64 {
-        return Err(Error::corruption(
-            file,
+        return Err(r.error_at(
             16,
             format!("{count} ids cannot fit in {} bytes", body.len()),
         ));
     }
-    check_crc(u32_at(bytes, 24), body, file, 24, "id file body")?;
+    check_crc(body_crc, body, file, 24, "id file body")?;
+    let mut r = ByteReader::at(body, file, IDS_HEADER as u64);
     let mut out = Vec::with_capacity(count as usize);
-    let mut at = IDS_HEADER;
     for i in 0..count {
-        if at + 6 > bytes.len() {
-            return Err(Error::corruption(
-                file,
-                at as u64,
-                format!("id {i}: truncated"),
-            ));
-        }
-        let slot = u32_at(bytes, at);
-        let len = u16::from_le_bytes([bytes[at + 4], bytes[at + 5]]) as usize;
+        let at = r.position();
+        let slot = r.u32("slot")?;
+        let len = r.u16("id length")? as usize;
         if u64::from(slot) >= rows {
-            return Err(Error::corruption(
-                file,
-                at as u64,
+            return Err(r.error_at(
+                at,
                 format!("id {i}: slot {slot} outside the {rows} stored rows"),
             ));
         }
-        let s = at + 6;
-        if len == 0 || len > omen_core::validate::MAX_ID_LEN || s + len > bytes.len() {
-            return Err(Error::corruption(
-                file,
-                (at + 4) as u64,
-                format!("id {i}: bad length {len}"),
-            ));
+        if len == 0 || len > omen_core::validate::MAX_ID_LEN {
+            return Err(r.error_at(at + 4, format!("id {i}: bad length {len}")));
         }
-        let id = std::str::from_utf8(&bytes[s..s + len])
-            .map_err(|e| Error::corruption(file, s as u64, format!("id {i} is not UTF-8: {e}")))?;
+        let id = r.utf8(len, "id")?;
         if id.contains('\0') {
-            return Err(Error::corruption(
-                file,
-                s as u64,
-                format!("id {i} contains NUL"),
-            ));
+            return Err(r.error_at(at + 6, format!("id {i} contains NUL")));
         }
         out.push((id.to_owned(), slot));
-        at = s + len;
     }
-    if at != bytes.len() {
-        return Err(Error::corruption(
-            file,
-            at as u64,
-            format!("{} trailing bytes after {count} ids", bytes.len() - at),
-        ));
-    }
+    r.expect_end(&format!("{count} ids"))?;
     Ok(out)
 }

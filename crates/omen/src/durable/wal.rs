@@ -12,6 +12,7 @@
 //! | 24 | len | payload |
 //! | 24 + len | 0–7 | zero padding to a multiple of 8 |
 
+use omen_core::codec::{crc32, ByteReader, ByteWriter};
 use omen_core::validate::MAX_ID_LEN;
 use omen_core::{Error, Result};
 use std::path::Path;
@@ -58,13 +59,16 @@ pub(crate) struct Record {
 
 /// The 32-byte header of log file `gen`.
 pub(crate) fn file_header(dim: usize, gen: u64) -> [u8; WAL_HEADER] {
+    let mut w = ByteWriter::with_capacity(WAL_HEADER);
+    w.bytes(WAL_MAGIC)
+        .u32(WAL_VERSION)
+        .u32(dim as u32)
+        .u64(gen)
+        .u32(0);
+    let crc = w.crc32_from(0);
+    w.u32(crc);
     let mut h = [0u8; WAL_HEADER];
-    h[..8].copy_from_slice(WAL_MAGIC);
-    h[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
-    h[16..24].copy_from_slice(&gen.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h.copy_from_slice(w.as_slice());
     h
 }
 
@@ -78,55 +82,22 @@ pub(crate) fn encode<S: AsRef<str>>(
     ids: &[S],
     rows: &[f32],
 ) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; RECORD_HEADER]);
-    buf.push(op as u8);
-    buf.extend_from_slice(&[0, 0, 0]);
-    buf.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    let mut w = ByteWriter::from_vec(std::mem::take(buf));
+    let start = w.len();
+    // Length and checksum are filled in once the payload is written.
+    w.u32(0).u32(0).u64(seq).u64(synced_upto);
+    w.u8(op as u8).zeros(3).u32(ids.len() as u32);
     for id in ids {
-        let id = id.as_ref().as_bytes();
-        buf.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        buf.extend_from_slice(id);
+        w.str_u16(id.as_ref());
     }
-    extend_f32_le(buf, rows);
-    let len = buf.len() - start - RECORD_HEADER;
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    buf[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
-    buf[start + 16..start + 24].copy_from_slice(&synced_upto.to_le_bytes());
-    let crc = crc32c::crc32c(&buf[start + 8..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    let pad = (8 - (buf.len() - start) % 8) % 8;
-    buf.extend(std::iter::repeat_n(0u8, pad));
-}
-
-/// Appends `rows` as little-endian f32 bytes.
-fn extend_f32_le(buf: &mut Vec<u8>, rows: &[f32]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: an initialised `[f32]` viewed as bytes: same memory, alignment 1,
-        // every byte initialised; on a little-endian target these are the
-        // little-endian encodings.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(rows.as_ptr().cast::<u8>(), std::mem::size_of_val(rows))
-        };
-        buf.extend_from_slice(bytes);
-    }
-    #[cfg(not(target_endian = "little"))]
-    for x in rows {
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-}
-
-/// The little-endian `u32` at `at` (the caller checked the bounds).
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The little-endian `u64` at `at` (the caller checked the bounds).
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    w.f32s(rows);
+    let len = w.len() - start - RECORD_HEADER;
+    w.set_u32(start, len as u32);
+    let crc = w.crc32_from(start + 8);
+    w.set_u32(start + 4, crc);
+    let pad = (8 - (w.len() - start) % 8) % 8;
+    w.zeros(pad);
+    *buf = w.finish();
 }
 
 /// A record frame that passed its checksum, at `offset`, ending (padding
@@ -139,87 +110,88 @@ struct Frame<'a> {
 }
 
 /// The frame at `at`, if its length fits and its checksum holds.
-fn frame_at(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
-    if at + RECORD_HEADER > bytes.len() {
+fn frame_at<'a>(bytes: &'a [u8], file: &'a Path, at: usize) -> Option<Frame<'a>> {
+    let mut r = ByteReader::at(bytes.get(at..)?, file, at as u64);
+    if r.remaining() < RECORD_HEADER {
         return None;
     }
-    let len = u32_at(bytes, at) as usize;
+    let len = r.u32("record length").ok()? as usize;
     if len > MAX_PAYLOAD || len == 0 {
         return None;
     }
-    let body_end = at.checked_add(RECORD_HEADER)?.checked_add(len)?;
-    if body_end > bytes.len() {
+    let stored = r.u32("record checksum").ok()?;
+    let covered = r.buffer().get(8..RECORD_HEADER + len)?;
+    if stored != crc32(covered) && !cfg!(fuzzing) {
         return None;
     }
-    let stored = u32_at(bytes, at + 4);
-    if stored != crc32c::crc32c(&bytes[at + 8..body_end]) && !cfg!(fuzzing) {
-        return None;
-    }
-    let end = body_end + (8 - (RECORD_HEADER + len) % 8) % 8;
+    let seq = r.u64("sequence number").ok()?;
+    let synced_upto = r.u64("synced_upto").ok()?;
+    let payload = r.bytes(len, "payload").ok()?;
     Some(Frame {
-        seq: u64_at(bytes, at + 8),
-        synced_upto: u64_at(bytes, at + 16),
-        payload: &bytes[at + RECORD_HEADER..body_end],
-        end,
+        seq,
+        synced_upto,
+        payload,
+        end: at + RECORD_HEADER + len + (8 - (RECORD_HEADER + len) % 8) % 8,
     })
 }
 
-/// Decodes a payload that passed its checksum. `off` is the record's offset, for
-/// errors.
+/// Decodes a payload that passed its checksum. `off` is the record's offset;
+/// errors name the offset of the field at fault and the record's sequence number.
 fn decode_payload(payload: &[u8], seq: u64, dim: usize, file: &Path, off: usize) -> Result<Record> {
-    let bad = |what: String| Error::corruption(file, off as u64, format!("record {seq}: {what}"));
-    if payload.len() < 8 {
-        return Err(bad("payload too short".into()));
-    }
-    let op = Op::from_code(payload[0]).ok_or_else(|| bad(format!("unknown op {}", payload[0])))?;
-    let count = u32_at(payload, 4) as usize;
-    if count == 0 {
-        return Err(bad("no ids".into()));
-    }
+    let base = (off + RECORD_HEADER) as u64;
+    decode_fields(ByteReader::at(payload, file, base), seq, dim).map_err(|e| match e {
+        Error::Corruption {
+            file,
+            offset,
+            detail,
+        } => Error::Corruption {
+            file,
+            offset,
+            detail: format!("record {seq}: {detail}"),
+        },
+        other => other,
+    })
+}
+
+fn decode_fields(mut r: ByteReader<'_>, seq: u64, dim: usize) -> Result<Record> {
+    let code = r.u8("op")?;
+    let op = Op::from_code(code).ok_or_else(|| r.error_at(0, format!("unknown op {code}")))?;
+    r.zeros(3, "reserved bytes")?;
     // Each id takes at least 3 bytes; refuse counts the payload cannot hold before
     // allocating for them.
-    if count > payload.len() / 3 {
-        return Err(bad(format!(
-            "{count} ids cannot fit in {} bytes",
-            payload.len()
-        )));
+    let count = r.count_u32(3, "id count")?;
+    if count == 0 {
+        return Err(r.error_at(4, "no ids"));
     }
     if op == Op::Upsert && count != 1 {
-        return Err(bad(format!("upsert of {count} ids")));
+        return Err(r.error_at(4, format!("upsert of {count} ids")));
     }
-    let mut at = 8;
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
-        if at + 2 > payload.len() {
-            return Err(bad(format!("id {i}: truncated length")));
+        let at = r.position();
+        let len = r.u16("id length")? as usize;
+        if len == 0 || len > MAX_ID_LEN {
+            return Err(r.error_at(at, format!("id {i}: bad length {len}")));
         }
-        let len = u16::from_le_bytes([payload[at], payload[at + 1]]) as usize;
-        at += 2;
-        if len == 0 || len > MAX_ID_LEN || at + len > payload.len() {
-            return Err(bad(format!("id {i}: bad length {len}")));
-        }
-        let id = std::str::from_utf8(&payload[at..at + len])
-            .map_err(|e| bad(format!("id {i} is not UTF-8: {e}")))?;
+        let id = r.utf8(len, "id")?;
         if id.contains('\0') {
-            return Err(bad(format!("id {i} contains NUL")));
+            return Err(r.error_at(at + 2, format!("id {i} contains NUL")));
         }
         ids.push(id.to_owned());
-        at += len;
     }
-    let rows_bytes = if op == Op::Delete { 0 } else { count * dim * 4 };
-    if payload.len() - at != rows_bytes {
-        return Err(bad(format!(
-            "{} bytes of vectors, expected {rows_bytes}",
-            payload.len() - at
+    let floats = if op == Op::Delete {
+        0
+    } else {
+        count.saturating_mul(dim)
+    };
+    if r.remaining() != floats.saturating_mul(4) {
+        return Err(r.error(format!(
+            "{} bytes of vectors, expected {}",
+            r.remaining(),
+            floats.saturating_mul(4)
         )));
     }
-    let rows: Vec<f32> = payload[at..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if let Some(i) = rows.iter().position(|x| !x.is_finite()) {
-        return Err(bad(format!("non-finite component {i}")));
-    }
+    let rows = r.finite_f32s(floats, "row")?.into_owned();
     Ok(Record { seq, op, ids, rows })
 }
 
@@ -258,7 +230,7 @@ pub(crate) fn scan(
     };
     if !header_ok {
         // A new log file whose header never became durable holds no records.
-        if last && !later_claims(bytes, 0, 0) {
+        if last && !later_claims(bytes, file, 0, 0) {
             return Ok(Scan {
                 records: Vec::new(),
                 valid_len: 0,
@@ -278,16 +250,16 @@ pub(crate) fn scan(
     let mut at = WAL_HEADER;
     let mut expect = first_seq;
     while at < bytes.len() {
-        let frame = frame_at(bytes, at).filter(|f| f.seq == expect);
+        let frame = frame_at(bytes, file, at).filter(|f| f.seq == expect);
         let Some(f) = frame else {
-            if last && !later_claims(bytes, at + 8, at as u64) {
+            if last && !later_claims(bytes, file, at + 8, at as u64) {
                 return Ok(Scan {
                     records,
                     valid_len: at as u64,
                     torn: true,
                 });
             }
-            let detail = match frame_at(bytes, at) {
+            let detail = match frame_at(bytes, file, at) {
                 Some(f) => format!("sequence number {} where {expect} was expected", f.seq),
                 None => "damaged record (bad length or checksum) before the end of the log".into(),
             };
@@ -315,10 +287,10 @@ pub(crate) fn scan(
 
 /// Whether a valid record starting at or after `from` (8-aligned) claims that the
 /// log was durable past `offset`.
-fn later_claims(bytes: &[u8], from: usize, offset: u64) -> bool {
+fn later_claims(bytes: &[u8], file: &Path, from: usize, offset: u64) -> bool {
     let mut at = from.div_ceil(8) * 8;
     while at + RECORD_HEADER <= bytes.len() {
-        if let Some(f) = frame_at(bytes, at) {
+        if let Some(f) = frame_at(bytes, file, at) {
             if f.synced_upto > offset {
                 return true;
             }
@@ -360,7 +332,7 @@ mod tests {
         let mut ends = vec![WAL_HEADER];
         let mut body_ends = vec![];
         for i in 0..3 {
-            let f = frame_at(&b, ends[i]).unwrap();
+            let f = frame_at(&b, p, ends[i]).unwrap();
             body_ends.push(ends[i] + RECORD_HEADER + f.payload.len());
             ends.push(f.end);
         }
