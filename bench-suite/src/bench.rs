@@ -3,7 +3,7 @@
 //! base and queries (same files, same thread counts, same run), computes every
 //! system's recall the same way from the ids it returned, and writes the report.
 
-use crate::config::{BenchConfig, IndexSpec, PeerSpec};
+use crate::config::{BenchConfig, PeerSpec};
 use crate::latency::Latency;
 use crate::model::{
     BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint,
@@ -11,13 +11,15 @@ use crate::model::{
 use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
 use crate::recall::{summarize, RecallInputs};
 use crate::runner::{
-    run_omen, BenchData, Budget, DurableIngest, OmenSystem, SweepPoint, RECALL_KS,
+    run_omen, BenchData, Budget, DurableIngest, OmenSystem, SweepPoint, RECALL_KS, SINGLE_PASSES,
+    SINGLE_QUERIES,
 };
-use omen_core::{Error, Metric, Result, SearchParams, VectorIndex, VectorStorage};
+use omen::registry;
+use omen::StorageKind;
+use omen_core::{Error, Metric, Result, SearchParams, VectorStorage};
 use omen_datasets::Dataset;
-use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where a run reads and writes, and whether peers run.
 #[derive(Clone, Debug)]
@@ -36,16 +38,6 @@ pub struct BenchOptions {
 
 /// Ground truth is computed this deep, so recall@100 can be reported.
 pub const TRUTH_K: usize = 100;
-
-/// Queries timed one at a time per operating point (the first ones of the set),
-/// for omen systems and peers alike.
-pub const SINGLE_QUERIES: usize = 2000;
-
-/// Passes of the one-query-at-a-time loop per operating point, run in rounds
-/// over the whole sweep; each point's fastest counts (ann-benchmarks keeps the
-/// best of several runs). On a shared machine one pass, or several back to back,
-/// can land in a slow spell that has nothing to do with the system.
-pub const SINGLE_PASSES: usize = 3;
 
 /// Converts a loaded dataset (with ground truth) into the harness's form,
 /// keeping at most `max_queries` queries (0 = all).
@@ -123,15 +115,15 @@ impl VectorStorage for TempMmap {
     }
 }
 
-fn storage_maker(kind: &str, scratch: &Path) -> Result<crate::runner::StorageMaker> {
+fn storage_maker(kind: StorageKind, scratch: &Path) -> Result<crate::runner::StorageMaker> {
     match kind {
-        "memory" => Ok(Box::new(|dim| {
+        StorageKind::Memory => Ok(Box::new(|dim| {
             Ok(Box::new(omen_storage::MemoryStorage::new(dim)?) as Box<dyn VectorStorage>)
         })),
-        "mmap" => {
+        StorageKind::Mmap => {
             let scratch = scratch.to_path_buf();
             Ok(Box::new(move |dim| {
-                let dir = crate::durability::fresh_dir(&scratch, "mmap")?;
+                let dir = crate::durability::fresh_dir(&scratch, kind.name())?;
                 match omen_storage::MmapStorage::create(&dir, dim) {
                     Ok(storage) => {
                         Ok(Box::new(TempMmap { storage, dir }) as Box<dyn VectorStorage>)
@@ -145,7 +137,7 @@ fn storage_maker(kind: &str, scratch: &Path) -> Result<crate::runner::StorageMak
         }
         other => Err(Error::invalid_param(
             "storage",
-            format!("unknown storage {other:?}"),
+            format!("the harness cannot measure storage {other} outside a collection"),
         )),
     }
 }
@@ -163,159 +155,69 @@ pub fn durability_of(cfg: &BenchConfig) -> Result<omen::Durability> {
     }
 }
 
-fn storage_kind(storage: &str) -> Result<omen::StorageKind> {
-    omen::StorageKind::from_name(storage)
-}
-
-/// The omen systems a config asks for, over one storage kind. Temporary files (mmap
+/// The omen systems a config asks for, over one storage kind: every index entry
+/// created through the registry with its build parameters. Temporary files (mmap
 /// chunk files, durable collections) go to fresh directories under `scratch`.
-pub fn omen_systems(cfg: &BenchConfig, storage: &str, scratch: &Path) -> Result<Vec<OmenSystem>> {
+pub fn omen_systems(
+    cfg: &BenchConfig,
+    storage: StorageKind,
+    scratch: &Path,
+) -> Result<Vec<OmenSystem>> {
     let mut out = Vec::new();
-    let durable = |index: omen::IndexSpec| -> Result<Option<DurableIngest>> {
-        if !cfg.durable_ingest {
-            return Ok(None);
-        }
-        Ok(Some(DurableIngest {
-            index,
-            storage: storage_kind(storage)?,
-            durability: durability_of(cfg)?,
-            scratch: scratch.to_path_buf(),
-        }))
-    };
-    for spec in &cfg.indexes {
-        let sys = match spec.clone() {
-            IndexSpec::Flat => OmenSystem {
-                name: format!("omen-flat/{storage}"),
-                index: "flat".into(),
-                storage: storage.into(),
-                build_params: json!({}),
-                make_storage: storage_maker(storage, scratch)?,
-                make_index: Box::new(|d: &BenchData, _| {
-                    Ok((
-                        Box::new(omen_flat::FlatIndex::new(d.dim, d.metric)?)
-                            as Box<dyn VectorIndex>,
-                        None,
-                    ))
-                }),
-                sweep: vec![SweepPoint {
-                    label: "exact".into(),
-                    json: json!({}),
-                    params: SearchParams::new(),
-                }],
-                durable: durable((&omen::FLAT).into())?,
-            },
-            IndexSpec::Hnsw {
-                m,
-                ef_construction,
-                ef_search,
-            } => OmenSystem {
-                name: format!("omen-hnsw(M={m},efc={ef_construction})/{storage}"),
-                index: "hnsw".into(),
-                storage: storage.into(),
-                build_params: json!({"M": m, "ef_construction": ef_construction}),
-                make_storage: storage_maker(storage, scratch)?,
-                make_index: Box::new(move |d: &BenchData, _| {
-                    let p = omen_hnsw::HnswParams::new()
-                        .with_m(m)
-                        .with_ef_construction(ef_construction);
-                    Ok((
-                        Box::new(omen_hnsw::HnswIndex::new(d.dim, d.metric, p)?)
-                            as Box<dyn VectorIndex>,
-                        None,
-                    ))
-                }),
-                sweep: ef_search
-                    .iter()
-                    .map(|&ef| SweepPoint {
-                        label: format!("ef={ef}"),
-                        json: json!({"ef": ef}),
-                        params: SearchParams::new().with("ef", ef),
-                    })
-                    .collect(),
-                durable: durable(
-                    omen_hnsw::HnswParams::new()
-                        .with_m(m)
-                        .with_ef_construction(ef_construction)
-                        .into(),
-                )?,
-            },
-            IndexSpec::Ivfpq {
-                nlist,
-                m,
-                nbits,
-                train_size,
-                nprobe,
-                rerank,
-            } => OmenSystem {
-                name: format!("omen-ivfpq(IVF{nlist},PQ{m}x{nbits})/{storage}"),
-                index: "ivfpq".into(),
-                storage: storage.into(),
-                build_params: json!({"nlist": nlist, "m": m, "nbits": nbits, "train_size": train_size}),
-                make_storage: storage_maker(storage, scratch)?,
-                make_index: Box::new(move |d: &BenchData, threads| {
-                    let p = omen_ivfpq::IvfPqParams::new(nlist, m)
-                        .with_nbits(nbits as u32)
-                        .with_train_size(train_size);
-                    let ix = omen_ivfpq::IvfPqIndex::new(d.dim, d.metric, p)?;
-                    let n = d.n().min(train_size);
-                    // A seeded sample of the base, the same for every run.
-                    let sample = sample_rows(&d.base, d.dim, n, 0x5eed);
-                    let t = Instant::now();
-                    ix.train(&sample)?;
-                    let phase = Phase::new(
-                        format!("index train: k-means for {nlist} lists and {m} sub-quantizers on {n} sampled vectors"),
-                        n as u64,
-                        t.elapsed().as_secs_f64(),
-                        threads,
-                    );
-                    Ok((Box::new(ix) as Box<dyn VectorIndex>, Some(phase)))
-                }),
-                sweep: nprobe
-                    .iter()
-                    .flat_map(|&np| rerank.iter().map(move |&rf| (np, rf)))
-                    .map(|(np, rf)| SweepPoint {
-                        label: format!("nprobe={np},rerank={rf}"),
-                        json: json!({"nprobe": np, "rerank_factor": rf}),
-                        params: SearchParams::new()
-                            .with("nprobe", np)
-                            .with("rerank_factor", rf),
-                    })
-                    .collect(),
-                durable: durable(
-                    omen_ivfpq::IvfPqParams::new(nlist, m)
-                        .with_nbits(nbits as u32)
-                        .with_train_size(train_size)
-                        .into(),
-                )?,
-            },
+    for entry in &cfg.indexes {
+        let spec = entry.spec()?;
+        let sweep = entry
+            .points()?
+            .into_iter()
+            .map(|p| SweepPoint {
+                json: p.json(),
+                label: p.label,
+                params: SearchParams::from_knobs(p.params),
+            })
+            .collect();
+        let durable = if cfg.durable_ingest {
+            Some(DurableIngest {
+                index: spec.clone(),
+                storage,
+                durability: durability_of(cfg)?,
+                scratch: scratch.to_path_buf(),
+            })
+        } else {
+            None
         };
-        out.push(sys);
+        out.push(OmenSystem {
+            name: format!("{}/{storage}", entry.system_name()),
+            build_params: serde_json::Value::Object(registry::params_to_json(spec.params())),
+            train_size: spec.params().usize("train_size")?,
+            index: spec,
+            storage,
+            make_storage: storage_maker(storage, scratch)?,
+            sweep,
+            durable,
+        });
     }
     Ok(out)
 }
 
-/// `n` rows of `base` chosen by a seeded partial Fisher–Yates shuffle (SplitMix64).
-pub fn sample_rows(base: &[f32], dim: usize, n: usize, seed: u64) -> Vec<f32> {
-    let rows = base.len().checked_div(dim).unwrap_or(0);
-    let n = n.min(rows);
-    let mut idx: Vec<usize> = (0..rows).collect();
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for i in 0..n {
-        let j = i + (next() % (rows - i) as u64) as usize;
-        idx.swap(i, j);
+/// Refuses, before anything is measured, an index entry whose parameter values
+/// its kind refuses for this dataset (its dimension and metric), or whose
+/// sweep names a knob value its index refuses.
+fn check_indexes(cfg: &BenchConfig, data: &BenchData) -> Result<()> {
+    for entry in &cfg.indexes {
+        let spec = entry.spec()?;
+        let index = spec.kind().create(data.dim, data.metric, spec.params())?;
+        for p in entry.points()? {
+            index
+                .check_search_params(&SearchParams::from_knobs(p.params))
+                .map_err(|e| {
+                    Error::invalid_param(
+                        "sweep",
+                        format!("{} at {}: {e}", entry.system_name(), p.label),
+                    )
+                })?;
+        }
     }
-    let mut out = Vec::with_capacity(n * dim);
-    for &i in &idx[..n] {
-        out.extend_from_slice(&base[i * dim..(i + 1) * dim]);
-    }
-    out
+    Ok(())
 }
 
 fn peer_result_to_run(r: &peers::PeerResult, data: &BenchData, k: usize) -> RunResult {
@@ -418,50 +320,47 @@ fn write_fbin(path: &Path, rows: &[f32], dim: usize) -> Result<()> {
     omen_datasets::write_fbin(path, &v)
 }
 
-/// Omen's indexes of `cfg` as adapter runs through the `omen` Python package
-/// (in-memory storage): the same build and search parameters as the native runs.
-fn omen_python_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
-    let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
-    cfg.indexes
+/// The adapter system that drives omen's `kind` through its Python package
+/// (`omen-<kind>`), if the adapter has one.
+fn omen_python_system(kind: &str) -> Option<PeerSystem> {
+    let name = format!("omen-{kind}");
+    PeerSystem::ALL
         .iter()
-        .map(|ix| match ix {
-            IndexSpec::Flat => PeerSpec {
-                system: PeerSystem::OmenFlat.name().into(),
-                build: Default::default(),
-                sweep: Vec::new(),
-            },
-            IndexSpec::Hnsw {
-                m,
-                ef_construction,
-                ef_search,
-            } => PeerSpec {
-                system: PeerSystem::OmenHnsw.name().into(),
-                build: obj(json!({"m": m, "ef_construction": ef_construction})),
-                sweep: ef_search.iter().map(|ef| obj(json!({"ef": ef}))).collect(),
-            },
-            IndexSpec::Ivfpq {
-                nlist,
-                m,
-                nbits,
-                train_size,
-                nprobe,
-                rerank,
-            } => PeerSpec {
-                system: PeerSystem::OmenIvfpq.name().into(),
-                build: obj(
-                    json!({"nlist": nlist, "m": m, "nbits": nbits, "train_size": train_size}),
-                ),
-                sweep: rerank
+        .copied()
+        .find(|s| s.is_omen() && s.name() == name)
+}
+
+/// Omen's indexes of `cfg` as adapter runs through the `omen` Python package
+/// (in-memory storage): the same build and search parameters as the native
+/// runs, under the kinds' canonical names. An entry whose kind the adapter does
+/// not drive is left out, and named in the second list.
+fn omen_python_specs(cfg: &BenchConfig) -> (Vec<PeerSpec>, Vec<String>) {
+    let mut specs = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in &cfg.indexes {
+        let Some(system) = omen_python_system(&entry.kind) else {
+            skipped.push(entry.system_name());
+            continue;
+        };
+        // `validate` has checked the keys; an entry it refused never gets here.
+        let (Ok(spec), Ok(points)) = (entry.spec(), entry.points()) else {
+            continue;
+        };
+        specs.push(PeerSpec {
+            system: system.name().into(),
+            build: registry::params_to_json(spec.params()),
+            // One point of the index's defaults: the adapter's own default sweep.
+            sweep: if points.iter().all(|p| p.params.is_empty()) {
+                Vec::new()
+            } else {
+                points
                     .iter()
-                    .flat_map(|r| {
-                        nprobe
-                            .iter()
-                            .map(move |p| obj(json!({"nprobe": p, "rerank_factor": r})))
-                    })
-                    .collect(),
+                    .map(|p| registry::params_to_json(&p.params))
+                    .collect()
             },
-        })
-        .collect()
+        });
+    }
+    (specs, skipped)
 }
 
 /// What runs through the Python adapter: the suite's peers, then omen's indexes
@@ -469,7 +368,7 @@ fn omen_python_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
 fn adapter_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
     let mut specs = cfg.peers.clone();
     if cfg.python {
-        specs.extend(omen_python_specs(cfg));
+        specs.extend(omen_python_specs(cfg).0);
     }
     specs
 }
@@ -617,6 +516,14 @@ pub fn run(
     let ds = omen_datasets::load_named(&cfg.dataset, &opts.data_dir, TRUTH_K.max(cfg.k))?;
     let data = bench_data(&ds, cfg.max_queries)?;
     drop(ds);
+    check_indexes(cfg, &data)?;
+    if cfg.python && opts.peers && !skip_adapter {
+        for name in omen_python_specs(cfg).1 {
+            progress(&format!(
+                "{name}: no adapter system drives this kind through the Python package; its python path is skipped"
+            ));
+        }
+    }
     let mut report = Report {
         run: cfg.name.clone(),
         reproduce: opts.reproduce.clone(),
@@ -650,7 +557,7 @@ pub fn run(
     };
     let measured = (|| -> Result<()> {
         for &threads in &cfg.threads {
-            for storage in &cfg.storage {
+            for storage in cfg.storage_kinds()? {
                 for sys in omen_systems(cfg, storage, &scratch)? {
                     let mut r = run_omen(&sys, &data, &budget_for(threads), progress)?;
                     if cfg.threads.len() > 1 {

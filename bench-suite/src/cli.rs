@@ -9,60 +9,14 @@
 //! (`--timing`); the harness also times the whole process, and computes recall
 //! from the ids the command printed.
 
-use crate::bench::SINGLE_PASSES;
-use crate::config::{BenchConfig, IndexSpec};
+use crate::config::{BenchConfig, IndexEntry};
+pub use crate::model::{CliPoint, CliRun};
 use crate::recall::{summarize, RecallInputs, RecallSummary};
-use crate::runner::{BenchData, RECALL_KS};
-use omen_core::{Error, Result};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use crate::runner::{BenchData, RECALL_KS, SINGLE_PASSES};
+use omen_core::{Error, Params, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
-
-/// One operating point of `omen db search`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CliPoint {
-    /// The search parameters, as the native sweep names them.
-    pub params: serde_json::Value,
-    /// A short label ("ef=64").
-    pub label: String,
-    /// Queries answered.
-    pub queries: usize,
-    /// Search threads (`--threads`).
-    pub threads: usize,
-    /// Seconds to read the query file (the fastest round's).
-    pub load_seconds: f64,
-    /// Seconds to open the collection (the fastest round's).
-    pub open_seconds: f64,
-    /// Seconds from the open to the last result line written (batch calls plus
-    /// formatting and writing), the fastest round.
-    pub search_seconds: f64,
-    /// The whole process, start to exit, as the harness timed it (same round).
-    pub process_seconds: f64,
-    /// `queries / search_seconds`: the CLI's search QPS, open excluded.
-    pub qps: f64,
-    /// Recall of the printed ids.
-    pub recall: RecallSummary,
-}
-
-/// One omen index measured through the CLI.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CliRun {
-    /// Display name.
-    pub name: String,
-    /// The index kind (`flat`, `hnsw`, `ivfpq`).
-    pub index: String,
-    /// `omen db create`'s arguments past the directory.
-    pub create_args: Vec<String>,
-    /// `omen db import` wall seconds (durable ingest under `--durability none`,
-    /// including the index build, on every core), then the checkpoint's.
-    pub import_seconds: f64,
-    /// `omen db checkpoint` wall seconds.
-    pub checkpoint_seconds: f64,
-    /// The operating points.
-    pub points: Vec<CliPoint>,
-}
 
 /// The `omen` binary: `$OMEN_EXE`, else this process when it is `omen` (the
 /// harness runs inside `omen bench`). On Linux a binary rebuilt while the run is
@@ -136,83 +90,39 @@ fn run_cmd(exe: &Path, args: &[String]) -> Result<(Vec<u8>, String, f64)> {
 /// An operating point: its label, its parameters as JSON, and its `omen db search` flags.
 type CliSweepPoint = (String, serde_json::Value, Vec<String>);
 
-/// The index kind, `omen db create`'s flags and the sweep of one index spec.
+/// `--param key=value` flags, one per parameter.
+fn param_flags(params: &Params) -> Vec<String> {
+    params
+        .iter()
+        .flat_map(|(k, v)| ["--param".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// The index kind, `omen db create`'s flags and the sweep of one index entry:
+/// `--index <kind>` and a `--param key=value` per build parameter; each
+/// operating point's search parameters as `--param key=value` flags of `omen
+/// db search`.
 fn create_args(
-    ix: &IndexSpec,
+    ix: &IndexEntry,
     metric: &str,
     dim: usize,
-) -> (String, Vec<String>, Vec<CliSweepPoint>) {
+) -> Result<(String, Vec<String>, Vec<CliSweepPoint>)> {
+    let spec = ix.spec()?;
     let mut a = vec![
         "--dim".to_string(),
         dim.to_string(),
         "--metric".into(),
         metric.into(),
+        "--index".into(),
+        spec.name().into(),
     ];
-    let s = |x: &usize| x.to_string();
-    match ix {
-        IndexSpec::Flat => {
-            a.extend(["--index".into(), "flat".into()]);
-            ("flat".into(), a, vec![("exact".into(), json!({}), vec![])])
-        }
-        IndexSpec::Hnsw {
-            m,
-            ef_construction,
-            ef_search,
-        } => {
-            a.extend([
-                "--index".into(),
-                "hnsw".into(),
-                "--m".into(),
-                s(m),
-                "--ef-construction".into(),
-                s(ef_construction),
-            ]);
-            let pts = ef_search
-                .iter()
-                .map(|ef| {
-                    (
-                        format!("ef={ef}"),
-                        json!({"ef": ef}),
-                        vec!["--ef".into(), s(ef)],
-                    )
-                })
-                .collect();
-            ("hnsw".into(), a, pts)
-        }
-        IndexSpec::Ivfpq {
-            nlist,
-            m,
-            nbits,
-            train_size,
-            nprobe,
-            rerank,
-        } => {
-            a.extend([
-                "--index".into(),
-                "ivfpq".into(),
-                "--nlist".into(),
-                s(nlist),
-                "--pq-m".into(),
-                s(m),
-                "--nbits".into(),
-                s(nbits),
-                "--train-size".into(),
-                s(train_size),
-            ]);
-            let pts = nprobe
-                .iter()
-                .flat_map(|np| rerank.iter().map(move |rf| (np, rf)))
-                .map(|(np, rf)| {
-                    (
-                        format!("nprobe={np},rerank={rf}"),
-                        json!({"nprobe": np, "rerank_factor": rf}),
-                        vec!["--nprobe".into(), s(np), "--rerank".into(), s(rf)],
-                    )
-                })
-                .collect();
-            ("ivfpq".into(), a, pts)
-        }
-    }
+    a.extend(param_flags(spec.params()));
+    let pts = ix
+        .points()?
+        .into_iter()
+        .map(|p| (p.label.clone(), p.json(), param_flags(&p.params)))
+        .collect();
+    Ok((spec.name().to_string(), a, pts))
 }
 
 /// Parses `omen db search --json` output: one line per query, ids are row numbers.
@@ -272,7 +182,7 @@ pub fn run_cli(
     let p = |x: &Path| x.display().to_string();
     let mut runs = Vec::new();
     for (i, ix) in cfg.indexes.iter().enumerate() {
-        let (kind, args, points) = create_args(ix, data.metric.name(), data.dim);
+        let (kind, args, points) = create_args(ix, data.metric.name(), data.dim)?;
         let dir = work.join(format!("db-{i}-{kind}"));
         progress(&format!("cli: omen db create/import/checkpoint ({kind})"));
         let mut create = vec!["db".to_string(), "create".into(), p(&dir)];

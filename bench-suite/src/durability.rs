@@ -15,6 +15,8 @@
 //! `<reports>/durability/`.
 
 use crate::env::Environment;
+pub use crate::measure::{group_commit, TargetCheck};
+use crate::measure::{ingest, median, BATCH, PIPELINE};
 use omen::{Collection, CollectionConfig, Durability, DurableOptions, StorageKind};
 use omen_core::{Error, Metric, Result, VectorStorage};
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How on-disk sizes are counted, for labels.
@@ -360,17 +362,6 @@ pub struct ReopenFigure {
     pub rebuilt: bool,
 }
 
-/// A target of the issue, checked against a figure of this run.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct TargetCheck {
-    /// The target in words.
-    pub target: String,
-    /// The figure measured, in words.
-    pub measured: String,
-    /// Whether it was met.
-    pub met: bool,
-}
-
 /// The whole durability report.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct DurabilityReport {
@@ -414,11 +405,6 @@ pub struct DurabilityReport {
     pub targets: Vec<TargetCheck>,
     /// Notes.
     pub notes: Vec<String>,
-}
-
-/// Group commit as the collection's default (sync as soon as a record waits).
-pub fn group_commit() -> Durability {
-    Durability::default()
 }
 
 /// Parses GNU dd's summary line "N bytes (...) copied, S s, R MB/s" into
@@ -482,16 +468,6 @@ fn rust_bandwidth(dir: &Path, mib: usize) -> Result<Bandwidth> {
     })
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
 fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -537,76 +513,6 @@ fn loadavg() -> String {
 /// `n` ids: `v0`, `v1`, ...
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("v{i}")).collect()
-}
-
-const BATCH: usize = 1_000;
-/// Batches a single pipelined writer keeps submitted ahead of its oldest
-/// acknowledgement (a bulk loader's natural window: the log syncs one group while
-/// the next batches are validated and applied).
-const PIPELINE: usize = 4;
-
-/// Inserts every row in batches of [`BATCH`]: one writer pipelines with
-/// `insert_batch_deferred` (up to [`PIPELINE`] batches submitted before it waits
-/// for the oldest one's acknowledgement); several writers each call `insert_batch`.
-/// Then `sync()`; returns seconds.
-fn ingest(c: &Collection, rows: &[f32], ids: &[String], dim: usize, writers: usize) -> Result<f64> {
-    let batches: Vec<(usize, &[f32])> = rows
-        .chunks(BATCH * dim)
-        .enumerate()
-        .map(|(b, r)| (b * BATCH, r))
-        .collect();
-    let t = Instant::now();
-    if writers <= 1 {
-        // Pipelined: up to PIPELINE batches are submitted ahead of the oldest
-        // acknowledgement, so later batches are validated, logged and applied
-        // while earlier ones sync; each counts only once its ticket's wait returned.
-        let mut pending = std::collections::VecDeque::with_capacity(PIPELINE);
-        for &(first, r) in &batches {
-            if pending.len() == PIPELINE {
-                if let Some(p) = pending.pop_front() {
-                    omen::WriteTicket::wait(p)?;
-                }
-            }
-            pending.push_back(c.insert_batch_deferred(&ids[first..first + r.len() / dim], r)?);
-        }
-        for p in pending {
-            p.wait()?;
-        }
-    } else {
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| -> Result<()> {
-            let hs: Vec<_> = (0..writers)
-                .map(|_| {
-                    s.spawn(|| -> Result<()> {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&(first, r)) = batches.get(i) else {
-                                return Ok(());
-                            };
-                            c.insert_batch(&ids[first..first + r.len() / dim], r)?;
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join()
-                    .map_err(|_| Error::invalid_param("writer", "a writer thread panicked"))??;
-            }
-            Ok(())
-        })?;
-    }
-    c.sync()?;
-    Ok(t.elapsed().as_secs_f64())
-}
-
-/// [`ingest`] from one pipelined writer (section e uses it).
-pub(crate) fn ingest_rows(c: &Collection, rows: &[f32], ids: &[String], dim: usize) -> Result<f64> {
-    ingest(c, rows, ids, dim, 1)
-}
-
-/// The median (section e uses it).
-pub(crate) fn median_of(v: &[f64]) -> f64 {
-    median(v)
 }
 
 /// Single-vector inserts from `threads` threads for `secs`; returns (inserts,
@@ -761,7 +667,7 @@ fn measure(
         let secs = t.elapsed().as_secs_f64();
         rep.append.push(AppendFigure {
             what: format!("storage-only append: {n} vectors into MemoryStorage with append_batch in batches of {BATCH}; no index, no log, no durability"),
-            storage: "memory".into(),
+            storage: StorageKind::Memory.name().into(),
             vectors: n as u64,
             seconds: secs,
             vectors_per_sec: n as f64 / secs.max(1e-12),
@@ -783,7 +689,7 @@ fn measure(
         let flush = t.elapsed().as_secs_f64();
         rep.append.push(AppendFigure {
             what: format!("storage-only append: {n} vectors into MmapStorage (new chunk files in the scratch directory) with append_batch in batches of {BATCH}; no index, no log, not flushed (the final flush() is timed separately)"),
-            storage: "mmap".into(),
+            storage: StorageKind::Mmap.name().into(),
             vectors: n as u64,
             seconds: secs,
             vectors_per_sec: n as f64 / secs.max(1e-12),
@@ -934,7 +840,7 @@ fn measure(
     }
 
     // d. Reopen a checkpointed HNSW collection.
-    let hp = omen_hnsw::HnswParams::new()
+    let hp = omen::HnswParams::new()
         .with_m(o.hnsw_m)
         .with_ef_construction(o.hnsw_ef_construction);
     for storage in [StorageKind::Memory, StorageKind::Mmap] {
@@ -1157,7 +1063,7 @@ fn targets(rep: &mut DurabilityReport) {
             met: r.open_warm_median < 2.0 && !r.rebuilt,
         });
     }
-    crate::indexing::targets(rep, &mut t, &at);
+    crate::indexing::targets(rep.tail_open.as_ref(), rep.indexing.as_ref(), &mut t, &at);
     rep.targets = t;
 }
 
@@ -1335,7 +1241,7 @@ pub fn markdown(r: &DurabilityReport) -> String {
             f.open_cold_seconds.iter().map(|s| (s * 1000.0).round() / 1000.0).collect::<Vec<_>>()
         );
     }
-    crate::indexing::markdown(&mut m, r);
+    crate::indexing::markdown(&mut m, r.tail_open.as_ref(), r.indexing.as_ref());
     for n in &r.notes {
         let _ = writeln!(m, "- {n}");
     }
@@ -1472,7 +1378,7 @@ pub fn summary(r: &DurabilityReport) -> String {
             ""
         );
     }
-    crate::indexing::summary(&mut s, r);
+    crate::indexing::summary(&mut s, r.tail_open.as_ref(), r.indexing.as_ref());
     for t in &r.targets {
         let _ = writeln!(
             s,

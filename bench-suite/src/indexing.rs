@@ -12,7 +12,7 @@
 //!   vectors opens without index work; its first query is answered exactly; the
 //!   same collection after a checkpoint (an empty log) opens beside it.
 
-use crate::durability::{group_commit, ingest_rows};
+use crate::measure::{group_commit, ingest_rows, median, TargetCheck};
 use crate::recall::recall_by_id;
 use omen::{
     Collection, CollectionConfig, DurableOptions, Error, IndexingMode, Metric, Result,
@@ -112,11 +112,7 @@ pub struct TailOpenFigure {
 
 fn hnsw_config(dim: usize, m: usize, efc: usize) -> CollectionConfig {
     CollectionConfig::new(dim, Metric::L2)
-        .index(
-            omen_hnsw::HnswParams::new()
-                .with_m(m)
-                .with_ef_construction(efc),
-        )
+        .index(omen::HnswParams::new().with_m(m).with_ef_construction(efc))
         .storage(StorageKind::Memory)
 }
 
@@ -383,8 +379,8 @@ pub fn measure_tail_open(
             .push(start.elapsed().as_secs_f64());
         drop(c);
     }
-    f.open_warm_median = crate::durability::median_of(&f.open_warm_seconds);
-    f.empty_log_open_warm_median = crate::durability::median_of(&f.empty_log_open_warm_seconds);
+    f.open_warm_median = median(&f.open_warm_seconds);
+    f.empty_log_open_warm_median = median(&f.empty_log_open_warm_seconds);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(f)
 }
@@ -397,12 +393,12 @@ const QPS_BAND: (f64, f64) = (0.85, 1.15);
 
 /// Section e's targets.
 pub(crate) fn targets(
-    rep: &crate::durability::DurabilityReport,
-    t: &mut Vec<crate::durability::TargetCheck>,
+    tail_open: Option<&TailOpenFigure>,
+    indexing: Option<&IndexingFigure>,
+    t: &mut Vec<TargetCheck>,
     at: &str,
 ) {
-    use crate::durability::TargetCheck;
-    if let Some(f) = &rep.tail_open {
+    if let Some(f) = tail_open {
         t.push(TargetCheck {
             target: format!(
                 "open of a collection whose log holds {} unindexed HNSW vectors, warm: under 1 s, first query exact at once (beside the same open with an empty log){}",
@@ -420,7 +416,7 @@ pub(crate) fn targets(
             met: f.open_warm_median < 1.0 && f.first_query_exact,
         });
     }
-    if let Some(f) = &rep.indexing {
+    if let Some(f) = indexing {
         t.push(TargetCheck {
             target: format!("acknowledged durable ingest into an HNSW collection under group commit with the indexer behind ({}): at least 1,000,000 vectors/s{at}", f.indexing),
             measured: format!(
@@ -462,13 +458,17 @@ fn round3(v: &[f64]) -> Vec<f64> {
 }
 
 /// Section e of the report.
-pub(crate) fn markdown(m: &mut String, r: &crate::durability::DurabilityReport) {
+pub(crate) fn markdown(
+    m: &mut String,
+    tail_open: Option<&TailOpenFigure>,
+    indexing: Option<&IndexingFigure>,
+) {
     use std::fmt::Write;
-    if r.indexing.is_none() && r.tail_open.is_none() {
+    if indexing.is_none() && tail_open.is_none() {
         return;
     }
     let _ = writeln!(m, "\n## e. Indexing behind writes\n");
-    if let Some(f) = &r.tail_open {
+    if let Some(f) = tail_open {
         let _ = writeln!(m, "**Open with a log tail.** {}\n", f.what);
         let _ = writeln!(m, "| open | vectors in the log | warm runs s | warm median s | replayed records | unindexed after open | first query exact |");
         let _ = writeln!(m, "|---|---:|---|---:|---|---|---|");
@@ -489,7 +489,7 @@ pub(crate) fn markdown(m: &mut String, r: &crate::durability::DurabilityReport) 
             f.empty_log_open_warm_median
         );
     }
-    if let Some(f) = &r.indexing {
+    if let Some(f) = indexing {
         let _ = writeln!(
             m,
             "**Ingest with the indexer behind, and its catch-up.** {}\n",
@@ -546,9 +546,13 @@ pub(crate) fn markdown(m: &mut String, r: &crate::durability::DurabilityReport) 
 }
 
 /// Section e's lines of the terminal summary.
-pub(crate) fn summary(s: &mut String, r: &crate::durability::DurabilityReport) {
+pub(crate) fn summary(
+    s: &mut String,
+    tail_open: Option<&TailOpenFigure>,
+    indexing: Option<&IndexingFigure>,
+) {
     use std::fmt::Write;
-    if let Some(f) = &r.tail_open {
+    if let Some(f) = tail_open {
         let _ = writeln!(
             s,
             "{:<58} {:>14} {:>12}",
@@ -567,7 +571,7 @@ pub(crate) fn summary(s: &mut String, r: &crate::durability::DurabilityReport) {
             "s"
         );
     }
-    if let Some(f) = &r.indexing {
+    if let Some(f) = indexing {
         let _ = writeln!(
             s,
             "{:<58} {:>14.0} {:>12}",
@@ -650,18 +654,11 @@ mod tests {
             // Exact over the tail: never below the finished index by much.
             assert!(p.recall >= f.after.recall - 0.05, "{p:?}");
         }
-        let rep = crate::durability::DurabilityReport {
-            n,
-            dim,
-            tail_open: Some(open),
-            indexing: Some(f),
-            ..Default::default()
-        };
         let mut t = Vec::new();
-        targets(&rep, &mut t, "");
+        targets(Some(&open), Some(&f), &mut t, "");
         assert_eq!(t.len(), 3);
         let mut m = String::new();
-        markdown(&mut m, &rep);
+        markdown(&mut m, Some(&open), Some(&f));
         assert!(m.contains("## e. Indexing behind writes"), "{m}");
         assert!(m.contains("after wait_indexed() returned"), "{m}");
     }

@@ -11,6 +11,7 @@ pub mod env;
 pub mod frontier;
 pub mod indexing;
 pub mod latency;
+pub mod measure;
 pub mod model;
 pub mod peers;
 pub mod plot;

@@ -106,7 +106,8 @@ pub struct RunResult {
     /// search` as a process). Ratios pair only runs of the same path.
     #[serde(default = "default_path")]
     pub path: String,
-    /// The index kind (`flat`, `hnsw`, `ivfpq`, ...).
+    /// The index kind: a registered name for omen systems, the library's own
+    /// description for peers.
     pub index: String,
     /// The storage backend, for omen systems.
     pub storage: Option<String>,
@@ -184,6 +185,21 @@ impl RunResult {
     }
 }
 
+/// The operating point with the lowest recall@k (by id) at or above `target`, or the
+/// highest-recall point when none reaches it.
+pub fn point_near_recall(run: &RunResult, k: usize, target: f64) -> Option<&SearchPoint> {
+    let rec = |p: &SearchPoint| p.recall.at(RecallKind::ById, k).unwrap_or(0.0);
+    run.points
+        .iter()
+        .filter(|p| rec(p) >= target)
+        .min_by(|a, b| {
+            rec(a)
+                .total_cmp(&rec(b))
+                .then(b.qps_single.total_cmp(&a.qps_single))
+        })
+        .or_else(|| run.points.iter().max_by(|a, b| rec(a).total_cmp(&rec(b))))
+}
+
 /// The dataset a run used.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct DatasetInfo {
@@ -218,5 +234,49 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     /// `omen db search` measured as a process (the `cli` path), when the suite asks.
     #[serde(default)]
-    pub cli: Vec<crate::cli::CliRun>,
+    pub cli: Vec<CliRun>,
+}
+
+/// One operating point of `omen db search`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CliPoint {
+    /// The search parameters, as the native sweep names them.
+    pub params: serde_json::Value,
+    /// A short label ("ef=64").
+    pub label: String,
+    /// Queries answered.
+    pub queries: usize,
+    /// Search threads (`--threads`).
+    pub threads: usize,
+    /// Seconds to read the query file (the fastest round's).
+    pub load_seconds: f64,
+    /// Seconds to open the collection (the fastest round's).
+    pub open_seconds: f64,
+    /// Seconds from the open to the last result line written (batch calls plus
+    /// formatting and writing), the fastest round.
+    pub search_seconds: f64,
+    /// The whole process, start to exit, as the harness timed it (same round).
+    pub process_seconds: f64,
+    /// `queries / search_seconds`: the CLI's search QPS, open excluded.
+    pub qps: f64,
+    /// Recall of the printed ids.
+    pub recall: RecallSummary,
+}
+
+/// One omen index measured through the CLI (`omen db search`, the `cli` path).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CliRun {
+    /// Display name.
+    pub name: String,
+    /// The index kind's registered name.
+    pub index: String,
+    /// `omen db create`'s arguments past the directory.
+    pub create_args: Vec<String>,
+    /// `omen db import` wall seconds (durable ingest under `--durability none`,
+    /// including the index build, on every core), then the checkpoint's.
+    pub import_seconds: f64,
+    /// `omen db checkpoint` wall seconds.
+    pub checkpoint_seconds: f64,
+    /// The operating points.
+    pub points: Vec<CliPoint>,
 }

@@ -1,7 +1,7 @@
 //! Plots, drawn with plotters as SVG (no system font libraries needed).
 
 use crate::frontier::pareto_frontier;
-use crate::model::{Report, RunResult};
+use crate::model::{point_near_recall, Report, RunResult};
 use crate::recall::RecallKind;
 use plotters::prelude::*;
 use std::path::Path;
@@ -244,7 +244,7 @@ pub fn latency(report: &Report, k: usize, path: &Path) -> PlotResult {
         .runs
         .iter()
         .filter_map(|r| {
-            let pt = crate::report::point_near_recall(r, k, 0.95)?;
+            let pt = point_near_recall(r, k, 0.95)?;
             let l = &pt.latency;
             Some((
                 format!("{} [{}]", r.name, pt.label),

@@ -2,25 +2,13 @@
 //! `results.csv` (one row per operating point), `report.md` (tables, environment,
 //! reproduction) and SVG plots.
 
-use crate::model::{QpsKind, Report, RunResult, SearchPoint, RECALL_TARGETS};
+pub use crate::model::point_near_recall;
+use crate::model::{QpsKind, Report, RunResult, RECALL_TARGETS};
 use crate::recall::RecallKind;
+use crate::runner::{SINGLE_PASSES, SINGLE_QUERIES};
+use omen::StorageKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-/// The operating point with the lowest recall@k (by id) at or above `target`, or the
-/// highest-recall point when none reaches it.
-pub fn point_near_recall(run: &RunResult, k: usize, target: f64) -> Option<&SearchPoint> {
-    let rec = |p: &SearchPoint| p.recall.at(RecallKind::ById, k).unwrap_or(0.0);
-    run.points
-        .iter()
-        .filter(|p| rec(p) >= target)
-        .min_by(|a, b| {
-            rec(a)
-                .total_cmp(&rec(b))
-                .then(b.qps_single.total_cmp(&a.qps_single))
-        })
-        .or_else(|| run.points.iter().max_by(|a, b| rec(a).total_cmp(&rec(b))))
-}
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     match v {
@@ -173,8 +161,10 @@ fn cli_table(m: &mut String, report: &Report) {
     let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
     for c in &report.cli {
+        // The CLI's collections keep their rows in the default storage.
+        let storage = StorageKind::default().name();
         let native = report.runs.iter().find(|r| {
-            r.path == "native" && r.index == c.index && r.storage.as_deref() == Some("memory")
+            r.path == "native" && r.index == c.index && r.storage.as_deref() == Some(storage)
         });
         for p in &c.points {
             let nb = native
@@ -226,7 +216,7 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(m, "Reproduce with:\n\n```sh\n{}\n```\n", report.reproduce);
     let _ = writeln!(m, "## What each figure measures\n");
     let _ = writeln!(m, "- **path**: how a system was driven. `python`: one Python call per query from the adapter's loop, and the system's own batch call, both timed by the adapter's clock — every peer, and omen through its `omen` Python package (`omen.Index`), so the Python call overhead is charged to all alike. `native`: omen timed in-process in Rust (no Python); its figures are listed, never divided by a `python` figure. `cli`: `omen db search` as a process (its own section). **Ratios pair only runs of the same path.**");
-    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, in {} rounds of one pass over every operating point, each point's fastest pass counting (the same for every system; adapter runs first run 100 untimed queries).", crate::bench::SINGLE_QUERIES, crate::bench::SINGLE_PASSES);
+    let _ = writeln!(m, "- **QPS (1 thread)**: one query at a time on one thread, the ann-benchmarks convention, over the first {} queries, in {} rounds of one pass over every operating point, each point's fastest pass counting (the same for every system; adapter runs first run 100 untimed queries).", SINGLE_QUERIES, SINGLE_PASSES);
     let _ = writeln!(
         m,
         "- **batch QPS**: all queries in one call with the stated threads, the fastest of 3 passes."

@@ -9,13 +9,25 @@ use crate::latency::Latency;
 use crate::model::{BuildFigures, DatasetInfo, MemoryFigures, Phase, RunResult, SearchPoint};
 use crate::recall::{summarize, RecallInputs};
 use omen_core::{
-    Error, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch, VectorIndex,
-    VectorStorage,
+    Error, Metric, Neighbor, Result, SearchParams, SearchRequest, SearchScratch, VectorStorage,
 };
 use std::time::{Duration, Instant};
 
 /// Recall is reported at these k (those above the run's k are dropped).
 pub const RECALL_KS: [usize; 3] = [1, 10, 100];
+
+/// Queries timed one at a time per operating point (the first ones of the set),
+/// for omen systems and peers alike.
+pub const SINGLE_QUERIES: usize = 2000;
+
+/// Passes of the one-query-at-a-time loop per operating point, run in rounds
+/// over the whole sweep; each point's fastest counts (ann-benchmarks keeps the
+/// best of several runs). On a shared machine one pass, or several back to back,
+/// can land in a slow spell that has nothing to do with the system.
+pub const SINGLE_PASSES: usize = 3;
+
+/// Seed of the sample an index is trained on (the same for every run).
+pub const TRAIN_SAMPLE_SEED: u64 = 0x5eed;
 
 /// A dataset loaded for benchmarking, with its ground truth.
 pub struct BenchData {
@@ -51,11 +63,6 @@ impl BenchData {
 
 /// Makes an empty storage of a dimension.
 pub type StorageMaker = Box<dyn Fn(usize) -> Result<Box<dyn VectorStorage>> + Send + Sync>;
-
-/// Makes an index for the data (training it, when it needs training, on a sample of
-/// the base) and returns the training phase separately.
-pub type IndexMaker =
-    Box<dyn Fn(&BenchData, usize) -> Result<(Box<dyn VectorIndex>, Option<Phase>)> + Send + Sync>;
 
 /// One operating point of a sweep.
 #[derive(Clone, Debug)]
@@ -95,16 +102,18 @@ pub const DURABLE_BATCH: usize = 1_000;
 pub struct OmenSystem {
     /// Display name.
     pub name: String,
-    /// Index kind name.
-    pub index: String,
-    /// Storage kind name.
-    pub storage: String,
+    /// The index kind and its build parameters (created with the dataset's
+    /// dimension and metric).
+    pub index: omen::IndexSpec,
+    /// The storage kind.
+    pub storage: omen::StorageKind,
     /// Build parameters, for the report.
     pub build_params: serde_json::Value,
     /// Makes the storage.
     pub make_storage: StorageMaker,
-    /// Makes (and trains) the index.
-    pub make_index: IndexMaker,
+    /// Rows of the seeded sample an untrained index is trained on before the
+    /// base is added (its own phase); `None` leaves training to the index.
+    pub train_size: Option<usize>,
     /// The search-parameter sweep.
     pub sweep: Vec<SweepPoint>,
     /// Durable ingest to measure after the sweep, if any.
@@ -156,6 +165,16 @@ pub fn run_omen(
     let build_pool = pool(threads)?;
     let mut notes = Vec::new();
 
+    // The index first: parameter values and the sweep's knobs are checked
+    // before anything is measured.
+    let index = sys
+        .index
+        .kind()
+        .create(dim, data.metric, sys.index.params())?;
+    for sp in &sys.sweep {
+        index.check_search_params(&sp.params)?;
+    }
+
     progress(&format!("{}: storage append", sys.name));
     let rss_before = rss_bytes();
     let storage = (sys.make_storage)(dim)?;
@@ -168,14 +187,32 @@ pub fn run_omen(
         1,
     );
 
-    progress(&format!("{}: index train", sys.name));
-    let (index, train) = build_pool.install(|| (sys.make_index)(data, threads))?;
+    let train = match sys.train_size {
+        Some(size) if size > 0 && !index.is_trained() => {
+            progress(&format!("{}: index train", sys.name));
+            let rows = n.min(size);
+            // A seeded sample of the base, the same for every run.
+            let sample = sample_rows(&data.base, dim, rows, TRAIN_SAMPLE_SEED);
+            let t = Instant::now();
+            build_pool.install(|| index.train(storage.as_ref(), &sample))?;
+            Some(Phase::new(
+                format!(
+                    "index train: the {} index trained on {rows} vectors sampled from the base (seeded)",
+                    sys.index.name()
+                ),
+                rows as u64,
+                t.elapsed().as_secs_f64(),
+                threads,
+            ))
+        }
+        _ => None,
+    };
 
     progress(&format!("{}: index build", sys.name));
     let t = Instant::now();
     build_pool.install(|| index.add(storage.as_ref(), 0..n as u32))?;
     let build = Phase::new(
-        format!("index build: {n} vectors added to the {} index with {threads} thread(s), after training", sys.index),
+        format!("index build: {n} vectors added to the {} index with {threads} thread(s), after training", sys.index.name()),
         n as u64,
         t.elapsed().as_secs_f64(),
         threads,
@@ -327,8 +364,8 @@ pub fn run_omen(
         name: sys.name.clone(),
         family: "omen".into(),
         path: "native".into(),
-        index: sys.index.clone(),
-        storage: Some(sys.storage.clone()),
+        index: sys.index.name().to_string(),
+        storage: Some(sys.storage.name().to_string()),
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
         build_params: sys.build_params.clone(),
         build_threads: threads,
@@ -345,6 +382,30 @@ pub fn run_omen(
         points,
         notes,
     })
+}
+
+/// `n` rows of `base` chosen by a seeded partial Fisher–Yates shuffle (SplitMix64).
+pub fn sample_rows(base: &[f32], dim: usize, n: usize, seed: u64) -> Vec<f32> {
+    let rows = base.len().checked_div(dim).unwrap_or(0);
+    let n = n.min(rows);
+    let mut idx: Vec<usize> = (0..rows).collect();
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in 0..n {
+        let j = i + (next() % (rows - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut out = Vec::with_capacity(n * dim);
+    for &i in &idx[..n] {
+        out.extend_from_slice(&base[i * dim..(i + 1) * dim]);
+    }
+    out
 }
 
 /// What one durable ingest measured.

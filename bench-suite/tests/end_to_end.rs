@@ -2,9 +2,9 @@
 //! index, a report with its plots, and recall figures that must make sense.
 
 use omen_bench::bench::{run, BenchOptions};
-use omen_bench::config::{BenchConfig, IndexSpec};
+use omen_bench::config::{BenchConfig, IndexEntry, Sweep};
 use omen_bench::recall::RecallKind;
-use omen_core::Metric;
+use omen_core::{Metric, ParamValue, Params};
 use omen_datasets::{Distribution, SyntheticSpec};
 
 #[test]
@@ -35,20 +35,31 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         threads: vec![2],
         storage: vec!["memory".into(), "mmap".into()],
         indexes: vec![
-            IndexSpec::Flat,
-            IndexSpec::Hnsw {
-                m: 8,
-                ef_construction: 64,
-                ef_search: vec![16, 64],
-            },
-            IndexSpec::Ivfpq {
-                nlist: 16,
-                m: 8,
-                nbits: 4,
-                train_size: 2000,
-                nprobe: vec![2, 16],
-                rerank: vec![10],
-            },
+            IndexEntry::new("flat", Params::new()),
+            IndexEntry::new(
+                "hnsw",
+                Params::new().with("m", 8).with("ef_construction", 64),
+            )
+            .with_label("M=8,efc=64")
+            .with_sweep(Sweep::Points(vec![
+                Params::new().with("ef", 16),
+                Params::new().with("ef", 64),
+            ])),
+            IndexEntry::new(
+                "ivfpq",
+                Params::new()
+                    .with("nlist", 16)
+                    .with("m", 8)
+                    .with("nbits", 4)
+                    .with("train_size", 2000),
+            )
+            .with_sweep(Sweep::Grid(vec![
+                (
+                    "nprobe".into(),
+                    vec![ParamValue::from(2), ParamValue::from(16)],
+                ),
+                ("rerank".into(), vec![ParamValue::from(10)]),
+            ])),
         ],
         peers: vec![],
         single_query_seconds: 1.0,
@@ -89,6 +100,34 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         assert!(disk >= 3000 * 16 * 4, "{}: {disk}", r.name);
     }
     assert_eq!(report.runs[3].storage.as_deref(), Some("mmap"));
+    // Names, labels and parameters come from the entries, by the kinds' names.
+    let names: Vec<&str> = report.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "omen-flat/memory",
+            "omen-hnsw(M=8,efc=64)/memory",
+            "omen-ivfpq(nlist=16,m=8,nbits=4,train_size=2000)/memory",
+            "omen-flat/mmap",
+            "omen-hnsw(M=8,efc=64)/mmap",
+            "omen-ivfpq(nlist=16,m=8,nbits=4,train_size=2000)/mmap",
+        ]
+    );
+    assert_eq!(report.runs[0].points[0].label, "exact");
+    assert_eq!(
+        report.runs[1].build_params,
+        serde_json::json!({"m": 8, "ef_construction": 64})
+    );
+    let labels: Vec<&str> = report.runs[2]
+        .points
+        .iter()
+        .map(|p| p.label.as_str())
+        .collect();
+    assert_eq!(labels, ["nprobe=2,rerank=10", "nprobe=16,rerank=10"]);
+    assert_eq!(
+        report.runs[2].points[0].params,
+        serde_json::json!({"nprobe": 2, "rerank_factor": 10})
+    );
     let mmap_flat = &report.runs[3];
     assert!(mmap_flat
         .points
@@ -153,6 +192,22 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         assert!(tmp.path().join("reports/e2e").join(f).exists(), "{f}");
     }
     assert!(log.iter().any(|m| m.contains("index build")));
+
+    // A parameter value the kind refuses stops the run before anything is
+    // measured, naming the parameter.
+    let mut bad = cfg.clone();
+    bad.name = "e2e-bad".into();
+    bad.indexes[1].build.set("m", 1);
+    let mut log = Vec::new();
+    let err = run(&bad, &opts, &mut |m| log.push(m.to_string()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains('m'), "{err}");
+    assert!(!log.iter().any(|m| m.contains("storage append")), "{log:?}");
+    let mut bad = cfg.clone();
+    bad.indexes[1].sweep = Sweep::Points(vec![Params::new().with("ef", 0)]);
+    let err = run(&bad, &opts, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("ef=0"), "{err}");
 }
 
 /// A suite that runs systems through the Python adapter is refused up front, in

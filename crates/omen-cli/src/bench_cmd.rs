@@ -95,8 +95,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return Err(Error::invalid_param(
                 "suite",
                 format!(
-                    "{:?} is neither a built-in suite (quick, glove-50, hnsw-glove-50, flat-glove-50, recall-k100, durability) nor a config file",
-                    a.suite
+                    "{:?} is neither a built-in suite ({}, durability) nor a config file",
+                    a.suite,
+                    BenchConfig::SUITES.join(", ")
                 ),
             ))
         }

@@ -217,7 +217,16 @@ fn db_commands_round_trip_and_refuse_bad_input() {
         "storage",
     );
     fails(&["dataset", "info", "missing"], d, "no dataset");
+    #[cfg(feature = "bench")]
     fails(&["bench", "no-such-suite"], d, "neither a built-in suite");
+    // Built without the harness: no `omen bench` at all.
+    #[cfg(not(feature = "bench"))]
+    {
+        let o = omen(&["bench", "quick"], d);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("unrecognized subcommand"), "{err}");
+    }
 }
 
 /// Writes `rows` 4-d vectors (row i = [i, i+1, i+2, i+3]) as .fvecs.
