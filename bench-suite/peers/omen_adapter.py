@@ -53,41 +53,59 @@ class _OmenBase:
             return self.omen.__version__
 
 
-def make_classes(Adapter):
-    """The adapter classes, built on omen_peers.Adapter (passed in to avoid an
-    import cycle)."""
+def make_classes(Adapter, InputError):
+    """The adapter class for omen's index kind `kind`, built on
+    omen_peers.Adapter (passed in to avoid an import cycle): returns
+    `omen_class(kind)`. Every kind of the engine's registry is driven alike: its
+    build and search keys are the kind's own (`omen.kinds()`), checked by the
+    `omen` package itself (the harness checked them through the registry too),
+    and an index that needs training (`is_trained` false) is trained on the
+    harness's seeded sample before `add`."""
 
-    class OmenFlat(_OmenBase, Adapter):
-        kind = "flat"
-        build_keys: dict = {}
-        sweep_keys: dict = {}
+    def omen_class(kind: str):
+        class OmenIndex(_OmenBase, Adapter):
+            # None: the keys are passed through to omen.Index, which refuses
+            # unknown ones naming the valid ones.
+            build_keys = None
+            sweep_keys = None
 
-        def __init__(self, dim, metric, build):
-            Adapter.__init__(self, dim, metric, build)
-            self._make()
+            @classmethod
+            def check(cls, build, sweep, k, n):
+                """The kind's keys (from the registry) and, on an empty index with
+                the kind's defaults, every sweep point's values: refused before
+                anything is built."""
+                import omen
 
-    class OmenHnsw(_OmenBase, Adapter):
-        kind = "hnsw"
-        build_keys = {"m": None, "ef_construction": None}
-        sweep_keys = {"ef": None}
+                kinds = {x["name"]: x for x in omen.kinds()}
+                if kind not in kinds:
+                    raise InputError(f"omen has no index kind {kind!r}; registered: {sorted(kinds)}")
+                for what, given, known in (("build", [build], kinds[kind]["build"]), ("sweep", sweep, kinds[kind]["search"])):
+                    for p in given:
+                        unknown = sorted(set(p) - set(known))
+                        if unknown:
+                            raise InputError(f"omen-{kind} {what}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+                try:
+                    probe = omen.Index(kind, 8)
+                    for p in sweep:
+                        probe.search(np.zeros(8, dtype=np.float32), max(k, 1), **p)
+                except (ValueError, TypeError) as e:
+                    raise InputError(f"omen-{kind} sweep: {e}") from e
 
-        def __init__(self, dim, metric, build):
-            Adapter.__init__(self, dim, metric, build)
-            self._make(m=build["m"], ef_construction=build["ef_construction"])
+            def __init__(self, dim, metric, build):
+                Adapter.__init__(self, dim, metric, build)
+                try:
+                    self._make(**build)
+                except (ValueError, TypeError) as e:
+                    raise InputError(f"omen-{kind} build: {e}") from e
 
-    class OmenIvfpq(_OmenBase, Adapter):
-        kind = "ivfpq"
-        build_keys = {"nlist": None, "m": None, "nbits": 4}
-        sweep_keys = {"nprobe": None, "rerank_factor": 10}
+            def needs_training(self) -> bool:
+                return not self.index.is_trained
 
-        def __init__(self, dim, metric, build):
-            Adapter.__init__(self, dim, metric, build)
-            self._make(nlist=build["nlist"], m=build["m"], nbits=build["nbits"])
+            def train(self, sample: np.ndarray) -> None:
+                self.index.train(sample)
 
-        def needs_training(self) -> bool:
-            return True
+        OmenIndex.kind = kind
+        OmenIndex.__name__ = OmenIndex.__qualname__ = f"Omen[{kind}]"
+        return OmenIndex
 
-        def train(self, sample: np.ndarray) -> None:
-            self.index.train(sample)
-
-    return {"omen-flat": OmenFlat, "omen-hnsw": OmenHnsw, "omen-ivfpq": OmenIvfpq}
+    return omen_class

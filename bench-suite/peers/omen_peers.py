@@ -102,7 +102,10 @@ _MAY_BE_ZERO = {"random_seed", "quantization_bits"}
 
 
 def _check_keys(what: str, given: dict, allowed: dict) -> dict:
-    """Rejects unknown keys and fills defaults (None in `allowed` = required)."""
+    """Rejects unknown keys and fills defaults (None in `allowed` = required).
+    `allowed` None: the system checks its own keys (omen's index kinds)."""
+    if allowed is None:
+        return dict(given)
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise InputError(f"{what}: unknown parameter(s) {unknown}; known: {sorted(allowed)}")
@@ -833,9 +836,29 @@ SYSTEMS: dict[str, type[Adapter]] = {
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omen_adapter import make_classes as _omen_classes  # noqa: E402
 
-for _name, _cls in _omen_classes(Adapter).items():
-    _cls.module = "omen"
-    SYSTEMS[_name] = _cls
+_omen_class = _omen_classes(Adapter, InputError)
+# `omen-<kind>` for any kind of omen's registry, made on first use; `omen-*`
+# stands for all of them in --list-available (one module decides them all).
+OMEN_ANY = "omen-*"
+
+
+class _Systems(dict):
+    def __missing__(self, name: str):
+        if not name.startswith("omen-") or name == OMEN_ANY:
+            raise KeyError(name)
+        cls = _omen_class(name[len("omen-"):])
+        cls.module = "omen"
+        cls.library = "omen"
+        self[name] = cls
+        return cls
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and name.startswith("omen-"))
+
+
+SYSTEMS = _Systems(SYSTEMS)
+SYSTEMS[OMEN_ANY] = _omen_class("*")
+SYSTEMS[OMEN_ANY].module = "omen"
 
 
 # ---------------------------------------------------------------------------
@@ -1166,7 +1189,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     # The run options are required unless only the availability is asked for.
     req = not any(a in ("--list-available", "--check") for a in argv)
-    p.add_argument("--system", required=req, choices=sorted(SYSTEMS))
+    p.add_argument("--system", required=req, choices=SYSTEMS, metavar="SYSTEM")
     p.add_argument("--base", required=req, help=".fbin base vectors")
     p.add_argument("--queries", required=req, help=".fbin query vectors")
     p.add_argument("--metric", required=req, choices=["ip", "l2"])

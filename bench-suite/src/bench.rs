@@ -308,10 +308,7 @@ fn short_params(v: &serde_json::Value) -> String {
 }
 
 fn peer_system(name: &str) -> Result<PeerSystem> {
-    PeerSystem::ALL
-        .iter()
-        .copied()
-        .find(|s| s.name() == name)
+    PeerSystem::from_name(name)
         .ok_or_else(|| Error::invalid_param("peers", format!("unknown peer system {name:?}")))
 }
 
@@ -323,11 +320,7 @@ fn write_fbin(path: &Path, rows: &[f32], dim: usize) -> Result<()> {
 /// The adapter system that drives omen's `kind` through its Python package
 /// (`omen-<kind>`), if the adapter has one.
 fn omen_python_system(kind: &str) -> Option<PeerSystem> {
-    let name = format!("omen-{kind}");
-    PeerSystem::ALL
-        .iter()
-        .copied()
-        .find(|s| s.is_omen() && s.name() == name)
+    PeerSystem::omen(kind)
 }
 
 /// Omen's indexes of `cfg` as adapter runs through the `omen` Python package

@@ -69,8 +69,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PeerError + '_ {
 }
 
 /// A peer system the adapter can run.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+///
+/// Serialised as its adapter name (`faiss-flat`, `hnswlib`, `omen-hnsw`, ...).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PeerSystem {
     /// FAISS `IndexFlatIP` / `IndexFlatL2`: exact search. No parameters.
@@ -100,19 +101,16 @@ pub enum PeerSystem {
     Symqg,
     /// Intel SVS Vamana, float32.
     SvsVamana,
-    /// Omen's flat index through its Python package (`omen.Index("flat")`).
-    OmenFlat,
-    /// Omen's HNSW through its Python package. Build: `m`, `ef_construction`;
-    /// sweep: `ef`.
-    OmenHnsw,
-    /// Omen's IVF-PQ through its Python package. Build: `nlist`, `m`, `nbits`;
-    /// sweep: `nprobe`, `rerank_factor`.
-    OmenIvfpq,
+    /// One of omen's registered index kinds through its Python package
+    /// (`omen.Index(kind, ...)`), named `omen-<kind>`: build and sweep keys are
+    /// the kind's own (checked by the registry). Holds the adapter name.
+    Omen(&'static str),
 }
 
 impl PeerSystem {
-    /// Every system, in report order.
-    pub const ALL: [PeerSystem; 14] = [
+    /// Every third-party system, in report order (omen's own, one per
+    /// registered kind, come from [`PeerSystem::omen`]).
+    pub const ALL: [PeerSystem; 11] = [
         PeerSystem::FaissFlat,
         PeerSystem::FaissHnsw,
         PeerSystem::FaissIvfflat,
@@ -124,18 +122,28 @@ impl PeerSystem {
         PeerSystem::Glass,
         PeerSystem::Symqg,
         PeerSystem::SvsVamana,
-        PeerSystem::OmenFlat,
-        PeerSystem::OmenHnsw,
-        PeerSystem::OmenIvfpq,
     ];
+
+    /// Omen's index kind `kind` through its Python package (`omen-<kind>`), if
+    /// the registry has that kind.
+    pub fn omen(kind: &str) -> Option<PeerSystem> {
+        let kind = omen::registry::lookup(kind).ok()?;
+        Some(PeerSystem::Omen(intern(format!("omen-{}", kind.name()))))
+    }
+
+    /// The system called `name` (an [`ALL`](Self::ALL) name or `omen-<kind>`).
+    pub fn from_name(name: &str) -> Option<PeerSystem> {
+        PeerSystem::ALL
+            .iter()
+            .copied()
+            .find(|s| s.name() == name)
+            .or_else(|| name.strip_prefix("omen-").and_then(PeerSystem::omen))
+    }
 
     /// Whether this is omen itself, driven through its Python package (so that it
     /// is measured on the same path as the peers).
     pub fn is_omen(self) -> bool {
-        matches!(
-            self,
-            PeerSystem::OmenFlat | PeerSystem::OmenHnsw | PeerSystem::OmenIvfpq
-        )
+        matches!(self, PeerSystem::Omen(_))
     }
 
     /// The adapter's name for it (`faiss-flat`, `hnswlib`, ...).
@@ -152,10 +160,35 @@ impl PeerSystem {
             PeerSystem::Glass => "glass",
             PeerSystem::Symqg => "symqg",
             PeerSystem::SvsVamana => "svs-vamana",
-            PeerSystem::OmenFlat => "omen-flat",
-            PeerSystem::OmenHnsw => "omen-hnsw",
-            PeerSystem::OmenIvfpq => "omen-ivfpq",
+            PeerSystem::Omen(name) => name,
         }
+    }
+}
+
+/// `name` as a `&'static str`, stored once per distinct name (one per
+/// registered index kind: a handful).
+fn intern(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&n) = names.iter().find(|&&n| n == name) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.into_boxed_str());
+    names.push(n);
+    n
+}
+
+impl Serialize for PeerSystem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerSystem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        PeerSystem::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown peer system {name:?}")))
     }
 }
 
@@ -266,7 +299,10 @@ pub fn missing_systems(venv: &Path, systems: &[PeerSystem]) -> Result<Vec<(PeerS
         })?;
     let mut missing = Vec::new();
     for &s in systems {
-        let entry = listed.get(s.name());
+        // The adapter lists omen's kinds as one entry (one module decides them).
+        let entry = listed
+            .get(s.name())
+            .or_else(|| s.is_omen().then(|| listed.get("omen-*")).flatten());
         let ok = entry
             .and_then(|e| e.get("available"))
             .and_then(|a| a.as_bool())
@@ -803,7 +839,14 @@ mod tests {
 
     #[test]
     fn system_names_match_serde() {
-        for s in PeerSystem::ALL {
+        let omen = ["flat", "hnsw", "ivfpq"].map(|k| PeerSystem::omen(k).unwrap());
+        assert_eq!(omen[1].name(), "omen-hnsw");
+        assert!(PeerSystem::omen("annoy").is_none());
+        assert_eq!(PeerSystem::from_name("omen-ivfpq"), Some(omen[2]));
+        for s in PeerSystem::ALL.into_iter().chain(omen) {
+            let back: PeerSystem =
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            assert_eq!(back, s);
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.name()));
         }
