@@ -105,10 +105,16 @@ fn workload(c: &Collection) -> Vec<State> {
     states
 }
 
+/// Rows in the first chunk file of the simulated mmap collection: chunks of 4,
+/// 8, 16 and 32 rows, so that the workload's 33 rows span four chunk files and
+/// its checkpoint ends inside one.
+const MMAP_CHUNK_ROWS: usize = 4;
+
 fn sim_opts(fs: &SimFs) -> DurableOptions {
     DurableOptions::default()
         .durability(Durability::PerWrite)
         .checkpoint_log_bytes(u64::MAX)
+        .mmap_chunk_rows(MMAP_CHUNK_ROWS)
         .fs(Arc::new(fs.clone()))
 }
 
@@ -183,8 +189,13 @@ enum Kind {
     /// A file no manifest names (an unfinished checkpoint's): removed by open.
     Garbage,
     /// An mmap chunk file: bytes in `[from, to)` are rows the log replay rewrites
-    /// or that hold nothing; damage there is harmless.
-    Chunk { harmless: std::ops::Range<usize> },
+    /// or that hold nothing; damage there is harmless. A chunk the checkpoint's
+    /// rows do not reach (`needed: false`) is not read by open and is recreated
+    /// when the replay reaches it: any damage to it is harmless.
+    Chunk {
+        harmless: std::ops::Range<usize>,
+        needed: bool,
+    },
 }
 
 fn log_records(bytes: &[u8]) -> Vec<(usize, usize, usize)> {
@@ -209,7 +220,7 @@ impl Kind {
                 ok: Some(full),
                 corrupt: true,
             },
-            Kind::Chunk { harmless } if harmless.contains(&off) => Allowed {
+            Kind::Chunk { harmless, needed } if !needed || harmless.contains(&off) => Allowed {
                 ok: Some(full),
                 corrupt: false,
             },
@@ -262,7 +273,7 @@ impl Kind {
                     corrupt: false,
                 }
             }
-            Kind::Garbage => Allowed {
+            Kind::Garbage | Kind::Chunk { needed: false, .. } => Allowed {
                 ok: Some(full),
                 corrupt: false,
             },
@@ -388,9 +399,16 @@ fn kind_label(name: &str) -> String {
 /// manifest rename became durable (under [`CrashMode::LoseRenames`]), so the image
 /// holds the old log (now an older one), the new empty log, and the new
 /// checkpoint's files and `MANIFEST.tmp` that no manifest names.
-fn build_image(dir: &Path, index: impl Into<IndexSpec>, interrupted: bool) -> (SimFs, Vec<State>) {
+fn build_image(
+    dir: &Path,
+    index: impl Into<IndexSpec>,
+    interrupted: bool,
+    storage: StorageKind,
+) -> (SimFs, Vec<State>) {
     let fs = SimFs::new();
-    let cfg = CollectionConfig::new(DIM, Metric::L2).index(index);
+    let cfg = CollectionConfig::new(DIM, Metric::L2)
+        .index(index)
+        .storage(storage);
     let c = Collection::create(dir, &cfg, sim_opts(&fs)).unwrap();
     let states = workload(&c);
     // Dropped, not closed (`close` checkpoints): the image keeps its log.
@@ -426,9 +444,28 @@ fn file_name(p: &Path) -> String {
 }
 
 fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
+    sweep_sim_over(label, index, interrupted, StorageKind::Memory);
+}
+
+/// The manifest's first `"rows": N`: the rows its checkpoint covers.
+fn manifest_rows(manifest: &str) -> usize {
+    manifest
+        .split("\"rows\": ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+fn sweep_sim_over(
+    label: &str,
+    index: impl Into<IndexSpec>,
+    interrupted: bool,
+    storage: StorageKind,
+) {
     let started = Instant::now();
     let dir = Path::new("/db");
-    let (base, states) = build_image(dir, index, interrupted);
+    let (base, states) = build_image(dir, index, interrupted, storage);
     let full = states.len() - 1;
     // The undamaged image opens to the full state.
     let img = base.crash_image(CrashMode::DropUnsynced);
@@ -451,7 +488,12 @@ fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
     let manifest =
         String::from_utf8_lossy(&base.read_durable(&dir.join("MANIFEST")).unwrap()).into_owned();
     assert!(names.iter().any(|n| n.starts_with("ids-")));
-    assert!(names.iter().any(|n| n.starts_with("vectors-")));
+    let chunks = names.iter().filter(|n| n.starts_with("chunk-")).count();
+    match storage {
+        StorageKind::Mmap => assert!(chunks > 1, "files: {names:?}"),
+        _ => assert!(names.iter().any(|n| n.starts_with("vectors-"))),
+    }
+    let checkpoint_rows = manifest_rows(&manifest);
     if interrupted {
         assert!(names.iter().any(|n| n == "MANIFEST.tmp"), "{names:?}");
     }
@@ -459,7 +501,29 @@ fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
     let mut tally = Tally::default();
     for (path, name) in files.iter().zip(&names) {
         let orig = base.read_durable(path).unwrap();
-        let (kind, label_k) = if name.starts_with("wal-") {
+        let mut offs = offsets(orig.len());
+        let mut lens = offs.clone();
+        // The chunks' row checksum names the `vectors` directory, their header
+        // checks the chunk file (under it).
+        let mut named = name.as_str();
+        let (kind, label_k) = if path.parent().is_some_and(|d| d.ends_with("vectors")) {
+            let b: usize = name["chunk-".len()..name.len() - ".omv".len()]
+                .parse()
+                .unwrap();
+            let header = omen_storage::MMAP_HEADER_BYTES;
+            let first_row = MMAP_CHUNK_ROWS * ((1 << b) - 1);
+            let kept = checkpoint_rows.saturating_sub(first_row);
+            let harmless = header + kept * DIM * 4..orig.len();
+            // Every header field and row byte; the header's zero padding sampled.
+            offs = (0..64).chain((64..header).step_by(61)).collect();
+            offs.extend(header..orig.len());
+            lens = (0..64).step_by(3).collect();
+            lens.extend((64..orig.len()).step_by(orig.len() / 97));
+            lens.push(orig.len() - 1);
+            named = "vectors";
+            let needed = first_row < checkpoint_rows;
+            (Kind::Chunk { harmless, needed }, "omv".to_string())
+        } else if name.starts_with("wal-") {
             let recs = log_records(&orig);
             if interrupted && *name == newest {
                 // The unfinished checkpoint's log: a header, no records.
@@ -480,9 +544,8 @@ fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
             let img = base.crash_image(CrashMode::DropUnsynced);
             img.put_file(path, bytes);
             let out = catch_unwind(AssertUnwindSafe(|| open_and_check(dir, &|| sim_opts(&img))));
-            tally.record(&label_k, &what, name, allowed, &states, out);
+            tally.record(&label_k, &what, named, allowed, &states, out);
         };
-        let offs = offsets(orig.len());
         for &off in &offs {
             for x in [0xFFu8, 0x01] {
                 let mut b = orig.clone();
@@ -494,7 +557,7 @@ fn sweep_sim(label: &str, index: impl Into<IndexSpec>, interrupted: bool) {
                 );
             }
         }
-        for &len in &offs {
+        for &len in &lens {
             trial(
                 &orig[..len],
                 kind.truncate(len, full),
@@ -532,6 +595,14 @@ fn corruption_sweep_ivfpq_untrained() {
         IvfPqParams::new(2, 2).with_train_size(0),
         false,
     );
+}
+
+/// The mmap storage on the simulated disk: the same sweep, plus every row byte
+/// and header field of every chunk file (created, grown and synced through the
+/// simulated disk), the checkpoint ending inside the second chunk.
+#[test]
+fn corruption_sweep_mmap_sim() {
+    sweep_sim_over("mmap-sim", HnswParams::default(), false, StorageKind::Mmap);
 }
 
 /// A checkpoint interrupted before its manifest rename: two logs (the older one
@@ -600,12 +671,7 @@ fn corruption_sweep_mmap_real_fs() {
 
     // The rows the checkpoint covers: the manifest's first `"rows": N`.
     let manifest = String::from_utf8_lossy(&snap[Path::new("MANIFEST")]).into_owned();
-    let checkpoint_rows: usize = manifest
-        .split("\"rows\": ")
-        .nth(1)
-        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let checkpoint_rows = manifest_rows(&manifest);
     assert!(checkpoint_rows > 0 && checkpoint_rows < total_rows);
     let chunk = PathBuf::from("vectors").join("chunk-00.omv");
     assert!(snap.contains_key(&chunk), "files: {:?}", snap.keys());
@@ -628,7 +694,14 @@ fn corruption_sweep_mmap_real_fs() {
             let mut lens: Vec<usize> = (0..64).step_by(3).collect();
             lens.extend((64..orig.len()).step_by(orig.len() / 97));
             lens.push(orig.len() - 1);
-            (Kind::Chunk { harmless }, offs, lens)
+            (
+                Kind::Chunk {
+                    harmless,
+                    needed: true,
+                },
+                offs,
+                lens,
+            )
         } else {
             // Real fsyncs are slow, and the simulated sweeps cover every byte of
             // these: every 3rd byte here.
@@ -744,7 +817,7 @@ fn checkpoint_crash_leaves_torn_tail_on_older_log() {
 #[test]
 fn log_cut_inside_the_last_records_padding() {
     let dir = Path::new("/db");
-    let (base, states) = build_image(dir, &omen::FLAT, false);
+    let (base, states) = build_image(dir, &omen::FLAT, false, StorageKind::Memory);
     let wal = base
         .file_names()
         .into_iter()

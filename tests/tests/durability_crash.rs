@@ -29,7 +29,10 @@
 //!   leave an image that opens to the same state.
 //!
 //! Every workload runs under [`Durability::PerWrite`] and
-//! [`Durability::GroupCommit`] with the flat and the HNSW index. Dedicated tests:
+//! [`Durability::GroupCommit`] with the flat and the HNSW index, over memory
+//! storage and over mmap storage (whose chunk files are created, grown, written,
+//! synced and mapped through the simulated disk too, with 4-row first chunks so
+//! that the workloads cross chunk boundaries; see [`MMAP_CHUNK_ROWS`]). Dedicated tests:
 //! a failed log fsync poisons the collection until it is reopened; `create` never
 //! replaces an existing collection when the disk fails while it looks; an HNSW
 //! graph saved after a repair loads.
@@ -39,7 +42,7 @@
 use omen::fs::{CrashMode, FaultKind, FaultPersistence, FileSystem, SimFs};
 use omen::{
     Collection, CollectionConfig, Durability, DurableOptions, Error, IndexSpec, IndexingMode,
-    Metric, SearchParams,
+    Metric, SearchParams, StorageKind,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -55,6 +58,11 @@ const SEARCH_K: usize = 5;
 /// Random crash images per crash point beyond the one of `CrashMode::all`
 /// (fewer in an unoptimised build, which is ~10 times slower).
 const EXTRA_RANDOM_SEEDS: u64 = if cfg!(debug_assertions) { 1 } else { 5 };
+/// Rows in the first chunk file of an mmap collection: chunks of 4, 8, 16 and 32
+/// rows, so that every workload creates chunk files while it runs (and each
+/// stays a few KiB on the simulated disk, which keeps files in memory and copies
+/// them into every crash image).
+const MMAP_CHUNK_ROWS: usize = 4;
 
 // ---------------------------------------------------------------------------
 // The model.
@@ -335,12 +343,22 @@ struct Setup {
     states: Vec<State>,
     durability: Durability,
     index: IndexSpec,
+    storage: StorageKind,
     indexing: IndexingMode,
     queries: Vec<Vec<f32>>,
 }
 
 impl Setup {
     fn new(name: &str, durability: Durability, index: IndexSpec) -> Setup {
+        Setup::with_storage(name, durability, index, StorageKind::Memory)
+    }
+
+    fn with_storage(
+        name: &str,
+        durability: Durability,
+        index: IndexSpec,
+        storage: StorageKind,
+    ) -> Setup {
         let w = workload(name);
         let states = model_states(&w.ops);
         let mut rng = StdRng::seed_from_u64(7);
@@ -359,6 +377,7 @@ impl Setup {
             states,
             durability,
             index,
+            storage,
             indexing,
             queries,
         }
@@ -366,10 +385,11 @@ impl Setup {
 
     fn label(&self) -> String {
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             self.w.name,
             self.durability.label(),
-            self.index.name()
+            self.index.name(),
+            self.storage
         )
     }
 
@@ -378,11 +398,14 @@ impl Setup {
             .durability(self.durability)
             .checkpoint_log_bytes(self.w.checkpoint_log_bytes)
             .indexing(self.indexing)
+            .mmap_chunk_rows(MMAP_CHUNK_ROWS)
             .fs(Arc::new(fs.clone()))
     }
 
     fn config(&self) -> CollectionConfig {
-        CollectionConfig::new(DIM, Metric::L2).index(self.index.clone())
+        CollectionConfig::new(DIM, Metric::L2)
+            .index(self.index.clone())
+            .storage(self.storage)
     }
 
     fn create(&self, fs: &SimFs) -> omen::Result<Collection> {
@@ -569,9 +592,15 @@ fn check_failed_create(s: &Setup, img: &SimFs, ctx: &str) {
 // ---------------------------------------------------------------------------
 // Crash-point enumeration.
 
-fn crash_suite(name: &str, durability: Durability, index: IndexSpec, seed: u64) {
+fn crash_suite(
+    name: &str,
+    durability: Durability,
+    index: IndexSpec,
+    storage: StorageKind,
+    seed: u64,
+) {
     let started = Instant::now();
-    let s = Setup::new(name, durability, index);
+    let s = Setup::with_storage(name, durability, index, storage);
     let k_ops = s.count_ops();
     // The standard modes, and more draws of the random one: each keeps a different
     // subset of the unsynced operations.
@@ -662,9 +691,9 @@ fn crash_suite(name: &str, durability: Durability, index: IndexSpec, seed: u64) 
 // ---------------------------------------------------------------------------
 // Error injection.
 
-fn fault_suite(name: &str, durability: Durability, index: IndexSpec) {
+fn fault_suite(name: &str, durability: Durability, index: IndexSpec, storage: StorageKind) {
     let started = Instant::now();
-    let s = Setup::new(name, durability, index);
+    let s = Setup::with_storage(name, durability, index, storage);
     let k_ops = s.count_ops();
     let cases: Vec<(u64, FaultKind, FaultPersistence)> = (0..=k_ops)
         .flat_map(|n| {
@@ -758,15 +787,18 @@ fn fault_suite(name: &str, durability: Durability, index: IndexSpec) {
 }
 
 // ---------------------------------------------------------------------------
-// The tests: one per workload, each over both durability modes.
+// The tests: one per workload, each over both durability modes and both
+// storages.
 
 fn both_modes(name: &str, seed: u64, with_hnsw: bool) {
-    for d in [Durability::PerWrite, group_commit()] {
-        crash_suite(name, d, (&omen::FLAT).into(), seed);
-        fault_suite(name, d, (&omen::FLAT).into());
-        if with_hnsw {
-            crash_suite(name, d, hnsw(), seed);
-            fault_suite(name, d, hnsw());
+    for storage in StorageKind::ALL {
+        for d in [Durability::PerWrite, group_commit()] {
+            crash_suite(name, d, (&omen::FLAT).into(), storage, seed);
+            fault_suite(name, d, (&omen::FLAT).into(), storage);
+            if with_hnsw {
+                crash_suite(name, d, hnsw(), storage, seed);
+                fault_suite(name, d, hnsw(), storage);
+            }
         }
     }
 }
@@ -1015,9 +1047,9 @@ fn create_over_a_collection_refuses_even_when_the_disk_fails() {
 /// Recovery repairs the directory (truncates a torn log tail, rewrites a torn
 /// log header, removes unfinished checkpoint files): a crash at any operation of
 /// that must leave an image that still opens to the same state.
-fn recovery_crash_suite(name: &str, seed: u64) {
+fn recovery_crash_suite(name: &str, storage: StorageKind, seed: u64) {
     let started = Instant::now();
-    let s = Setup::new(name, Durability::PerWrite, (&omen::FLAT).into());
+    let s = Setup::with_storage(name, Durability::PerWrite, (&omen::FLAT).into(), storage);
     let k_ops = s.count_ops();
     let modes = CrashMode::all(seed);
     let checked = AtomicUsize::new(0);
@@ -1083,10 +1115,12 @@ fn recovery_crash_suite(name: &str, seed: u64) {
 
 #[test]
 fn crash_during_recovery() {
-    recovery_crash_suite("two-checkpoints", 21);
-    // The unoptimised build checks one workload.
-    if !cfg!(debug_assertions) {
-        recovery_crash_suite("auto-checkpoints", 22);
-        recovery_crash_suite("deletes", 23);
+    for storage in StorageKind::ALL {
+        recovery_crash_suite("two-checkpoints", storage, 21);
+        // The unoptimised build checks one workload.
+        if !cfg!(debug_assertions) {
+            recovery_crash_suite("auto-checkpoints", storage, 22);
+            recovery_crash_suite("deletes", storage, 23);
+        }
     }
 }

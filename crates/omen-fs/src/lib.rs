@@ -5,7 +5,10 @@
 //! ([`RealFs`]) and over a simulated disk ([`SimFs`]) that records, for every file
 //! and directory entry, what was written and what was synced, can crash at the
 //! N-th operation and produce crash images, and can fail the N-th operation with
-//! EIO or ENOSPC.
+//! EIO or ENOSPC. The mmap storage's chunk files go through it too:
+//! [`FileSystem::map_file`] hands out a [`MappedFile`] (a real shared mapping on
+//! [`RealFs`], a heap buffer kept in step with the simulated file on [`SimFs`]),
+//! so the crash images cover memory-mapped collections as well.
 //!
 //! Paths are plain [`Path`]s; a [`SimFs`] keeps one flat namespace of full paths
 //! and treats the parent of a path as its directory.
@@ -39,6 +42,52 @@ pub trait WritableFile: Send {
     }
 }
 
+/// A file mapped into memory for reading in place, written with `pwrite`.
+///
+/// The bytes at [`as_ptr`](Self::as_ptr) show the file's first
+/// [`len`](Self::len) bytes; they change only through
+/// [`write_at`](Self::write_at) (given the contract of
+/// [`FileSystem::map_file`]). Dropping it unmaps the file without syncing.
+pub trait MappedFile: Send + Sync {
+    /// The first byte of the mapping: page-aligned, valid for reads of
+    /// [`len`](Self::len) bytes, at the same address until the map is dropped.
+    ///
+    /// Turning it into a reference is the caller's `unsafe` step: the bytes a
+    /// reference covers must not be written by [`write_at`](Self::write_at)
+    /// while it lives.
+    fn as_ptr(&self) -> *const u8;
+
+    /// Bytes mapped.
+    fn len(&self) -> usize;
+
+    /// Whether nothing is mapped (never, for a map `map_file` returned).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes all of `bytes` at byte `offset` of the file (`pwrite`, not through
+    /// the mapping, so that a full disk is an error, not a fault). Once it
+    /// returns `Ok`, reads through [`as_ptr`](Self::as_ptr) see the bytes; they
+    /// are durable after [`sync_range`](Self::sync_range). `InvalidInput` if the
+    /// range is not inside the mapping.
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()>;
+
+    /// Makes at least bytes `offset..offset + len` of the file durable
+    /// (`msync`). `InvalidInput` if the range is not inside the mapping.
+    fn sync_range(&self, offset: usize, len: usize) -> io::Result<()>;
+}
+
+/// `InvalidInput` unless `offset..offset + len` lies inside `0..mapped`.
+pub(crate) fn check_map_range(offset: usize, len: usize, mapped: usize) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= mapped => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bytes {offset}..+{len} are outside the {mapped}-byte mapping"),
+        )),
+    }
+}
+
 /// An exclusive lock on a lock file, held until dropped.
 pub trait LockGuard: Send + Sync {}
 
@@ -58,6 +107,23 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
 
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// The first `n` bytes of `path` (all of it if it is shorter) and the file's
+    /// length, without reading the rest.
+    fn read_head(&self, path: &Path, n: usize) -> io::Result<(Vec<u8>, u64)>;
+
+    /// Maps the first `len` bytes of the existing file `path`, shared and
+    /// writable through [`MappedFile::write_at`]. `InvalidInput` if `len` is 0
+    /// or the file is shorter than `len` (a real mapping would fault on the
+    /// missing bytes).
+    ///
+    /// # Safety
+    /// While the returned map lives, nothing but its own `write_at` changes or
+    /// truncates those bytes of the file: no other call of this file system on
+    /// the path (`create`, `set_len`, writes through another handle) and no other
+    /// process. A real mapping turns a truncation into `SIGBUS` and a foreign
+    /// write into a data race with the readers of the mapping.
+    unsafe fn map_file(&self, path: &Path, len: usize) -> io::Result<Box<dyn MappedFile>>;
 
     /// Whether `path` exists.
     fn exists(&self, path: &Path) -> bool;
@@ -86,8 +152,8 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     /// holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
 
-    /// The real path of `path` if the files are real (for memory-mapping), or `None`
-    /// for a simulated disk.
+    /// The real path of `path` if the files are real, or `None` for a simulated
+    /// disk. (Memory-mapping goes through [`map_file`](Self::map_file).)
     fn real_path(&self, path: &Path) -> Option<PathBuf>;
 }
 

@@ -1,10 +1,12 @@
 //! [`RealFs`]: the [`FileSystem`] over `std::fs`.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{FileSystem, LockGuard, WritableFile};
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::{check_map_range, FileSystem, LockGuard, MappedFile, WritableFile};
 
 /// The real file system, through `std::fs`.
 ///
@@ -58,6 +60,56 @@ impl WritableFile for RealFile {
     }
 }
 
+/// A shared, read-write mapping of a real file, and the file for `pwrite`.
+#[derive(Debug)]
+struct RealMap {
+    file: File,
+    map: MmapMut,
+}
+
+impl MappedFile for RealMap {
+    fn as_ptr(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        check_map_range(offset, bytes.len(), self.map.len())?;
+        // `pwrite` into the page cache the shared mapping maps: once it returns,
+        // reads through the mapping see the bytes.
+        write_all_at(&self.file, bytes, offset as u64)
+    }
+
+    fn sync_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        check_map_range(offset, len, self.map.len())?;
+        self.map.flush_range(offset, len)
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match std::os::windows::fs::FileExt::seek_write(file, bytes, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A held lock: the open lock file (closing it releases the lock).
 #[derive(Debug)]
 struct RealLock {
@@ -84,6 +136,34 @@ impl FileSystem for RealFs {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_head(&self, path: &Path, n: usize) -> io::Result<(Vec<u8>, u64)> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut head = Vec::with_capacity(n.min(len as usize));
+        file.take(n as u64).read_to_end(&mut head)?;
+        Ok((head, len))
+    }
+
+    unsafe fn map_file(&self, path: &Path, len: usize) -> io::Result<Box<dyn MappedFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file_len = file.metadata()?.len();
+        if len == 0 || file_len < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: cannot map {len} bytes of a {file_len}-byte file",
+                    path.display()
+                ),
+            ));
+        }
+        // SAFETY: memmap2 requires that the mapped bytes are not modified or
+        // truncated by anything else while mapped: that is this method's
+        // contract, passed on to its caller. The file holds at least `len` bytes
+        // (checked above), so no page of the mapping lies beyond its end.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(&file)? };
+        Ok(Box::new(RealMap { file, map }))
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -215,6 +295,46 @@ mod tests {
             Some(io::ErrorKind::NotFound)
         );
         assert!(fs.list(&dir.join("nope")).is_err());
+    }
+
+    #[test]
+    fn mapped_file_sees_pwrites_and_reads_its_head() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealFs::new();
+        let p = tmp.path().join("chunk");
+        let mut f = fs.create(&p).unwrap();
+        f.write_all(b"head").unwrap();
+        drop(f);
+        fs.set_len(&p, 8192).unwrap();
+        assert_eq!(fs.read_head(&p, 2).unwrap(), (b"he".to_vec(), 8192));
+        assert_eq!(fs.read_head(&p, 1 << 20).unwrap().0.len(), 8192);
+        // SAFETY: nothing else touches the file while it is mapped.
+        let m = unsafe { fs.map_file(&p, 8192) }.unwrap();
+        assert_eq!(m.len(), 8192);
+        assert_eq!(m.as_ptr() as usize % 4096, 0);
+        m.write_at(4096, b"rows").unwrap();
+        // SAFETY: bytes 0..4100 are mapped and no write is in flight.
+        let seen = unsafe { std::slice::from_raw_parts(m.as_ptr(), 4100) };
+        assert_eq!(&seen[..4], b"head");
+        assert_eq!(&seen[4096..], b"rows");
+        m.sync_range(4096, 4).unwrap();
+        assert_eq!(
+            m.write_at(8190, b"xyz").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert!(m.sync_range(usize::MAX, 2).is_err());
+        drop(m);
+        assert_eq!(&fs.read(&p).unwrap()[4096..4100], b"rows");
+        for bad in [0usize, 8193] {
+            // SAFETY: as above.
+            let e = unsafe { fs.map_file(&p, bad) }.err().unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
+        // SAFETY: as above (the file does not exist).
+        let e = unsafe { fs.map_file(&tmp.path().join("nope"), 1) }
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     /// `File::try_lock` is `flock` on Linux: locks belong to the open file

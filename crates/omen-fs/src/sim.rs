@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{parent_dir, FileSystem, LockGuard, WritableFile};
+use crate::{check_map_range, parent_dir, FileSystem, LockGuard, MappedFile, WritableFile};
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
 
 /// The largest file the simulated disk holds (it keeps files in memory); a write
 /// or `set_len` beyond it fails with [`io::ErrorKind::FileTooLarge`].
@@ -535,7 +537,8 @@ impl State {
 ///   created fails with [`io::ErrorKind::NotFound`].
 /// * Every call of a [`FileSystem`] method (but
 ///   [`real_path`](FileSystem::real_path)) and every `write_all` and `sync_data` of
-///   a handle the disk gave out is one *operation*, numbered from 0 in call order;
+///   a handle, and every `write_at` and `sync_range` of a mapped file, the disk
+///   gave out is one *operation*, numbered from 0 in call order;
 ///   [`SimFs::crash_at`] and [`SimFs::fail_at`] name operations by that number.
 /// * [`SimFs::crash_image`] builds what a power cut now would leave on the disk,
 ///   under a [`CrashMode`].
@@ -543,6 +546,14 @@ impl State {
 ///   the lock file, empty, if missing (its entry pending like any creation).
 /// * A write or a sync through a handle of a removed file goes to its inode
 ///   (unlinked, invisible); nothing panics.
+/// * A mapped file ([`map_file`](FileSystem::map_file)) is a page-aligned heap
+///   buffer, filled from the file's current content when mapped and never
+///   moved. Its `write_at` is one operation: a write of the inode (pending like
+///   any other, so a crash image keeps, drops or tears it by the crash mode)
+///   that is also copied into the buffer; its `sync_range` is one operation that
+///   syncs the whole inode (as `fdatasync` would: at least the range asked for).
+///   The buffer is not the disk: a crash image holds only the inodes, and a
+///   `map_file` on the image sees what the crash mode left of the file.
 #[derive(Clone, Debug, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
@@ -699,6 +710,85 @@ impl WritableFile for SimFile {
     }
 }
 
+/// A mapped simulated file: a heap buffer standing in for the mapping, and the
+/// inode its writes go to.
+#[derive(Debug)]
+struct SimMap {
+    state: Arc<Mutex<State>>,
+    inode: usize,
+    /// `layout.size()` bytes from `alloc_zeroed(layout)`, freed in drop; written
+    /// only by `write_at`, under the state lock.
+    buf: NonNull<u8>,
+    layout: Layout,
+}
+
+/// Alignment of a simulated mapping: a page, as a real one.
+const MAP_ALIGN: usize = 4096;
+
+// SAFETY: `buf` is an allocation this map owns alone (like a `Box<[u8]>`); it is
+// written only in `write_at`, with the disk's mutex held, so two threads never
+// write it at once. Readers in other threads read it through `as_ptr` under the
+// `MappedFile` contract (no reference to bytes that `write_at` writes while the
+// reference lives), which is the same contract a real shared mapping has.
+unsafe impl Send for SimMap {}
+// SAFETY: as above.
+unsafe impl Sync for SimMap {}
+
+impl Drop for SimMap {
+    fn drop(&mut self) {
+        // SAFETY: `buf` came from `alloc_zeroed(self.layout)` and is freed once;
+        // `&mut self` means no reference into it is alive (references derived
+        // from `as_ptr` borrow the map).
+        unsafe { alloc::dealloc(self.buf.as_ptr(), self.layout) };
+    }
+}
+
+impl MappedFile for SimMap {
+    fn as_ptr(&self) -> *const u8 {
+        self.buf.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    fn write_at(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        let mut s = lock_state(&self.state);
+        s.begin()?;
+        check_map_range(offset, bytes.len(), self.layout.size())?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        s.push_data(
+            self.inode,
+            DataOp::Write {
+                offset: offset as u64,
+                bytes: bytes.to_vec(),
+            },
+        )?;
+        // SAFETY: `offset..offset + bytes.len()` lies inside the buffer (checked
+        // above); the state lock excludes every other write of it, and by the
+        // `MappedFile` contract no reference covers these bytes now. `bytes` is
+        // caller memory, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.buf.as_ptr().add(offset),
+                bytes.len(),
+            );
+        }
+        Ok(())
+    }
+
+    fn sync_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        let mut s = lock_state(&self.state);
+        s.begin()?;
+        check_map_range(offset, len, self.layout.size())?;
+        s.inode_mut(self.inode)?.sync();
+        Ok(())
+    }
+}
+
 /// A held lock of a [`SimFs`]; dropping it releases the path.
 #[derive(Debug)]
 struct SimLock {
@@ -758,6 +848,52 @@ impl FileSystem for SimFs {
         s.begin()?;
         let inode = s.inode_of(path)?;
         Ok(s.inode_mut(inode)?.current.clone())
+    }
+
+    fn read_head(&self, path: &Path, n: usize) -> io::Result<(Vec<u8>, u64)> {
+        let mut s = self.state();
+        s.begin()?;
+        let inode = s.inode_of(path)?;
+        let content = &s.inode_mut(inode)?.current;
+        let head = content[..n.min(content.len())].to_vec();
+        Ok((head, content.len() as u64))
+    }
+
+    /// A heap buffer holding the file's current first `len` bytes; see the
+    /// model in [`SimFs`].
+    unsafe fn map_file(&self, path: &Path, len: usize) -> io::Result<Box<dyn MappedFile>> {
+        let mut s = self.state();
+        s.begin()?;
+        let inode = s.inode_of(path)?;
+        let content = &s.inode_mut(inode)?.current;
+        if len == 0 || content.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: cannot map {len} bytes of a {}-byte file",
+                    path.display(),
+                    content.len()
+                ),
+            ));
+        }
+        let layout = Layout::from_size_align(len, MAP_ALIGN)
+            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e.to_string()))?;
+        // SAFETY: `layout` has a non-zero size (`len > 0`).
+        let buf = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "cannot allocate a simulated mapping",
+            )
+        })?;
+        // SAFETY: the buffer is `len` bytes, `content` holds at least `len`, and the
+        // fresh allocation cannot overlap it.
+        unsafe { std::ptr::copy_nonoverlapping(content.as_ptr(), buf.as_ptr(), len) };
+        Ok(Box::new(SimMap {
+            state: Arc::clone(&self.state),
+            inode,
+            buf,
+            layout,
+        }))
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -1385,6 +1521,74 @@ mod tests {
         assert_eq!(
             read_image(&fs, CrashMode::DropUnsynced, "a/b/seg-1").unwrap(),
             b"again"
+        );
+    }
+
+    /// The bytes of a map, read through its pointer.
+    fn mapped(m: &dyn MappedFile) -> Vec<u8> {
+        // SAFETY: `len()` bytes are mapped and no write is in flight.
+        unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) }.to_vec()
+    }
+
+    #[test]
+    fn mapped_writes_are_pending_until_synced_and_crash_images_see_the_file() {
+        let fs = disk_with(b"");
+        fs.set_len(&p("d/f"), 8192).unwrap();
+        fs.sync_file(&p("d/f")).unwrap();
+        assert_eq!(fs.read_head(&p("d/f"), 3).unwrap(), (vec![0; 3], 8192));
+        let n = fs.op_count();
+        // SAFETY: nothing else touches the file while it is mapped.
+        let m = unsafe { fs.map_file(&p("d/f"), 8192) }.unwrap();
+        assert_eq!(m.as_ptr() as usize % MAP_ALIGN, 0);
+        m.write_at(4096, b"rows").unwrap();
+        m.write_at(100, b"").unwrap();
+        assert_eq!(fs.op_count(), n + 3, "map, two writes");
+        assert_eq!(&mapped(&*m)[4096..4100], b"rows");
+        assert_eq!(&fs.read(&p("d/f")).unwrap()[4096..4100], b"rows");
+        assert_eq!(fs.pending_ops(), 1);
+        // Unsynced: a power cut drops it, or tears it at a sector boundary.
+        let img = fs.crash_image(CrashMode::DropUnsynced);
+        // SAFETY: as above, on the image.
+        let mi = unsafe { img.map_file(&p("d/f"), 8192) }.unwrap();
+        assert_eq!(mapped(&*mi), vec![0; 8192]);
+        drop(mi);
+        m.write_at(5118, b"abcd").unwrap();
+        let torn = read_image(&fs, CrashMode::TornLastWrite { sector: 512 }, "d/f").unwrap();
+        assert_eq!(&torn[4096..4100], b"rows");
+        assert_eq!(&torn[5118..5122], b"ab\0\0", "torn at byte 5120");
+        m.sync_range(4096, 4).unwrap();
+        assert_eq!(fs.pending_ops(), 0, "the whole file is synced");
+        let img = fs.crash_image(CrashMode::DropUnsynced);
+        // SAFETY: as above, on the image.
+        let mi = unsafe { img.map_file(&p("d/f"), 4100) }.unwrap();
+        assert_eq!(&mapped(&*mi)[4096..], b"rows");
+        // Out of range, and failed or crashed writes, change nothing.
+        assert_eq!(
+            m.write_at(8190, b"xyz").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert!(m.sync_range(8000, 500).is_err());
+        fs.fail_at(fs.op_count(), FaultKind::Enospc, FaultPersistence::Once);
+        assert_eq!(m.write_at(0, b"zz").unwrap_err().raw_os_error(), Some(28));
+        fs.crash_at(fs.op_count());
+        assert!(is_simulated_crash(&m.write_at(0, b"zz").unwrap_err()));
+        assert!(m.sync_range(0, 1).is_err());
+        assert_eq!(&mapped(&*m)[..2], &[0, 0]);
+        fs.clear_faults();
+        assert_eq!(&fs.read(&p("d/f")).unwrap()[..2], &[0, 0]);
+        assert_eq!(fs.pending_ops(), 0);
+        // Maps that do not fit, or of missing files.
+        for bad in [0usize, 8193] {
+            // SAFETY: as above.
+            let e = unsafe { fs.map_file(&p("d/f"), bad) }.err().unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
+        // SAFETY: as above.
+        let e = unsafe { fs.map_file(&p("d/nope"), 1) }.err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            fs.read_head(&p("d/nope"), 1).err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
         );
     }
 

@@ -1,34 +1,16 @@
-//! The chunked in-memory arena.
+//! The chunked in-memory arena: [`ChunkedRows`] over heap buckets.
 //!
-//! # Layout
-//! Rows live in at most [`BUCKETS`] separately allocated buckets. Bucket `b` holds
-//! `base << b` rows and starts at row `base * (2^b - 1)`, so the buckets double in
-//! size (the scheme of the `boxcar` crate) and 32 of them address more than
-//! [`MAX_SLOTS`] rows for any `base >= 1`. A bucket, once allocated, is never moved
-//! or freed before the storage is dropped: that is what lets a reader keep a
-//! `&[f32]` into it while a writer appends.
-//!
-//! # Publication protocol
-//! * Writers take `writer` (a mutex), so at most one thread ever writes rows.
-//! * A writer only writes rows at or beyond `len`, allocating buckets
-//!   first; once every byte of the new rows is written, it stores the new `len`
-//!   with `Release`.
-//! * A reader loads `len` with `Acquire` and touches rows below it only. The
-//!   acquire synchronises with the release that published those rows, so it sees
-//!   the bucket pointer and every byte of the row as written; no thread writes those
-//!   bytes again, so shared slices into them are sound for as long as `&self` lives.
-//!
-//! Under `cfg(loom)` every row also has a shadow `loom::cell::UnsafeCell` that
-//! writers touch mutably and readers immutably, so loom reports a causality
-//! violation if the ordering above were ever weakened.
+//! The geometry, the publication protocol and the argument that readers may hold
+//! `&[f32]` rows while a writer appends live in [`crate::chunked`]; this file is
+//! the heap [`Backing`]: how a bucket is allocated (huge-page advice, prefault),
+//! written (a copy through its pointer) and freed.
 
 use crate::buckets::{self, BUCKETS};
-use omen_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use omen_core::sync::{self, Mutex};
-use omen_core::{Error, Result, SlotId, VectorStorage, MAX_SLOTS};
+use crate::chunked::{Backing, ChunkedRows};
+use omen_core::{Error, Result, SlotId, VectorStorage};
 use std::alloc::{self, Layout};
 use std::ops::Range;
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 /// Buckets this large (bytes) are left unzeroed by the allocator (they come
 /// fresh from the kernel) and prefaulted in bulk as rows reach them.
@@ -49,7 +31,6 @@ fn alloc_bucket(layout: Layout) -> *mut f32 {
     advise_huge_pages(p, layout.size());
     p.cast::<f32>()
 }
-
 /// Alignment of large buckets: one transparent huge page, so that the whole
 /// bucket can be backed by them.
 const HUGE_PAGE: usize = 2 << 20;
@@ -102,16 +83,97 @@ fn prefault(p: *mut f32, len: usize) {
 /// Default number of rows in the first bucket.
 pub const DEFAULT_CHUNK_ROWS: usize = 1024;
 
-/// Rows tracked by the loom shadow cells; loom models stay far below this.
-#[cfg(loom)]
-const LOOM_SHADOW_ROWS: usize = 64;
+/// Layout of a bucket of `rows` rows of `dim` floats, or `CapacityExceeded` if
+/// its size overflows.
+fn bucket_layout(b: usize, rows: usize, dim: usize) -> Result<Layout> {
+    rows.checked_mul(dim)
+        .and_then(|n| Layout::array::<f32>(n).ok())
+        .and_then(|l| {
+            if l.size() < HUGE_BUCKET {
+                Some(l)
+            } else {
+                l.align_to(HUGE_PAGE).ok()
+            }
+        })
+        .ok_or_else(|| Error::CapacityExceeded {
+            what: format!(
+                "memory storage bucket {b} of {rows} rows × {dim} floats overflows the address space"
+            ),
+        })
+}
+
+/// The heap backing: one allocation per bucket.
+#[derive(Debug)]
+pub(crate) struct Heap {
+    /// The first bucket of at least [`HUGE_BUCKET`] bytes: it and every later one
+    /// are allocated unzeroed and prefaulted ahead of each write.
+    huge_from: usize,
+}
+
+impl Heap {
+    fn new(dim: usize, base_shift: u32) -> Heap {
+        let huge_from = (0..BUCKETS)
+            .find(|&b| {
+                buckets::rows(base_shift, b)
+                    .saturating_mul(dim)
+                    .saturating_mul(4)
+                    >= HUGE_BUCKET
+            })
+            .unwrap_or(BUCKETS);
+        Heap { huge_from }
+    }
+}
+
+// SAFETY: a bucket is one allocation of `rows * dim` floats (`bucket_layout`,
+// aligned for f32), freed only in `release`; the allocation never moves, and no
+// one but `write` (a copy through the pointer, in the writing thread) changes it.
+// A later reader sees the copied floats by the happens-before the core's release
+// store of `len` establishes.
+unsafe impl Backing for Heap {
+    const WHAT: &'static str = "memory storage";
+
+    fn create(&self, b: usize, rows: usize, dim: usize) -> Result<NonNull<f32>> {
+        let layout = bucket_layout(b, rows, dim)?;
+        NonNull::new(alloc_bucket(layout)).ok_or_else(|| Error::CapacityExceeded {
+            what: format!(
+                "memory storage could not allocate {} bytes for bucket {b}",
+                layout.size()
+            ),
+        })
+    }
+
+    #[inline]
+    unsafe fn write(&self, b: usize, base: NonNull<f32>, at: usize, src: &[f32]) -> Result<()> {
+        // SAFETY: by the caller's contract `at..at + src.len()` lies inside the
+        // bucket at `base`, so the offset pointer is in bounds.
+        let dst = unsafe { base.as_ptr().add(at) };
+        if b >= self.huge_from {
+            prefault(dst, std::mem::size_of_val(src));
+        }
+        // SAFETY: `dst..dst + src.len()` is inside the bucket and, by the caller's
+        // contract, read and written by no one else; `src` is caller memory, so
+        // the ranges do not overlap.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
+
+    unsafe fn release(&mut self, b: usize, base: NonNull<f32>, rows: usize, dim: usize) {
+        // The layout was computed successfully when the bucket was allocated and
+        // depends only on `b`, `rows` and `dim`, which are the same here.
+        if let Ok(layout) = bucket_layout(b, rows, dim) {
+            // SAFETY: `base` came from `alloc_bucket(layout)` with this same layout
+            // (the caller's contract) and is freed once.
+            unsafe { alloc::dealloc(base.as_ptr().cast::<u8>(), layout) };
+        }
+    }
+}
 
 /// A chunked, append-only in-memory arena of `dim`-wide f32 rows.
 ///
 /// Appends take `&self` and are serialised by an internal mutex; reads
 /// ([`get`](VectorStorage::get), [`block`](VectorStorage::block), `len`) take no
-/// lock and may run while another thread appends. Stored rows never move. See the
-/// module documentation for the publication protocol.
+/// lock and may run while another thread appends. Stored rows never move. See
+/// [`crate::chunked`] for the publication protocol.
 ///
 /// ```
 /// use omen_core::VectorStorage;
@@ -123,31 +185,8 @@ const LOOM_SHADOW_ROWS: usize = 64;
 /// # Ok::<(), omen_core::Error>(())
 /// ```
 pub struct MemoryStorage {
-    dim: usize,
-    /// log2 of the rows in bucket 0.
-    base_shift: u32,
-    /// Published rows.
-    len: AtomicUsize,
-    /// Bucket `b` points at room for `(1 << base_shift << b) * dim` floats (rows
-    /// below `len` written, the rest not read),
-    /// or is null while not yet allocated.
-    buckets: [AtomicPtr<f32>; BUCKETS],
-    /// Bytes of the allocated buckets.
-    allocated: AtomicUsize,
-    /// Serialises writers.
-    writer: Mutex<()>,
-    #[cfg(loom)]
-    shadow: Shadow,
+    rows: ChunkedRows<Heap>,
 }
-
-/// Loom-only shadow of the rows: one tracked cell per row.
-#[cfg(loom)]
-struct Shadow(Box<[loom::cell::UnsafeCell<()>]>);
-
-// SAFETY: the cells hold `()`; they exist only so that loom checks, on every
-// access, that reads of a row happen after its write. Sharing them is the point.
-#[cfg(loom)]
-unsafe impl Sync for Shadow {}
 
 impl MemoryStorage {
     /// An empty storage of `dim`-wide rows, with [`DEFAULT_CHUNK_ROWS`] rows in the
@@ -172,179 +211,15 @@ impl MemoryStorage {
         }
         let base_shift = chunk_rows.next_power_of_two().trailing_zeros();
         Ok(MemoryStorage {
-            dim,
-            base_shift,
-            len: AtomicUsize::new(0),
-            buckets: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            allocated: AtomicUsize::new(0),
-            writer: Mutex::new(()),
-            #[cfg(loom)]
-            shadow: Shadow(
-                (0..LOOM_SHADOW_ROWS)
-                    .map(|_| loom::cell::UnsafeCell::new(()))
-                    .collect(),
-            ),
+            rows: ChunkedRows::new(Heap::new(dim, base_shift), dim, base_shift),
         })
     }
 
     /// Rows in bucket 0 (a power of two).
     pub fn chunk_rows(&self) -> usize {
-        1 << self.base_shift
+        self.rows.chunk_rows()
     }
 
-    /// Rows held by bucket `b`.
-    #[inline]
-    fn bucket_rows(&self, b: usize) -> usize {
-        buckets::rows(self.base_shift, b)
-    }
-
-    /// First row of bucket `b`.
-    #[inline]
-    fn bucket_start(&self, b: usize) -> usize {
-        buckets::start(self.base_shift, b)
-    }
-
-    /// The bucket holding `row` and the row's offset in it. Requires
-    /// `row < MAX_SLOTS`, which bounds the bucket below [`BUCKETS`].
-    #[inline]
-    fn locate(&self, row: usize) -> (usize, usize) {
-        buckets::locate(self.base_shift, row)
-    }
-
-    /// Layout of bucket `b`, or `CapacityExceeded` if its size overflows.
-    fn bucket_layout(&self, b: usize) -> Result<Layout> {
-        self.bucket_rows(b)
-            .checked_mul(self.dim)
-            .and_then(|n| Layout::array::<f32>(n).ok())
-            .and_then(|l| {
-                if l.size() < HUGE_BUCKET {
-                    Some(l)
-                } else {
-                    l.align_to(HUGE_PAGE).ok()
-                }
-            })
-            .ok_or_else(|| Error::CapacityExceeded {
-                what: format!(
-                    "memory storage bucket {b} of {} rows × {} floats overflows the address space",
-                    self.bucket_rows(b),
-                    self.dim
-                ),
-            })
-    }
-
-    /// Makes sure the buckets holding rows `from..to` exist. Called with the writer
-    /// lock held. On error, buckets allocated so far stay (unpublished capacity).
-    fn reserve(&self, from: usize, to: usize) -> Result<()> {
-        let first = self.locate(from).0;
-        let last = self.locate(to - 1).0;
-        for b in first..=last {
-            if !self.buckets[b].load(Ordering::Relaxed).is_null() {
-                continue;
-            }
-            let layout = self.bucket_layout(b)?;
-            let p = alloc_bucket(layout);
-            if p.is_null() {
-                return Err(Error::CapacityExceeded {
-                    what: format!(
-                        "memory storage could not allocate {} bytes for bucket {b}",
-                        layout.size()
-                    ),
-                });
-            }
-            // Release: readers also reach this pointer through `len`'s release, but a
-            // reader that loads it directly must see a fully initialised allocation.
-            self.buckets[b].store(p, Ordering::Release);
-            self.allocated.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Loom: records a write of rows `rows` in the shadow cells.
-    #[cfg(loom)]
-    fn shadow_write(&self, rows: Range<usize>) {
-        for r in rows.take_while(|&r| r < LOOM_SHADOW_ROWS) {
-            self.shadow.0[r].with_mut(|_| ());
-        }
-    }
-
-    /// Loom: records a read of rows `rows` in the shadow cells.
-    #[cfg(loom)]
-    fn shadow_read(&self, rows: Range<usize>) {
-        for r in rows.take_while(|&r| r < LOOM_SHADOW_ROWS) {
-            self.shadow.0[r].with(|_| ());
-        }
-    }
-
-    /// Writes `src` (a whole number of rows) at rows `at..`, then publishes them.
-    /// Called with the writer lock held and `at == len`.
-    fn write_and_publish(&self, at: usize, src: &[f32]) -> Result<Range<SlotId>> {
-        let n = src.len() / self.dim;
-        let end = match at.checked_add(n) {
-            Some(end) if end <= MAX_SLOTS => end,
-            _ => {
-                return Err(Error::CapacityExceeded {
-                    what: format!(
-                        "memory storage holds {at} rows; {n} more exceed the limit of {MAX_SLOTS}"
-                    ),
-                })
-            }
-        };
-        if n == 0 {
-            return Ok(at as SlotId..at as SlotId);
-        }
-        self.reserve(at, end)?;
-        let mut row = at;
-        let mut src = src;
-        while row < end {
-            let (b, off) = self.locate(row);
-            let take = (end - row).min(self.bucket_rows(b) - off);
-            let (head, rest) = src.split_at(take * self.dim);
-            let base = self.buckets[b].load(Ordering::Relaxed);
-            debug_assert!(!base.is_null(), "reserve allocated bucket {b}");
-            if self.bucket_rows(b) * self.dim * 4 >= HUGE_BUCKET {
-                // SAFETY: `off * dim` is inside bucket `b` (see below).
-                prefault(unsafe { base.add(off * self.dim) }, head.len() * 4);
-            }
-            // SAFETY: `reserve` allocated bucket `b` (non-null, `bucket_rows(b) * dim`
-            // floats) and buckets are never freed while `self` lives. Rows
-            // `off..off + take` lie inside it (`take <= bucket_rows(b) - off`). They
-            // are at or beyond `len`, so no reader holds a reference to them, and the
-            // writer lock excludes every other writer: this is the only access.
-            // `head` is caller memory, so the ranges do not overlap.
-            unsafe {
-                ptr::copy_nonoverlapping(head.as_ptr(), base.add(off * self.dim), head.len());
-            }
-            #[cfg(loom)]
-            self.shadow_write(row..row + take);
-            row += take;
-            src = rest;
-        }
-        // Release: publishes every byte written above to readers that acquire `len`.
-        self.len.store(end, Ordering::Release);
-        Ok(at as SlotId..end as SlotId)
-    }
-
-    /// A published run of rows `start..end` within one bucket. Requires
-    /// `start < end <= len` (as observed with `Acquire`) and all rows in one bucket.
-    #[inline]
-    fn published(&self, b: usize, off: usize, rows: usize) -> Option<&[f32]> {
-        let base = self.buckets[b].load(Ordering::Acquire);
-        if base.is_null() {
-            // Unreachable: a published row's bucket was stored before `len` was.
-            return None;
-        }
-        // SAFETY: the caller observed (with Acquire) a `len` covering these rows,
-        // which synchronises with the writer's Release store made after the bucket
-        // was allocated and the rows written. The bucket holds `bucket_rows(b) * dim`
-        // floats and `off + rows <= bucket_rows(b)`, so the slice is in bounds and
-        // initialised. Published rows are never written again and buckets are freed
-        // only in `Drop` (which needs `&mut self`), so the shared slice stays valid
-        // and unchanged for the borrow of `self`.
-        Some(unsafe { std::slice::from_raw_parts(base.add(off * self.dim), rows * self.dim) })
-    }
-}
-
-impl MemoryStorage {
     /// The storage kind's name, in manifests, flags and reports.
     pub const NAME: &'static str = "memory";
 }
@@ -355,83 +230,41 @@ impl VectorStorage for MemoryStorage {
     }
 
     fn dim(&self) -> usize {
-        self.dim
+        self.rows.dim()
     }
 
     #[inline]
     fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.rows.len()
     }
 
     fn append(&self, vector: &[f32]) -> Result<SlotId> {
-        buckets::check_row(self.dim, vector)?;
-        let _guard = sync::lock(&self.writer);
-        // Relaxed: only writers store `len`, and the lock orders us after the last one.
-        let at = self.len.load(Ordering::Relaxed);
-        self.write_and_publish(at, vector).map(|r| r.start)
+        self.rows.append(vector)
     }
 
     fn append_batch(&self, rows: &[f32]) -> Result<Range<SlotId>> {
-        buckets::check_rows(self.dim, rows)?;
-        let _guard = sync::lock(&self.writer);
-        let at = self.len.load(Ordering::Relaxed);
-        self.write_and_publish(at, rows)
+        self.rows.append_batch(rows)
     }
 
     #[inline]
     fn get(&self, slot: SlotId) -> Option<&[f32]> {
-        let row = slot as usize;
-        if row >= self.len.load(Ordering::Acquire) {
-            return None;
-        }
-        let (b, off) = self.locate(row);
-        #[cfg(loom)]
-        self.shadow_read(row..row + 1);
-        self.published(b, off, 1)
+        self.rows.get(slot)
     }
 
     #[inline]
     fn block(&self, start: SlotId) -> Option<&[f32]> {
-        let row = start as usize;
-        let len = self.len.load(Ordering::Acquire);
-        if row >= len {
-            return None;
-        }
-        let (b, off) = self.locate(row);
-        let end = (self.bucket_start(b) + self.bucket_rows(b)).min(len);
-        #[cfg(loom)]
-        self.shadow_read(row..end);
-        self.published(b, off, end - row)
+        self.rows.block(start)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.allocated.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for MemoryStorage {
-    fn drop(&mut self) {
-        for b in 0..BUCKETS {
-            let p = self.buckets[b].load(Ordering::Relaxed);
-            if p.is_null() {
-                continue;
-            }
-            // The layout was computed successfully when the bucket was allocated and
-            // depends only on `b`, `dim` and `base_shift`, which never change.
-            if let Ok(layout) = self.bucket_layout(b) {
-                // SAFETY: `p` came from `alloc_bucket(layout)` with this same layout
-                // and is freed once: `&mut self` means no reader holds a row, and the
-                // storage is going away.
-                unsafe { alloc::dealloc(p.cast::<u8>(), layout) };
-            }
-        }
+        self.rows.bytes()
     }
 }
 
 impl std::fmt::Debug for MemoryStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStorage")
-            .field("dim", &self.dim)
+            .field("dim", &self.dim())
             .field("len", &self.len())
             .field("chunk_rows", &self.chunk_rows())
             .field("memory_bytes", &self.memory_bytes())
@@ -458,7 +291,7 @@ mod tests {
             i += n;
         }
         assert!(
-            s.bucket_rows(3) * dim * 4 >= HUGE_BUCKET,
+            s.rows.backing().huge_from <= 3 && s.rows.bucket_rows(3) * dim * 4 >= HUGE_BUCKET,
             "the test must reach a large bucket"
         );
         for i in (0..40_000).step_by(13) {
@@ -468,24 +301,6 @@ mod tests {
 
     fn row(i: usize, dim: usize) -> Vec<f32> {
         (0..dim).map(|c| (i * 31 + c) as f32).collect()
-    }
-
-    #[test]
-    fn locate_matches_a_linear_walk() {
-        for chunk in [1usize, 2, 4, 1024] {
-            let s = MemoryStorage::with_chunk_rows(1, chunk).unwrap();
-            let (mut b, mut off) = (0usize, 0usize);
-            for r in 0..20_000usize {
-                assert_eq!(s.locate(r), (b, off), "chunk {chunk} row {r}");
-                off += 1;
-                if off == s.bucket_rows(b) {
-                    b += 1;
-                    off = 0;
-                }
-            }
-            // The last addressable slot stays inside the directory.
-            assert!(s.locate(MAX_SLOTS - 1).0 < BUCKETS);
-        }
     }
 
     #[test]
@@ -551,9 +366,15 @@ mod tests {
         // A dimension so wide that one bucket overflows the address space.
         let s = MemoryStorage::with_chunk_rows(usize::MAX / 2, 1).unwrap();
         assert!(matches!(
-            s.bucket_layout(0),
+            bucket_layout(0, 1, usize::MAX / 2),
             Err(Error::CapacityExceeded { .. })
         ));
+        assert!(matches!(
+            s.append(&[]),
+            Err(Error::DimensionMismatch { .. })
+        ));
+        assert_eq!(Heap::new(usize::MAX / 2, 0).huge_from, 0);
+        assert_eq!(Heap::new(1, 0).huge_from, 20);
     }
 
     #[test]
@@ -604,6 +425,7 @@ mod loom_tests {
     use loom::sync::atomic::AtomicBool;
     use loom::sync::Arc;
     use loom::thread;
+    use omen_core::sync::atomic::Ordering;
 
     fn check_published(s: &MemoryStorage) {
         let n = s.len();

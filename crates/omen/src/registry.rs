@@ -188,7 +188,8 @@ impl StorageKind {
     pub fn name(self) -> &'static str {
         match self {
             StorageKind::Memory => omen_storage::MemoryStorage::NAME,
-            StorageKind::Mmap => omen_storage::MmapStorage::NAME,
+            // `MmapStorage::NAME`, which the loom build cannot name.
+            StorageKind::Mmap => omen_storage::MMAP_STORAGE_NAME,
         }
     }
 

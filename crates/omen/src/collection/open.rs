@@ -66,14 +66,10 @@ impl Collection {
         let storage: Box<dyn VectorStorage> = match config.storage {
             StorageKind::Memory => Box::new(omen_storage::MemoryStorage::new(dim)?),
             StorageKind::Mmap => {
-                let real = fs.real_path(&dir.join("vectors")).ok_or_else(|| {
-                    Error::invalid_param("storage", "mmap storage needs the real file system")
-                })?;
-                if real.exists() {
-                    // Left by an earlier create that did not finish.
-                    std::fs::remove_dir_all(&real).map_err(io_err(&real))?;
-                }
-                mmap_create(&real, dim)?
+                let vectors = dir.join("vectors");
+                // Chunk files left by an earlier create that did not finish.
+                mmap_remove(&*fs, &vectors)?;
+                mmap_create(Arc::clone(&fs), &vectors, dim, options.mmap_chunk_rows)?
             }
         };
         let index = new_index(config)?;
@@ -151,15 +147,13 @@ impl Collection {
             .map_err(|e| Error::corruption(&mpath, 24, e.to_string()))?;
         let storage: Box<dyn VectorStorage> = match storage_kind {
             StorageKind::Mmap => {
-                let real = fs.real_path(&dir.join("vectors")).ok_or_else(|| {
-                    Error::invalid_param("storage", "mmap storage needs the real file system")
-                })?;
-                let s = mmap_open(&real, dim, m.rows as usize)?;
+                let vectors = dir.join("vectors");
+                let s = mmap_open(Arc::clone(&fs), &vectors, dim, m.rows as usize)?;
                 for seg in &m.segments {
                     let crc = segment_crc(&*s, seg);
                     if crc != seg.crc {
                         return Err(Error::corruption(
-                            &real,
+                            &vectors,
                             0,
                             format!(
                                 "rows {}..{} fail their checksum (stored {:08x}, computed {crc:08x})",
@@ -405,18 +399,42 @@ impl Collection {
 }
 
 #[cfg(not(loom))]
-fn mmap_create(dir: &Path, dim: usize) -> Result<Box<dyn VectorStorage>> {
-    Ok(Box::new(omen_storage::MmapStorage::create(dir, dim)?))
+fn mmap_create(
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    dim: usize,
+    chunk_rows: usize,
+) -> Result<Box<dyn VectorStorage>> {
+    Ok(Box::new(omen_storage::MmapStorage::create_in(
+        fs, dir, dim, chunk_rows,
+    )?))
 }
 
 #[cfg(not(loom))]
-fn mmap_open(dir: &Path, dim: usize, rows: usize) -> Result<Box<dyn VectorStorage>> {
-    Ok(Box::new(omen_storage::MmapStorage::open(dir, dim, rows)?))
+fn mmap_open(
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    dim: usize,
+    rows: usize,
+) -> Result<Box<dyn VectorStorage>> {
+    Ok(Box::new(omen_storage::MmapStorage::open_in(
+        fs, dir, dim, rows,
+    )?))
+}
+
+#[cfg(not(loom))]
+fn mmap_remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    omen_storage::MmapStorage::remove_in(fs, dir)
 }
 
 /// The loom build has no mmap storage (loom does not model file I/O).
 #[cfg(loom)]
-fn mmap_create(_: &Path, _: usize) -> Result<Box<dyn VectorStorage>> {
+fn mmap_create(
+    _: Arc<dyn FileSystem>,
+    _: &Path,
+    _: usize,
+    _: usize,
+) -> Result<Box<dyn VectorStorage>> {
     Err(Error::invalid_param(
         "storage",
         "no mmap storage under loom",
@@ -424,8 +442,18 @@ fn mmap_create(_: &Path, _: usize) -> Result<Box<dyn VectorStorage>> {
 }
 
 #[cfg(loom)]
-fn mmap_open(dir: &Path, dim: usize, _: usize) -> Result<Box<dyn VectorStorage>> {
-    mmap_create(dir, dim)
+fn mmap_open(
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    dim: usize,
+    _: usize,
+) -> Result<Box<dyn VectorStorage>> {
+    mmap_create(fs, dir, dim, 1)
+}
+
+#[cfg(loom)]
+fn mmap_remove(_: &dyn FileSystem, _: &Path) -> Result<()> {
+    Ok(())
 }
 
 /// Loads (or, for the flat index, rebuilds) the index the manifest names and

@@ -6,6 +6,13 @@ use omen_fs::{FileSystem, RealFs};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The default of [`DurableOptions::mmap_chunk_rows`]: the mmap storage's own
+/// default (which the loom build, without mmap storage, cannot name).
+const DEFAULT_MMAP_CHUNK_ROWS: usize = 65_536;
+
+#[cfg(not(loom))]
+const _: () = assert!(DEFAULT_MMAP_CHUNK_ROWS == omen_storage::DEFAULT_MMAP_CHUNK_ROWS);
+
 /// When a write is acknowledged. Every benchmark names the mode it ran with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -82,6 +89,12 @@ pub struct DurableOptions {
     /// no removal of stale files, no log, no checkpoints; every write is refused.
     /// For commands that only read (`omen db stats`, `get`, `search`, `verify`).
     pub read_only: bool,
+    /// Rows in the first chunk file of a new collection with mmap storage
+    /// (default 65,536, `omen_storage::DEFAULT_MMAP_CHUNK_ROWS`; rounded up to a
+    /// power of two, each following chunk doubling). Only `create` reads it: a
+    /// reopen takes the geometry from the chunk files. Small values keep the
+    /// chunk files of a simulated disk small in crash tests.
+    pub mmap_chunk_rows: usize,
 }
 
 impl Default for DurableOptions {
@@ -93,6 +106,7 @@ impl Default for DurableOptions {
             indexing: IndexingMode::background(),
             checkpoint_indexed_rows: 1 << 18,
             read_only: false,
+            mmap_chunk_rows: DEFAULT_MMAP_CHUNK_ROWS,
         }
     }
 }
@@ -125,6 +139,12 @@ impl DurableOptions {
     /// Sets the indexed-rows checkpoint threshold.
     pub fn checkpoint_indexed_rows(mut self, rows: u64) -> Self {
         self.checkpoint_indexed_rows = rows;
+        self
+    }
+
+    /// Sets the rows of a new mmap collection's first chunk file (see the field).
+    pub fn mmap_chunk_rows(mut self, rows: usize) -> Self {
+        self.mmap_chunk_rows = rows;
         self
     }
 
@@ -170,6 +190,12 @@ pub struct RecoveryInfo {
     pub unindexed_rows: u64,
     /// Whether the collection was opened read-only.
     pub read_only: bool,
+    /// Rows in the first chunk file of a new collection with mmap storage
+    /// (default 65,536, `omen_storage::DEFAULT_MMAP_CHUNK_ROWS`; rounded up to a
+    /// power of two, each following chunk doubling). Only `create` reads it: a
+    /// reopen takes the geometry from the chunk files. Small values keep the
+    /// chunk files of a simulated disk small in crash tests.
+    pub mmap_chunk_rows: usize,
 }
 
 /// What [`Collection::verify`] checked.
