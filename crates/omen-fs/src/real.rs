@@ -14,9 +14,10 @@ use crate::{check_map_range, FileSystem, LockGuard, MappedFile, WritableFile};
 /// the file, and [`sync_dir`](FileSystem::sync_dir) is `fsync` of the directory
 /// (a no-op on platforms that cannot open a directory as a file).
 /// [`lock`](FileSystem::lock) is an advisory exclusive lock (`flock` on Unix) on
-/// the lock file, taken without waiting: another holder, in this process through
-/// another open of the file or in another process, makes it fail with
-/// [`io::ErrorKind::WouldBlock`].
+/// the lock file: another holder, in this process through another open of the
+/// file or in another process, makes it fail with [`io::ErrorKind::WouldBlock`]
+/// after a quarter of a second of retries (a child being spawned holds a copy
+/// of the lock until its `exec`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
@@ -26,6 +27,11 @@ impl RealFs {
         RealFs
     }
 }
+
+/// How long [`RealFs::lock`] keeps trying a busy lock before reporting it held:
+/// long enough to outlast a child process's fork-to-exec window, short enough
+/// that a lock really held by another process is reported at once to a person.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A file of the real file system open for writing at its end.
 #[derive(Debug)]
@@ -218,13 +224,28 @@ impl FileSystem for RealFs {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(RealLock { _file: file })),
-            Err(TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is locked by another holder", path.display()),
-            )),
-            Err(TryLockError::Error(e)) => Err(e),
+        // A lock released by this process may still be held for a moment by a
+        // child it is spawning: between fork and exec the child holds copies of
+        // every descriptor, close-on-exec or not, and `flock` belongs to the
+        // open file description they share. So a busy lock is tried again for
+        // a short while before it is reported as held.
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(RealLock { _file: file })),
+                Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_RETRY => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("{} is locked by another holder", path.display()),
+                    ))
+                }
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
         }
     }
 
@@ -356,5 +377,45 @@ mod tests {
             Some(io::ErrorKind::WouldBlock)
         );
         drop(g2);
+    }
+
+    /// A lock released while another thread spawns processes is taken again
+    /// at once: the children's fork-to-exec copies of the descriptor (which
+    /// share the `flock`) are outlasted by the retry.
+    #[cfg(unix)]
+    #[test]
+    fn lock_released_while_children_spawn_is_taken_again() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        use std::sync::Arc;
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealFs::new();
+        let p = tmp.path().join("LOCK");
+        let stop = Arc::new(AtomicBool::new(false));
+        let spawned = Arc::new(AtomicU32::new(0));
+        let spawner = {
+            let (stop, spawned) = (Arc::clone(&stop), Arc::clone(&spawned));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(mut c) = std::process::Command::new("true").spawn() {
+                        let _ = c.wait();
+                        spawned.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let start = std::time::Instant::now();
+        let mut takes = 0u32;
+        while spawned.load(Ordering::Relaxed) < 200 && start.elapsed().as_secs() < 20 {
+            let g = fs.lock(&p).unwrap_or_else(|e| panic!("take {takes}: {e}"));
+            drop(g);
+            takes += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        spawner.join().unwrap();
+        assert!(
+            spawned.load(Ordering::Relaxed) >= 200,
+            "too few children spawned"
+        );
+        assert!(takes > 0);
     }
 }
