@@ -6,6 +6,8 @@
 //! * [`SearchParams`] and [`SearchRequest`];
 //! * [`IndexKind`], what an index crate registers, with its [`Params`];
 //! * one error type, [`Error`];
+//! * [`rabitq`], one-bit codes of rotated residuals with their distance
+//!   estimator and error bound, scanned by the 4-bit fast-scan kernel;
 //! * [`codec`], the byte reader and writer, checksum and metric codes every
 //!   on-disk format uses;
 //! * the two traits every backend plugs into: [`VectorStorage`] (where vector bytes
@@ -19,6 +21,7 @@ mod kind;
 mod metric;
 mod neighbor;
 mod params;
+pub mod rabitq;
 mod scratch;
 mod storage;
 pub mod sync;

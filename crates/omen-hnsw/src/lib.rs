@@ -214,6 +214,39 @@ impl HnswIndex {
         (w != NO_ENTRY).then(|| entry_parts(w).1)
     }
 
+    /// The entry point's slot (the node searches start from), or `None` while the
+    /// index is empty.
+    pub fn entry_point(&self) -> Option<SlotId> {
+        let w = self.entry.load(Ordering::Acquire);
+        (w != NO_ENTRY).then(|| entry_parts(w).0)
+    }
+
+    /// Copies node `slot`'s links at `level` into `out` (cleared first) and returns
+    /// whether the node is in the graph (inserted or being inserted, or removed but
+    /// still routed through) and reaches that level. A snapshot for tools that read
+    /// the graph (a layout built from it, an analysis); it takes the graph's read
+    /// lock, so it is consistent with concurrent inserts as a search is. Removed
+    /// nodes keep their lists until repair; [`VectorIndex::contains`] says which
+    /// are live.
+    pub fn links(&self, slot: SlotId, level: usize, out: &mut Vec<u32>) -> bool {
+        out.clear();
+        let g = read(&self.graph);
+        let in_graph = g.node(slot).is_some_and(|n| {
+            let w = n.word();
+            status_of(w) != graph::ABSENT && level <= level_of(w)
+        });
+        if !in_graph {
+            return false;
+        }
+        match g.list(slot, level) {
+            Some(list) => {
+                read_list(list, out);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The distance the graph is walked and built with. For cosine the engine
     /// hands in unit vectors, so `1 - a·b` ranks as cosine distance does, at the
     /// cost of one dot product; results are re-scored with [`Self::exact_dist`].

@@ -590,6 +590,54 @@ fn empty_index_and_k_above_len() {
 }
 
 #[test]
+fn links_and_entry_point_show_the_graph_searches_walk() {
+    let empty = HnswIndex::new(4, Metric::L2, HnswParams::default()).unwrap();
+    assert_eq!(empty.entry_point(), None);
+    let mut links = vec![7];
+    assert!(!empty.links(0, 0, &mut links));
+    assert!(links.is_empty());
+
+    let (n, dim) = (500usize, 4);
+    let rows = mixture(n, dim, 5, 21);
+    let (_storage, index) = setup(&rows, dim, Metric::L2, HnswParams::default().with_m(8));
+    let top = index.top_level().unwrap();
+    let entry = index.entry_point().unwrap();
+    // The entry point is the one node at the top level.
+    assert!(index.links(entry, top, &mut links));
+    assert!(!index.links(entry, top + 1, &mut links));
+    // Every node has a layer-0 list of distinct live slots, within m0, not itself;
+    // and the nodes are reachable from the entry point on layer 0.
+    let mut seen = vec![false; n];
+    let mut stack = vec![entry];
+    seen[entry as usize] = true;
+    while let Some(u) = stack.pop() {
+        assert!(index.links(u, 0, &mut links));
+        assert!(
+            links.len() <= 16 && !links.contains(&u),
+            "node {u}: {links:?}"
+        );
+        let mut sorted = links.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), links.len(), "node {u} links a node twice");
+        for &v in &links {
+            assert!((v as usize) < n && index.contains(v));
+            if !seen[v as usize] {
+                seen[v as usize] = true;
+                stack.push(v);
+            }
+        }
+    }
+    // (Heuristic pruning may strand a node; a wrong accessor strands most.)
+    let reached = seen.iter().filter(|&&s| s).count();
+    assert!(
+        reached * 100 >= n * 95,
+        "only {reached} of {n} nodes reachable on layer 0"
+    );
+    assert!(!index.links(n as u32 + 10, 0, &mut links));
+}
+
+#[test]
 fn same_seed_same_graph() {
     let rows = mixture(300, 6, 4, 14);
     let a = setup(&rows, 6, Metric::L2, HnswParams::default().with_seed(9)).1;

@@ -7,7 +7,8 @@
 //!
 //! * [`kmeans`]: k-means shared by the coarse quantizer and PQ.
 //! * [`pq`]: product quantizer (4 or 8 bits per sub-quantizer).
-//! * [`fastscan`]: the 4-bit block layout and its scalar/AVX2/AVX-512BW scan.
+//! * [`fastscan`]: the 4-bit block layout and its scalar/AVX2/AVX-512BW scan (it lives in
+//!   `omen-simd`, re-exported here).
 //!
 //! # Metrics
 //! Every metric builds one distance table per query (and, for 4 bits, quantises it
@@ -87,7 +88,7 @@
 //! [`IvfPqIndex::to_bytes`]/[`IvfPqIndex::from_bytes`] (and `save`/`load`) write and
 //! validate the format described in `FORMAT.md`.
 
-pub mod fastscan;
+pub use omen_core::simd::fastscan;
 mod kind;
 pub mod kmeans;
 mod persist;

@@ -28,10 +28,10 @@
 //! * [`Kernels::for_isa`] returns a specific table, or [`IsaError::Unavailable`]
 //!   (never a panic) if the CPU or the build lacks it; tests and benches use it
 //!   to run every available ISA side by side.
-//! * Other crates' SIMD code (IVF-PQ's 4-bit fast scan) follows the same choice,
-//!   [`Isa::selected`], and asks for any further CPU feature it needs through
-//!   [`Feature::is_available`]: the workspace has one CPU detector and one
-//!   `OMEN_ISA` parser, here.
+//! * The 4-bit fast scan ([`fastscan`], used by IVF-PQ lists and RaBitQ codes)
+//!   follows the same choice, [`Isa::selected`], and asks for the further CPU
+//!   feature it needs (AVX-512BW) through [`Feature::is_available`]: the workspace
+//!   has one CPU detector and one `OMEN_ISA` parser, here.
 //!
 //! All entry points are safe. The SIMD code lives in private modules as
 //! `#[target_feature]` `unsafe fn`s; the only way to reach them is through a table
@@ -73,6 +73,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod fastscan;
 mod isa;
 mod kernels;
 #[cfg(target_arch = "aarch64")]

@@ -29,8 +29,8 @@
 //! implementation, so all of them return the same bits.
 
 #[cfg(target_arch = "x86_64")]
-use omen_core::simd::Feature;
-use omen_core::simd::Isa;
+use crate::Feature;
+use crate::Isa;
 
 /// Vectors per code block.
 pub const BLOCK: usize = 32;
