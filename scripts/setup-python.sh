@@ -13,6 +13,7 @@ set -euo pipefail
 MATURIN_VERSION="1.16.0"
 NUMPY_VERSION="2.2.6"
 PYTEST_VERSION="8.4.2"
+H5PY_VERSION="3.16.0"   # the HDF5 CLI tests write ann-benchmarks files with h5py (binary wheel)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-omen"
@@ -46,6 +47,9 @@ fi
 # pytest likewise: the peers' environment pins its own.
 if ! "$py" -c "import pytest" >/dev/null 2>&1; then
     "${pip[@]}" "pytest==$PYTEST_VERSION" || die "installing pytest failed"
+fi
+if ! "$py" -c "import h5py" >/dev/null 2>&1; then
+    "${pip[@]}" --only-binary=:all: "h5py==$H5PY_VERSION" "numpy==$NUMPY_VERSION" || die "installing h5py failed"
 fi
 
 echo "setup-python: building and installing crates/omen-py into $venv"

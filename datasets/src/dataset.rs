@@ -30,7 +30,7 @@ pub enum Format {
     U8bin,
     /// NumPy `.npy` (2-D float32, C order).
     Npy,
-    /// ann-benchmarks `.hdf5` / `.h5` (the `hdf5` feature).
+    /// ann-benchmarks `.hdf5` / `.h5`.
     Hdf5,
 }
 
@@ -87,13 +87,30 @@ fn parse_vectors(bytes: &[u8], path: &Path, format: Format) -> Result<(Vectors, 
 
 /// Reads base or query vectors from `path`, choosing the reader by extension
 /// (`.fvecs`, `.bvecs`, `.fbin`, `.u8bin`, `.npy`; byte vectors become floats).
+/// An ann-benchmarks `.hdf5` file gives its `train` vectors; `FILE.hdf5:NAME`
+/// names another 2-D dataset of the file (`FILE.hdf5:test` for the queries).
 pub fn load_vectors(path: impl AsRef<Path>) -> Result<Vectors> {
     let path = path.as_ref();
+    if let Some((file, member)) = hdf5_member(path) {
+        return crate::hdf5::read_vectors(file, member);
+    }
     let format = Format::from_path(path)?;
     if matches!(format, Format::Ivecs | Format::Ibin | Format::Hdf5) {
         return parse_vectors(&[], path, format).map(|(v, _)| v);
     }
     parse_vectors(&read_file(path)?, path, format).map(|(v, _)| v)
+}
+
+/// `(file, dataset)` when `path` is an HDF5 file (its `train`) or
+/// `FILE.hdf5:NAME` / `FILE.h5:NAME` (dataset NAME of FILE).
+fn hdf5_member(path: &Path) -> Option<(&Path, &str)> {
+    if matches!(Format::from_path(path), Ok(Format::Hdf5)) {
+        return Some((path, "train"));
+    }
+    let (file, member) = path.to_str()?.rsplit_once(':')?;
+    let file = Path::new(file);
+    let is_h5 = matches!(Format::from_path(file), Ok(Format::Hdf5));
+    (is_h5 && !member.is_empty() && !member.contains('/')).then_some((file, member))
 }
 
 /// Reads ground-truth neighbour ids (and distances, when the file has them) by
@@ -223,8 +240,8 @@ impl Dataset {
         Dataset::new(name, metric, base, queries, ground_truth)
     }
 
-    /// Opens a dataset directory (see [`save`](Self::save)) or, with the `hdf5`
-    /// feature, an ann-benchmarks `.hdf5` file. In a directory the cached ground
+    /// Opens a dataset directory (see [`save`](Self::save)) or an
+    /// ann-benchmarks `.hdf5` file. In a directory the cached ground
     /// truth is loaded when it matches the vectors, and left out when it is missing
     /// or stale (see [`ensure_ground_truth`](Self::ensure_ground_truth)).
     pub fn open(path: impl AsRef<Path>) -> Result<Dataset> {
@@ -245,21 +262,8 @@ impl Dataset {
         }
     }
 
-    #[cfg(feature = "hdf5")]
     fn open_hdf5(path: &Path) -> Result<Dataset> {
         crate::hdf5::read_hdf5(path)
-    }
-
-    #[cfg(not(feature = "hdf5"))]
-    fn open_hdf5(path: &Path) -> Result<Dataset> {
-        Err(Error::invalid_param(
-            "path",
-            format!(
-                "{}: HDF5 support is not compiled in; build omen-datasets with `--features hdf5` \
-                 (needs the system libhdf5, Debian package libhdf5-dev)",
-                path.display()
-            ),
-        ))
     }
 
     fn open_dir(dir: &Path) -> Result<Dataset> {

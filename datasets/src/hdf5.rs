@@ -1,121 +1,313 @@
-//! ann-benchmarks HDF5 files (feature `hdf5`).
+//! ann-benchmarks HDF5 files, in pure Rust: read with `hdf5-reader`, written with
+//! `hdf5-writer` (no libhdf5, no C code, in the default build).
 //!
 //! Layout, as ann-benchmarks writes it with h5py: 2-D datasets `train` (base),
-//! `test` (queries), `neighbors` (int32 ids, one row per query) and `distances`
+//! `test` (queries), `neighbors` (integer ids, one row per query) and `distances`
 //! (float32), and a string attribute `distance` on the root (`euclidean`,
 //! `angular`, ...; see [`Metric`]'s `FromStr`). Files without `neighbors` load with
-//! no ground truth.
+//! no ground truth. Contiguous and chunked datasets are read, with the deflate
+//! (gzip), shuffle and Fletcher-32 filters; `train`/`test` may be float32 or
+//! float64 (converted), `neighbors` any integer type.
 //!
 //! Distances: ann-benchmarks stores Euclidean distances unsquared, while Omen's L2
 //! is squared. The reader therefore recomputes the ground-truth distances from the
 //! vectors with [`Metric::distance`] (so they are in Omen's convention and agree
 //! with what the indexes return); the writer writes them back in ann-benchmarks'
 //! convention (square roots for L2).
+//!
+//! **Untrusted files.** Every size the file declares is checked against the file's
+//! length before anything is allocated for it: a dataset may not decode to more
+//! than [`MAX_EXPANSION`] times the file's bytes (deflate's largest ratio is about
+//! 1,032:1, so no honest file comes near it), which bounds every read, chunk and
+//! the caller's buffers by the input. Damage is `Corruption` naming the file, at
+//! the byte offset of the bad value (contiguous datasets), of the dataset's
+//! object header, or the one the decoder reports (0 where none is known), with
+//! the dataset and what was wrong; the `read_hdf5` fuzz target holds this.
 
 use crate::matrix::{Matrix, NeighborTable, Vectors};
 use crate::Dataset;
-use hdf5_metno as h5;
+use hdf5_reader as h5r;
+use hdf5_writer as h5w;
 use omen_core::{Error, Metric, Result};
 use std::path::Path;
 
-fn corrupt(path: &Path, detail: impl Into<String>) -> Error {
-    Error::corruption(path, 0, detail)
+/// How many times the file's size a dataset may decode to (see the module docs).
+pub const MAX_EXPANSION: u64 = 1100;
+
+fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> Error {
+    Error::corruption(path, offset, detail)
 }
 
-fn h5err(path: &Path, what: &str, e: h5::Error) -> Error {
-    corrupt(path, format!("{what}: {e}"))
+/// The byte offset a decoder error names, if any (through its context chain).
+fn error_offset(e: &h5r::error::Error) -> u64 {
+    match e {
+        h5r::error::Error::UnexpectedEof { offset, .. } => *offset,
+        h5r::error::Error::OffsetOutOfBounds(o) => *o,
+        h5r::error::Error::Context { source, .. } => error_offset(source),
+        _ => 0,
+    }
 }
 
-/// Reads a 2-D float dataset, checking every value; a NaN or infinity is
-/// `Corruption` at its byte offset when the dataset is stored contiguously (at the
-/// dataset's start otherwise).
-fn read_matrix_f32(file: &h5::File, path: &Path, name: &str) -> Result<Vectors> {
-    let ds = file
-        .dataset(name)
-        .map_err(|e| h5err(path, &format!("no dataset {name:?}"), e))?;
-    let shape = ds.shape();
-    if shape.len() != 2 || shape[1] == 0 || shape[1] > crate::MAX_DIM {
-        return Err(corrupt(
-            path,
-            format!(
-                "dataset {name:?} has shape {shape:?}; (rows, dim) with 1 <= dim <= {} expected",
-                crate::MAX_DIM
-            ),
-        ));
+fn h5err(path: &Path, what: &str, e: h5r::error::Error) -> Error {
+    if let h5r::error::Error::Io(io) = e {
+        return Error::io(path, io);
     }
-    let elem = ds.dtype().map(|t| t.size()).unwrap_or(4) as u64;
-    let data: Vec<f32> = ds
-        .read_raw::<f32>()
-        .map_err(|e| h5err(path, &format!("cannot read {name:?} as float32"), e))?;
-    if data.len() != shape[0] * shape[1] {
-        return Err(corrupt(
-            path,
-            format!(
-                "dataset {name:?} returned {} values for shape {shape:?}",
-                data.len()
-            ),
-        ));
-    }
-    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        let base = ds.offset().unwrap_or(0);
-        return Err(Error::corruption(
-            path,
-            base + i as u64 * elem,
-            format!(
-                "non-finite value in {name:?} at row {}, component {}",
-                i / shape[1],
-                i % shape[1]
-            ),
-        ));
-    }
-    Matrix::new(shape[1], data)
+    corrupt(path, error_offset(&e), format!("{what}: {e}"))
 }
 
-fn read_metric(file: &h5::File, path: &Path) -> Result<Metric> {
-    let attr = file
-        .attr("distance")
-        .map_err(|e| h5err(path, "no attribute \"distance\"", e))?;
-    // Bytes, never `as_str`: hdf5-metno's string types build their `&str` with
-    // `from_utf8_unchecked` over whatever the file holds, so a damaged attribute
-    // would be an invalid `str` (undefined behaviour; the read_hdf5 fuzz target
-    // found it). The bytes are checked here instead.
-    let bytes = attr
-        .read_scalar::<h5::types::VarLenUnicode>()
-        .map(|s| s.as_bytes().to_vec())
-        .or_else(|_| {
-            attr.read_scalar::<h5::types::VarLenAscii>()
-                .map(|s| s.as_bytes().to_vec())
+/// An open file and the most bytes one of its datasets may decode to.
+struct Reader<'a> {
+    path: &'a Path,
+    file: h5r::Hdf5File,
+    budget: u64,
+}
+
+impl<'a> Reader<'a> {
+    fn open(path: &'a Path) -> Result<Reader<'a>> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let budget = len.saturating_mul(MAX_EXPANSION).saturating_add(1 << 16);
+        let cap = usize::try_from(budget).unwrap_or(usize::MAX);
+        let options = h5r::OpenOptions::default()
+            .with_max_read_bytes(cap)
+            .with_max_chunk_bytes(cap.min(h5r::DEFAULT_MAX_CHUNK_BYTES))
+            .with_max_object_header_bytes(cap.min(h5r::DEFAULT_MAX_OBJECT_HEADER_BYTES));
+        let file = h5r::Hdf5File::open_with_options(path, options)
+            .map_err(|e| h5err(path, "not an HDF5 file", e))?;
+        Ok(Reader { path, file, budget })
+    }
+
+    fn dataset(&self, name: &str) -> Result<h5r::Dataset> {
+        self.file
+            .dataset(name)
+            .map_err(|e| h5err(self.path, &format!("no dataset {name:?}"), e))
+    }
+
+    fn has_dataset(&self, name: &str) -> Result<bool> {
+        Ok(self.dataset_names()?.iter().any(|d| d == name))
+    }
+
+    /// The names of the root group's datasets.
+    fn dataset_names(&self) -> Result<Vec<String>> {
+        let root = self
+            .file
+            .root_group()
+            .map_err(|e| h5err(self.path, "cannot read the root group", e))?;
+        let (_, datasets) = root
+            .member_names()
+            .map_err(|e| h5err(self.path, "cannot list the root group", e))?;
+        Ok(datasets)
+    }
+
+    /// Where a contiguous dataset's values start in the file (`None` for compact
+    /// and chunked layouts, whose values are not one run of the file).
+    fn contiguous_address(&self, ds: &h5r::Dataset) -> Option<u64> {
+        let header = self.file.get_or_parse_header(ds.address()).ok()?;
+        header.messages.iter().find_map(|m| match m {
+            h5r::messages::HdfMessage::DataLayout(l) => match l.layout {
+                h5r::messages::layout::DataLayout::Contiguous { address, .. } => Some(address),
+                _ => None,
+            },
+            _ => None,
         })
-        .or_else(|_| {
-            attr.read_scalar::<h5::types::FixedAscii<64>>()
-                .map(|s| s.as_bytes().to_vec())
+    }
+
+    /// The (rows, columns) of a 2-D dataset whose `elem`-byte elements fit the
+    /// budget.
+    fn shape2(&self, ds: &h5r::Dataset, name: &str, elem: u64) -> Result<(usize, usize)> {
+        let shape = ds.shape();
+        let bad = |why: &str| corrupt(self.path, ds.address(), format!("dataset {name:?}: {why}"));
+        let &[rows, cols] = shape else {
+            return Err(bad(&format!("shape {shape:?}, not (rows, columns)")));
+        };
+        let bytes = rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(elem))
+            .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
+        if bytes > self.budget {
+            return Err(bad(&format!(
+                "shape {shape:?} of {elem}-byte values is {bytes} bytes, more than {MAX_EXPANSION} \
+                 times the file's size: the file is damaged"
+            )));
+        }
+        let rows = usize::try_from(rows).map_err(|_| bad("too many rows"))?;
+        let cols = usize::try_from(cols).map_err(|_| bad("too many columns"))?;
+        Ok((rows, cols))
+    }
+
+    /// Reads a 2-D float dataset (float32, or float64 converted), checking every
+    /// value; a NaN or infinity is `Corruption` naming its row and component.
+    fn matrix(&self, name: &str) -> Result<Vectors> {
+        let ds = self.dataset(name)?;
+        let read = |e| h5err(self.path, &format!("cannot read {name:?}"), e);
+        let size = match ds.dtype() {
+            h5r::Datatype::FloatingPoint { size, .. } if *size == 4 || *size == 8 => *size,
+            other => {
+                return Err(corrupt(
+                    self.path,
+                    ds.address(),
+                    format!("dataset {name:?} holds {other:?}, not float32 or float64 vectors"),
+                ))
+            }
+        };
+        let (rows, dim) = self.shape2(&ds, name, u64::from(size))?;
+        if dim == 0 || dim > crate::MAX_DIM {
+            return Err(corrupt(
+                self.path,
+                ds.address(),
+                format!(
+                    "dataset {name:?} has {dim} columns; 1 to {} expected",
+                    crate::MAX_DIM
+                ),
+            ));
+        }
+        let data: Vec<f32> = if size == 4 {
+            let mut data = vec![0f32; rows * dim];
+            ds.read_into(&mut data).map_err(read)?;
+            data
+        } else {
+            let mut wide = vec![0f64; rows * dim];
+            ds.read_into(&mut wide).map_err(read)?;
+            wide.into_iter().map(|x| x as f32).collect()
+        };
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            // The value's own offset when the dataset is one run of the file, its
+            // object header's otherwise.
+            let offset = self
+                .contiguous_address(&ds)
+                .map_or(ds.address(), |a| a + i as u64 * u64::from(size));
+            return Err(corrupt(
+                self.path,
+                offset,
+                format!(
+                    "non-finite value (or a float64 beyond float32's range) in {name:?} at \
+                     row {}, component {}",
+                    i / dim,
+                    i % dim
+                ),
+            ));
+        }
+        Matrix::new(dim, data)
+    }
+
+    /// Reads a 2-D integer dataset of ids below `n` as u32.
+    fn ids(&self, name: &str) -> Result<(usize, Vec<u32>)> {
+        let ds = self.dataset(name)?;
+        let (size, signed) = match ds.dtype() {
+            h5r::Datatype::FixedPoint { size, signed, .. } if matches!(size, 1 | 2 | 4 | 8) => {
+                (*size, *signed)
+            }
+            other => {
+                return Err(corrupt(
+                    self.path,
+                    ds.address(),
+                    format!("dataset {name:?} holds {other:?}, not integer ids"),
+                ))
+            }
+        };
+        let (queries, k) = self.shape2(&ds, name, u64::from(size))?;
+        if k == 0 {
+            return Err(corrupt(
+                self.path,
+                ds.address(),
+                format!("dataset {name:?} has k = 0"),
+            ));
+        }
+        let read = |e| h5err(self.path, &format!("cannot read {name:?}"), e);
+        let n = queries * k;
+        let wide: Vec<i128> = match (size, signed) {
+            (1, true) => read_ints::<i8>(&ds, n).map_err(read)?,
+            (1, false) => read_ints::<u8>(&ds, n).map_err(read)?,
+            (2, true) => read_ints::<i16>(&ds, n).map_err(read)?,
+            (2, false) => read_ints::<u16>(&ds, n).map_err(read)?,
+            (4, true) => read_ints::<i32>(&ds, n).map_err(read)?,
+            (4, false) => read_ints::<u32>(&ds, n).map_err(read)?,
+            (8, true) => read_ints::<i64>(&ds, n).map_err(read)?,
+            _ => read_ints::<u64>(&ds, n).map_err(read)?,
+        };
+        let ids = wide
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                u32::try_from(id).map_err(|_| {
+                    corrupt(
+                        self.path,
+                        self.contiguous_address(&ds)
+                            .map_or(ds.address(), |a| a + i as u64 * u64::from(size)),
+                        format!("{name:?} holds id {id} at query {}, rank {}", i / k, i % k),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok((k, ids))
+    }
+
+    fn metric(&self) -> Result<Metric> {
+        let root = self
+            .file
+            .root_group()
+            .map_err(|e| h5err(self.path, "cannot read the root group", e))?;
+        let attr = root
+            .attribute("distance")
+            .map_err(|e| h5err(self.path, "no attribute \"distance\"", e))?;
+        let text = attr
+            .read_string()
+            .map_err(|e| h5err(self.path, "attribute \"distance\" is not a string", e))?;
+        text.trim_end_matches('\0').parse().map_err(|_| {
+            corrupt(
+                self.path,
+                0,
+                format!("unsupported distance {text:?} (euclidean, angular, ip)"),
+            )
         })
-        .map_err(|e| h5err(path, "attribute \"distance\" is not a string", e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| corrupt(path, format!("attribute \"distance\" is not UTF-8: {e}")))?;
-    text.parse().map_err(|_| {
-        corrupt(
-            path,
-            format!("unsupported distance {text:?} (euclidean, angular, ip)"),
-        )
-    })
+    }
+}
+
+fn read_ints<T: h5r::H5Type + Copy + Default + Into<i128>>(
+    ds: &h5r::Dataset,
+    n: usize,
+) -> h5r::error::Result<Vec<i128>> {
+    let mut v = vec![T::default(); n];
+    ds.read_into(&mut v)?;
+    Ok(v.into_iter().map(Into::into).collect())
+}
+
+/// Reads one 2-D float dataset of an HDF5 file (`train` or `test` of an
+/// ann-benchmarks file) as vectors, with the checks [`read_hdf5`] applies.
+pub fn read_vectors(path: impl AsRef<Path>, name: &str) -> Result<Vectors> {
+    let path = path.as_ref();
+    let r = Reader::open(path)?;
+    let names = r.dataset_names()?;
+    if !names.iter().any(|n| n == name) {
+        return Err(Error::invalid_param(
+            "path",
+            format!(
+                "{} has no dataset {name:?}; it holds {}",
+                path.display(),
+                names.join(", ")
+            ),
+        ));
+    }
+    r.matrix(name)
 }
 
 /// Reads an ann-benchmarks HDF5 file. The dataset is named after the file stem.
 ///
 /// Errors: `Io` if the file cannot be read; `Corruption` for a file that is not
 /// HDF5, lacks `train`/`test` or the `distance` attribute, has an unknown metric,
-/// mismatched shapes, non-finite values, or ids outside the base.
+/// mismatched shapes, non-finite values, ids outside the base, or declares more
+/// data than its size can hold.
 pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
     let path = path.as_ref();
-    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let file = h5::File::open(path).map_err(|e| h5err(path, "not an HDF5 file", e))?;
-    let metric = read_metric(&file, path)?;
-    let base = read_matrix_f32(&file, path, "train")?;
-    let queries = read_matrix_f32(&file, path, "test")?;
+    let r = Reader::open(path)?;
+    let metric = r.metric()?;
+    let base = r.matrix("train")?;
+    let queries = r.matrix("test")?;
     if queries.dim() != base.dim() {
         return Err(corrupt(
             path,
+            0,
             format!(
                 "\"test\" has dimension {} but \"train\" has {}",
                 queries.dim(),
@@ -123,33 +315,21 @@ pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
             ),
         ));
     }
-    let ground_truth = if file.link_exists("neighbors") {
-        let ds = file
-            .dataset("neighbors")
-            .map_err(|e| h5err(path, "cannot open \"neighbors\"", e))?;
-        let shape = ds.shape();
-        if shape.len() != 2 || shape[1] == 0 {
-            return Err(corrupt(path, format!("\"neighbors\" has shape {shape:?}")));
-        }
-        let raw: Vec<i64> = ds
-            .read_raw::<i64>()
-            .map_err(|e| h5err(path, "cannot read \"neighbors\" as integers", e))?;
-        let mut ids = Vec::with_capacity(raw.len());
-        for (i, &id) in raw.iter().enumerate() {
-            let id = u32::try_from(id).map_err(|_| {
-                corrupt(
-                    path,
-                    format!(
-                        "\"neighbors\" holds id {id} at query {}, rank {}",
-                        i / shape[1],
-                        i % shape[1]
-                    ),
-                )
-            })?;
-            ids.push(id);
+    let ground_truth = if r.has_dataset("neighbors")? {
+        let (k, ids) = r.ids("neighbors")?;
+        if ids.len() / k != queries.rows() {
+            return Err(corrupt(
+                path,
+                0,
+                format!(
+                    "\"neighbors\" has {} rows for {} queries",
+                    ids.len() / k,
+                    queries.rows()
+                ),
+            ));
         }
         let table = NeighborTable {
-            k: shape[1],
+            k,
             ids,
             distances: None,
             source: None,
@@ -157,7 +337,7 @@ pub fn read_hdf5(path: impl AsRef<Path>) -> Result<Dataset> {
         let gt =
             crate::complete_ground_truth(table, &base, &queries, metric).map_err(|e| match e {
                 Error::Corruption { detail, .. } => {
-                    corrupt(path, format!("\"neighbors\": {detail}"))
+                    corrupt(path, 0, format!("\"neighbors\": {detail}"))
                 }
                 e => e,
             })?;
@@ -183,18 +363,20 @@ fn metric_attr(metric: Metric) -> &'static str {
 }
 
 /// Writes a dataset as an ann-benchmarks HDF5 file (`train`, `test`, and, with
-/// ground truth, `neighbors` and `distances`; the `distance` attribute).
+/// ground truth, `neighbors` as int32 and `distances`; the root attributes
+/// `distance` and `point_type` as variable-length strings, `dimension` as an
+/// integer), contiguous, as h5py writes by default.
 pub fn write_hdf5(path: impl AsRef<Path>, ds: &Dataset) -> Result<()> {
     let path = path.as_ref();
-    let io =
-        |what: &str, e: h5::Error| Error::io(path, std::io::Error::other(format!("{what}: {e}")));
-    let file = h5::File::create(path).map_err(|e| io("cannot create", e))?;
+    let enc = |what: &str, e: h5w::Error| {
+        Error::io(path, std::io::Error::other(format!("HDF5 {what}: {e}")))
+    };
+    let shape = |m: &Vectors| vec![m.rows() as u64, m.dim() as u64];
+    let mut b = h5w::Hdf5Builder::new();
     for (name, m) in [("train", &ds.base), ("test", &ds.queries)] {
-        file.new_dataset::<f32>()
-            .shape((m.rows(), m.dim()))
-            .create(name)
-            .and_then(|d| d.write_raw(m.data()))
-            .map_err(|e| io(name, e))?;
+        b = b.dataset(
+            h5w::DatasetBuilder::typed_data(name, shape(m), m.data()).map_err(|e| enc(name, e))?,
+        );
     }
     if let Some(gt) = &ds.ground_truth {
         let ids: Vec<i32> = gt
@@ -210,24 +392,33 @@ pub fn write_hdf5(path: impl AsRef<Path>, ds: &Dataset) -> Result<()> {
             Metric::L2 => gt.distances().iter().map(|d| d.max(0.0).sqrt()).collect(),
             _ => gt.distances().to_vec(),
         };
-        file.new_dataset::<i32>()
-            .shape((gt.queries(), gt.k()))
-            .create("neighbors")
-            .and_then(|d| d.write_raw(&ids))
-            .map_err(|e| io("neighbors", e))?;
-        file.new_dataset::<f32>()
-            .shape((gt.queries(), gt.k()))
-            .create("distances")
-            .and_then(|d| d.write_raw(&distances))
-            .map_err(|e| io("distances", e))?;
+        let s = vec![gt.queries() as u64, gt.k() as u64];
+        b = b
+            .dataset(
+                h5w::DatasetBuilder::typed_data("neighbors", s.clone(), &ids)
+                    .map_err(|e| enc("neighbors", e))?,
+            )
+            .dataset(
+                h5w::DatasetBuilder::typed_data("distances", s, &distances)
+                    .map_err(|e| enc("distances", e))?,
+            );
     }
-    let metric: h5::types::VarLenUnicode = metric_attr(ds.metric)
-        .parse()
-        .map_err(|e| Error::invalid_param("metric", format!("{e}")))?;
-    file.new_attr::<h5::types::VarLenUnicode>()
-        .create("distance")
-        .and_then(|a| a.write_scalar(&metric))
-        .map_err(|e| io("distance attribute", e))?;
-    file.flush().map_err(|e| io("flush", e))?;
-    Ok(())
+    b = b
+        .attribute(
+            h5w::AttributeBuilder::vlen_strings("distance", &[metric_attr(ds.metric)])
+                .map_err(|e| enc("distance attribute", e))?,
+        )
+        .attribute(
+            h5w::AttributeBuilder::vlen_strings("point_type", &["float"])
+                .map_err(|e| enc("point_type attribute", e))?,
+        )
+        .attribute(
+            h5w::AttributeBuilder::scalar("dimension", ds.base.dim() as i64)
+                .map_err(|e| enc("dimension attribute", e))?,
+        );
+    let bytes = b
+        .into_plan()
+        .and_then(|p| p.encode(h5w::WriteOptions::default()))
+        .map_err(|e| enc("encoding", e))?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }

@@ -6,7 +6,7 @@
 //! | TEXMEX `.fvecs` / `.ivecs` / `.bvecs` | [`read_fvecs`] … | [`write_fvecs`] … | [`texmex`] |
 //! | big-ann-benchmarks `.fbin` / `.ibin` / `.u8bin`, binary ground truth | [`read_fbin`] …, [`read_groundtruth_bin`] | [`write_fbin`] …, [`write_groundtruth_bin`] | [`bigann`] |
 //! | NumPy `.npy` (2-D `<f4`, C order; versions 1.0, 2.0, 3.0) | [`read_npy`] | [`write_npy`], [`encode_npy`] | [`npy`] |
-//! | ann-benchmarks `.hdf5` (feature `hdf5`) | `hdf5::read_hdf5` | `hdf5::write_hdf5` | `hdf5` |
+//! | ann-benchmarks `.hdf5` (h5py's contiguous and chunked layouts, gzip/shuffle) | [`hdf5::read_hdf5`] | [`hdf5::write_hdf5`] | [`hdf5`] |
 //!
 //! Every reader has a from-bytes form (`parse_fbin(bytes, name)`, ...) that the fuzz
 //! targets drive. A bad file — truncated, a wrong header, an absurd dimension or
@@ -37,27 +37,26 @@
 //! ann-benchmarks HDF5 file, and [`load_named`] resolves `synthetic-default`,
 //! `glove-50-angular`, `glove-50-l2` or a path.
 //!
-//! # HDF5: why hdf5-metno against the system library
-//! ann-benchmarks files are written by h5py: old-style (v0 superblock) groups, and a
-//! variable-length UTF-8 string attribute `distance`. The candidates were
-//! `hdf5-metno` (the maintained fork of hdf5-rust: thread-safe bindings to the
-//! reference C library) and several young pure-Rust implementations (`hdf5-pure`,
-//! `hdf5-rust`, `rustyhdf5`, `hdf5-pure-rust`): recent, fast-moving releases (some
-//! already yanked) whose coverage of variable-length strings, chunked layouts and
-//! filters differs from release to release. For a
-//! benchmark's ground truth we want the reference implementation, so the feature
-//! uses hdf5-metno against the system libhdf5: on Debian `apt-get install
-//! libhdf5-dev` (1.10.8 on bookworm; hdf5-metno's build script finds it through
-//! pkg-config). Its `static` feature (building the bundled HDF5 with cmake) was
-//! rejected as several minutes of C build on two cores. The feature is off by
-//! default so that a plain build needs no C library:
-//! `cargo test -p omen-datasets --features hdf5`.
-//!
-//! **An HDF5 file is trusted input.** Fuzzing (`fuzz/`, target `read_hdf5`) found
-//! that libhdf5 1.10 itself overflows a heap buffer (`H5HG_read`) and allocates
-//! sizes a damaged header names (`H5C_protect`) on damaged files; our wrapper
-//! cannot bound either. Convert a downloaded `.hdf5` once (`omen dataset convert`)
-//! and keep the converted copy, whose readers are fuzzed without findings.
+//! # HDF5: pure Rust, bounded by the file
+//! ann-benchmarks files are written by h5py: old-style (v0 superblock) groups,
+//! contiguous datasets, and variable-length UTF-8 string attributes (`distance`).
+//! Until issue 15 the reader was `hdf5-metno` over the system libhdf5, behind a
+//! feature, because the pure-Rust crates were young; but fuzzing found libhdf5 1.10
+//! itself unsafe on damaged files (a heap overflow in `H5HG_read`, allocations of
+//! sizes a damaged header names in `H5C_protect`), which no wrapper can bound.
+//! Evaluated (December 2026): `hdf5-reader` 0.12 (read-only; its repository also
+//! publishes `hdf5-writer`; hardened against malformed input with bounds-checked
+//! cursors, cycle detection, recursion limits and caller-set caps on every decoded
+//! allocation; corruption, property and fuzz suites; tests against h5py output),
+//! `hdf5-pure` 0.47 (read/write/edit, very active, errors for malformed input but
+//! no caller-set allocation caps), `rustyhdf5` 1.93 and `hdf5-rust` 2.0 (young,
+//! fewer hardening claims). **Chosen: `hdf5-reader` / `hdf5-writer`**: the caps
+//! let [`hdf5`] bound every read by the file's own size (see
+//! [`hdf5::MAX_EXPANSION`]), and read-only is all a dataset loader needs. Tested
+//! against files h5py writes (contiguous, chunked with gzip and shuffle, the
+//! latest file format; `datasets/scripts/make_hdf5_fixtures.py`) and fuzzed by the
+//! `read_hdf5` target, a CI gate again. No C library, no feature: the default
+//! build reads HDF5.
 //!
 //! # Synthetic data and GloVe
 //! [`synthetic`] draws seeded uniform, Gaussian and Gaussian-mixture vectors
@@ -76,7 +75,6 @@ pub mod checksum;
 mod dataset;
 pub mod glove;
 pub mod groundtruth;
-#[cfg(feature = "hdf5")]
 pub mod hdf5;
 mod io;
 mod matrix;

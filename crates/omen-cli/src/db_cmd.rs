@@ -87,14 +87,15 @@ pub enum DbCommand {
     },
     /// List the registered index kinds with their build and search parameters.
     Kinds,
-    /// Import the rows of FILE (fvecs, fbin, npy, ...) in batches, each durable
+    /// Import the rows of FILE (fvecs, fbin, npy, an ann-benchmarks .hdf5's
+    /// `train`, or FILE.hdf5:NAME for another dataset of it) in batches, each durable
     /// when acknowledged. Ids and finiteness are checked for the whole file
     /// before anything is written; a later failure leaves the batches before it
     /// in place (rerun with --skip-existing to resume).
     Import {
         /// The collection directory.
         dir: PathBuf,
-        /// Vectors file.
+        /// Vectors file (.fvecs, .bvecs, .fbin, .u8bin, .npy, .hdf5 or FILE.hdf5:NAME).
         file: PathBuf,
         /// One id per line; by default each row's number in FILE.
         #[arg(long)]
@@ -162,7 +163,8 @@ pub enum DbCommand {
     Search {
         /// The collection directory.
         dir: PathBuf,
-        /// Query vectors file.
+        /// Query vectors file (as for `import`; FILE.hdf5:test for an
+        /// ann-benchmarks file's queries).
         #[arg(long)]
         queries: PathBuf,
         /// Neighbours per query.

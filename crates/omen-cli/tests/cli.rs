@@ -1057,3 +1057,40 @@ fn db_read_commands_write_nothing() {
     assert_eq!(stats["replayed_records"], 0, "{stats}");
     assert_eq!(stats["unindexed_rows"], 0, "{stats}");
 }
+
+/// The default build reads ann-benchmarks HDF5 files that h5py wrote (the
+/// committed fixtures of `datasets/tests/fixtures`, chunked with gzip and
+/// shuffle): `dataset info`, `db import` of `train`, `db search` with
+/// `FILE.hdf5:test`, and a clear error for a dataset the file does not hold.
+#[test]
+fn hdf5_files_written_by_h5py_import_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/tests/fixtures");
+    let file = dir.path().join("chunked-gzip.hdf5");
+    std::fs::copy(fixtures.join("chunked-gzip.hdf5"), &file).unwrap();
+    let f = file.to_str().unwrap();
+    let info = ok(&["dataset", "info", f], dir.path());
+    assert!(
+        info.contains("base 200 × 8, queries 20, metric l2, ground truth k = 10"),
+        "{info}"
+    );
+    ok(
+        &["db", "create", "c", "--dim", "8", "--metric", "l2"],
+        dir.path(),
+    );
+    let out = ok(&["db", "import", "c", f], dir.path());
+    assert!(out.contains("200 live"), "{out}");
+    let test = format!("{f}:test");
+    let out = ok(
+        &["db", "search", "c", "--queries", &test, "-k", "1", "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.lines().count(), 20, "{out}");
+    let missing = format!("{f}:nope");
+    let o = omen(&["db", "import", "c", &missing], dir.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no dataset \"nope\""),
+        "{err}"
+    );
+}
