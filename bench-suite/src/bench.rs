@@ -525,6 +525,7 @@ pub fn run(
         k: cfg.k,
         runs: Vec::new(),
         cli: Vec::new(),
+        summary: Vec::new(),
     };
     let budget_for = |threads| Budget {
         k: cfg.k,

@@ -235,6 +235,101 @@ pub struct Report {
     /// `omen db search` measured as a process (the `cli` path), when the suite asks.
     #[serde(default)]
     pub cli: Vec<CliRun>,
+    /// One line per system, ann-benchmarks style: build time, index size, QPS at
+    /// the recall targets and the rank there. Derived from `runs` when the report
+    /// is written ([`Report::summarize`]); kept in `results.json` for readers that
+    /// want the table without the curves.
+    #[serde(default)]
+    pub summary: Vec<SystemSummary>,
+}
+
+/// A system's line of [`Report::summary`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SystemSummary {
+    /// The run's name.
+    pub name: String,
+    /// How it was driven (`native`, `python`); ranks compare only one path.
+    pub path: String,
+    /// Seconds from vectors to a searchable index: training plus adding every
+    /// vector (storage append and durable ingest are separate figures).
+    pub build_seconds: Option<f64>,
+    /// Bytes of the index's structures, as the run reports them (see the report's
+    /// "index bytes/vector" note: omen's exclude the vectors, peers' include them).
+    pub index_bytes: Option<u64>,
+    /// Index plus storage bytes: everything held to answer queries, the full
+    /// vectors included whichever side holds them (comparable across systems).
+    pub total_bytes: Option<u64>,
+    /// The best recall@k (by id) of any operating point.
+    pub best_recall: Option<f64>,
+    /// One-thread QPS interpolated at each of [`RECALL_TARGETS`] (key "0.90", ...);
+    /// `None` where the system never reached it.
+    pub qps_at_recall: std::collections::BTreeMap<String, Option<f64>>,
+    /// Rank by that QPS among the runs of the same path (1 = fastest); `None`
+    /// where the system never reached the recall.
+    pub rank_at_recall: std::collections::BTreeMap<String, Option<usize>>,
+}
+
+/// The key of a recall target in [`SystemSummary`]'s maps ("0.90").
+pub fn recall_key(target: f64) -> String {
+    format!("{target:.2}")
+}
+
+impl Report {
+    /// Computes [`Report::summary`] from the runs.
+    pub fn summarize(&mut self) {
+        let k = self.k;
+        let mut summary: Vec<SystemSummary> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let secs = |p: &Option<Phase>| p.as_ref().map(|p| p.seconds);
+                let build_seconds = match (secs(&r.build.index_train), secs(&r.build.index_build)) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+                };
+                let m = &r.memory;
+                let total_bytes = match (m.index_bytes, m.storage_bytes) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                };
+                let best_recall = r
+                    .points
+                    .iter()
+                    .filter_map(|p| p.recall.at(RecallKind::ById, k))
+                    .reduce(f64::max);
+                SystemSummary {
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    build_seconds,
+                    index_bytes: m.index_bytes,
+                    total_bytes,
+                    best_recall,
+                    qps_at_recall: RECALL_TARGETS
+                        .iter()
+                        .map(|&t| (recall_key(t), r.qps_at(RecallKind::ById, k, t)))
+                        .collect(),
+                    rank_at_recall: Default::default(),
+                }
+            })
+            .collect();
+        for &t in &RECALL_TARGETS {
+            let key = recall_key(t);
+            let qps: Vec<(String, Option<f64>)> = summary
+                .iter()
+                .map(|s| (s.path.clone(), s.qps_at_recall.get(&key).copied().flatten()))
+                .collect();
+            for (i, s) in summary.iter_mut().enumerate() {
+                let rank = qps[i].1.map(|mine| {
+                    1 + qps
+                        .iter()
+                        .filter(|(path, q)| *path == s.path && q.is_some_and(|q| q > mine))
+                        .count()
+                });
+                s.rank_at_recall.insert(key.clone(), rank);
+            }
+        }
+        self.summary = summary;
+    }
 }
 
 /// One operating point of `omen db search`.

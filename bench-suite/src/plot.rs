@@ -27,8 +27,31 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Recall@k (by id) against single-thread QPS on a log axis; every point faint,
-/// each system's Pareto frontier as a line (as ann-benchmarks draws it).
+/// Recall is drawn on a logit axis, as ann-benchmarks draws it (matplotlib's
+/// `logit` scale): equal steps for 0.9 → 0.99 → 0.999, so the high-recall end,
+/// where systems differ, is not squeezed against 1. A recall of 1 is drawn at
+/// [`LOGIT_TOP`].
+pub const LOGIT_TOP: f64 = 0.9995;
+
+/// Where the recall axis is labelled.
+const LOGIT_TICKS: [f64; 13] = [
+    0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999,
+];
+
+/// ln(r / (1 - r)), with r kept inside (1e-4, [`LOGIT_TOP`]).
+pub fn logit(r: f64) -> f64 {
+    let r = r.clamp(1e-4, LOGIT_TOP);
+    (r / (1.0 - r)).ln()
+}
+
+/// The inverse of [`logit`].
+pub fn expit(t: f64) -> f64 {
+    1.0 / (1.0 + (-t).exp())
+}
+
+/// Recall@k (by id, logit axis) against single-thread QPS (log axis); every
+/// point faint, each system's Pareto frontier as a line (as ann-benchmarks draws
+/// it).
 pub fn recall_qps(report: &Report, k: usize, path: &Path) -> PlotResult {
     let curves: Vec<(&RunResult, Vec<crate::frontier::Point>)> = report
         .runs
@@ -46,7 +69,21 @@ pub fn recall_qps(report: &Report, k: usize, path: &Path) -> PlotResult {
     if !qmin.is_finite() {
         return Ok(());
     }
-    let rmin = (rmin - 0.02).clamp(0.0, 0.98);
+    // From the tick below the lowest recall (at most 0.5) to the top.
+    let low = LOGIT_TICKS
+        .iter()
+        .rev()
+        .copied()
+        .find(|&t| t < rmin.min(0.5))
+        .unwrap_or(0.1);
+    let x0 = logit(low);
+    let x1 = logit(LOGIT_TOP);
+    let ticks: Vec<f64> = LOGIT_TICKS
+        .iter()
+        .copied()
+        .filter(|&t| t >= low)
+        .map(logit)
+        .collect();
     let root = SVGBackend::new(path, (W, H)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -60,22 +97,45 @@ pub fn recall_qps(report: &Report, k: usize, path: &Path) -> PlotResult {
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d(rmin..1.0f64, ((qmin / 1.5)..(qmax * 1.5)).log_scale())?;
+        .build_cartesian_2d(x0..x1, ((qmin / 1.5)..(qmax * 1.5)).log_scale())?;
+    // The recall axis is labelled at the ticks by hand: a light line across the
+    // plot and the recall under the axis.
+    let (y0, y1) = (qmin / 1.5, qmax * 1.5);
+    for &t in &ticks {
+        chart.draw_series(LineSeries::new(
+            [(t, y0), (t, y1)],
+            BLACK.mix(0.12).stroke_width(1),
+        ))?;
+        let r = expit(t);
+        // The shortest decimal that names the tick (0.9, 0.95, 0.999).
+        let text = (1..=4)
+            .map(|d| format!("{r:.d$}"))
+            .find(|s| (s.parse::<f64>().unwrap_or(0.0) - r).abs() < 1e-6)
+            .unwrap_or_else(|| format!("{r:.4}"));
+        let (px, py) = chart.backend_coord(&(t, y0));
+        root.draw(&Text::new(
+            text,
+            (px - 10, py + 6),
+            ("sans-serif", 12).into_font(),
+        ))?;
+    }
     chart
         .configure_mesh()
-        .x_desc(format!("recall@{k} (by id)"))
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc(format!("recall@{k} (by id), logit scale"))
         .y_desc("queries per second (log)")
         .draw()?;
     for (i, (run, pts)) in curves.iter().enumerate() {
         let c = color(i);
         chart.draw_series(
             pts.iter()
-                .map(|p| Circle::new((p.recall, p.qps), 3, c.mix(0.35).filled())),
+                .map(|p| Circle::new((logit(p.recall), p.qps), 3, c.mix(0.35).filled())),
         )?;
         let f = pareto_frontier(pts);
         chart
             .draw_series(LineSeries::new(
-                f.iter().map(|p| (p.recall, p.qps)),
+                f.iter().map(|p| (logit(p.recall), p.qps)),
                 c.stroke_width(2),
             ))?
             .label(run.name.clone())

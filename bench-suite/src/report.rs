@@ -32,6 +32,85 @@ fn fmt_int(v: f64) -> String {
     out
 }
 
+/// ann-benchmarks' ranking: per calling path, the systems ordered by one-thread
+/// QPS at recall@k 0.95 (then 0.90, then best recall, for those that never reach
+/// it), with the rank at each target, build time and total size.
+fn ranking_tables(m: &mut String, report: &Report) {
+    let summarized;
+    let summary = if report.summary.len() == report.runs.len() {
+        &report.summary
+    } else {
+        let mut r = report.clone();
+        r.summarize();
+        summarized = r.summary;
+        &summarized
+    };
+    let k = report.k;
+    let keys: Vec<String> = RECALL_TARGETS
+        .iter()
+        .map(|&t| crate::model::recall_key(t))
+        .collect();
+    let mut paths: Vec<&str> = summary.iter().map(|s| s.path.as_str()).collect();
+    paths.dedup();
+    paths.sort_unstable();
+    paths.dedup();
+    for path in paths {
+        let mut rows: Vec<&crate::model::SystemSummary> =
+            summary.iter().filter(|s| s.path == path).collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        let q = |s: &crate::model::SystemSummary, key: &str| {
+            s.qps_at_recall.get(key).copied().flatten()
+        };
+        rows.sort_by(|a, b| {
+            let by = |key: &str| {
+                q(b, key)
+                    .unwrap_or(-1.0)
+                    .total_cmp(&q(a, key).unwrap_or(-1.0))
+            };
+            by(&keys[1]).then_with(|| by(&keys[0])).then_with(|| {
+                b.best_recall
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.best_recall.unwrap_or(0.0))
+            })
+        });
+        let _ = writeln!(
+            m,
+            "\n## Ranking, `{path}` path: QPS at recall@{k} (by id), one thread\n"
+        );
+        let _ = writeln!(m, "Ranked by QPS at 0.95 (rank at each target in brackets; — = never reached). Build = index train + index build, seconds; size = index + storage bytes, the full vectors included whichever side holds them.\n");
+        let _ = writeln!(
+            m,
+            "| # | system | QPS @0.90 | QPS @0.95 | QPS @0.99 | best recall@{k} | build s | size MiB |"
+        );
+        let _ = writeln!(m, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        for s in rows {
+            let cell =
+                |key: &String| match (q(s, key), s.rank_at_recall.get(key).copied().flatten()) {
+                    (Some(v), Some(r)) => format!("{} ({r})", fmt_int(v)),
+                    _ => "—".into(),
+                };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.rank_at_recall
+                    .get(&keys[1])
+                    .copied()
+                    .flatten()
+                    .map_or("—".into(), |r| r.to_string()),
+                s.name,
+                cell(&keys[0]),
+                cell(&keys[1]),
+                cell(&keys[2]),
+                fmt_opt(s.best_recall, 4),
+                fmt_opt(s.build_seconds, 1),
+                fmt_opt(s.total_bytes.map(|b| b as f64 / (1u64 << 20) as f64), 1),
+            );
+        }
+    }
+}
+
 /// The durability mode named in a durable-ingest phase's label
 /// ("durable ingest (group-commit(256, 2ms)): ..." gives "group-commit(256, 2ms)").
 fn durable_mode(what: &str) -> &str {
@@ -259,6 +338,7 @@ pub fn markdown(report: &Report) -> String {
         );
     }
 
+    ranking_tables(&mut m, report);
     ratio_tables(&mut m, report);
     cli_table(&mut m, report);
 
@@ -425,6 +505,9 @@ pub fn csv(report: &Report) -> String {
 /// Writes `results.json`, `results.csv`, `report.md` and the plots into `dir`.
 /// Returns the path of `report.md`.
 pub fn write(report: &Report, dir: &Path) -> omen_core::Result<PathBuf> {
+    let mut summarized = report.clone();
+    summarized.summarize();
+    let report = &summarized;
     let io = |p: &Path, e: std::io::Error| omen_core::Error::io(p, e);
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let json = serde_json::to_string_pretty(report)

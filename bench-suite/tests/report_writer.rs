@@ -88,7 +88,39 @@ fn writes_every_artifact_with_ratios() {
     }
     let back: Report =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
-    assert_eq!(back, report);
+    // results.json holds the runs verbatim plus the derived summary.
+    let mut summarized = report.clone();
+    summarized.summarize();
+    assert_eq!(back, summarized);
+    assert_eq!(back.summary.len(), 2);
+    let (omen, peer) = (&back.summary[0], &back.summary[1]);
+    assert_eq!(omen.build_seconds, Some(0.5));
+    assert_eq!(omen.total_bytes, Some(64_000));
+    assert_eq!(omen.qps_at_recall["0.95"], Some(1000.0));
+    assert_eq!(peer.qps_at_recall["0.99"], None);
+    // Both ran the same (default) path: omen is first at 0.90 and 0.95, the peer
+    // second, and only omen has a rank at 0.99.
+    assert_eq!(omen.rank_at_recall["0.95"], Some(1));
+    assert_eq!(peer.rank_at_recall["0.90"], Some(2));
+    assert_eq!(peer.rank_at_recall["0.99"], None);
+    assert!(
+        md.contains("| 1 | omen-hnsw | 2,000 (1) | 1,000 (1) | 300 (1) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2 | hnswlib | 1,000 (2) | 500 (2) | — |"),
+        "{md}"
+    );
+    // The recall axis is logit: the SVG labels 0.99 and 0.999 apart.
+    let svg = std::fs::read_to_string(dir.join("recall_qps.svg")).unwrap();
+    assert!(
+        svg.contains("\n0.99\n") && svg.contains("\n0.999\n"),
+        "no logit ticks"
+    );
+    for r in [0.5, 0.9, 0.99, 0.999] {
+        let t = omen_bench::plot::logit(r);
+        assert!((omen_bench::plot::expit(t) - r).abs() < 1e-12);
+    }
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6);
     if std::env::var_os("OMEN_KEEP_TEST_REPORT").is_none() {
