@@ -6,7 +6,7 @@
 use crate::config::{BenchConfig, PeerSpec};
 use crate::latency::Latency;
 use crate::model::{
-    BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint,
+    BuildFigures, DatasetInfo, MemoryFigures, Phase, Report, RunResult, SearchPoint, Skipped,
 };
 use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
 use crate::recall::{summarize, RecallInputs};
@@ -69,6 +69,7 @@ pub fn bench_data(ds: &Dataset, max_queries: usize) -> Result<BenchData> {
         truth_ids: gt.ids()[..nq * tk].iter().map(|&i| i64::from(i)).collect(),
         truth_distances: gt.distances()[..nq * tk].to_vec(),
         truth_k: tk,
+        filter: None,
     })
 }
 
@@ -260,10 +261,18 @@ fn peer_result_to_run(r: &peers::PeerResult, data: &BenchData, k: usize) -> RunR
                 latency,
                 recall,
                 distance_computations_per_query: None,
+                short_queries: data.filter.as_ref().map(|f| {
+                    f.short_queries(
+                        k,
+                        p.ids
+                            .ids
+                            .chunks(p.ids.k.max(1))
+                            .map(|row| row.iter().filter(|&&id| id >= 0).count().min(k)),
+                    )
+                }),
             }
         })
         .collect();
-    let _ = k;
     RunResult {
         name,
         family: if r.system.is_omen() { "omen" } else { "peer" }.into(),
@@ -358,7 +367,7 @@ fn omen_python_specs(cfg: &BenchConfig) -> (Vec<PeerSpec>, Vec<String>) {
 
 /// What runs through the Python adapter: the suite's peers, then omen's indexes
 /// through its package when `cfg.python`.
-fn adapter_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
+pub(crate) fn adapter_specs(cfg: &BenchConfig) -> Vec<PeerSpec> {
     let mut specs = cfg.peers.clone();
     if cfg.python {
         specs.extend(omen_python_specs(cfg).0);
@@ -409,15 +418,19 @@ fn check_adapter_systems(cfg: &BenchConfig, opts: &BenchOptions) -> Result<()> {
 
 /// Runs `specs` through the Python adapter for one thread count.
 #[allow(clippy::too_many_arguments)]
-fn run_peers(
+/// Runs every adapter system of `specs` (peers and omen's Python path) on
+/// `data`, filtered by `filter` (one byte per base row) when given. A system
+/// that cannot run the filter is returned as skipped, with its reason.
+pub(crate) fn run_peers(
     cfg: &BenchConfig,
     specs: &[PeerSpec],
     opts: &BenchOptions,
     data: &BenchData,
     threads: usize,
     work: &Path,
+    filter: Option<&Path>,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<RunResult>> {
+) -> Result<(Vec<RunResult>, Vec<Skipped>)> {
     let base = work.join("base.fbin");
     let queries = work.join("queries.fbin");
     if !base.exists() || !queries.exists() {
@@ -431,6 +444,7 @@ fn run_peers(
         _ => PeerMetric::Ip,
     };
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for spec in specs {
         let PeerSpec {
             system,
@@ -467,18 +481,26 @@ fn run_peers(
         // same.
         req.single_queries = Some(data.nq().min(SINGLE_QUERIES));
         req.single_passes = SINGLE_PASSES;
+        req.filter = filter.map(Path::to_path_buf);
         match peers::run_peer(&req) {
             Ok(r) => out.push(peer_result_to_run(&r, data, cfg.k)),
+            Err(peers::PeerError::Unsupported(reason)) => {
+                progress(&format!("peer {system} skipped: {reason}"));
+                skipped.push(Skipped {
+                    name: system.clone(),
+                    reason,
+                });
+            }
             Err(e) => {
                 return Err(Error::invalid_param("peers", format!("{system}: {e}")));
             }
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Removes a scratch directory when dropped.
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -486,12 +508,28 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Runs `cfg` and writes its report; returns the report and the path of `report.md`.
-pub fn run(
+/// The measuring budget of `cfg`'s runs built with `threads` threads.
+pub(crate) fn budget(cfg: &BenchConfig, threads: usize) -> Budget {
+    Budget {
+        k: cfg.k,
+        threads,
+        batch_threads: cfg.batch_threads,
+        single_time: Duration::from_secs_f64(cfg.single_query_seconds),
+        min_single_queries: 200,
+        single_queries: SINGLE_QUERIES,
+        single_passes: SINGLE_PASSES,
+    }
+}
+
+/// What every run does first: validates `cfg`, checks the adapter's systems,
+/// loads the dataset with its ground truth and checks the indexes against it.
+/// Returns the data and whether the adapter is skipped (no environment, where the
+/// suite allows it).
+pub(crate) fn prepare(
     cfg: &BenchConfig,
     opts: &BenchOptions,
     progress: &mut dyn FnMut(&str),
-) -> Result<(Report, PathBuf)> {
+) -> Result<(BenchData, bool)> {
     cfg.validate()?;
     let skip_adapter = cfg.peers_optional && !opts.venv.join("bin").join("python").is_file();
     if skip_adapter {
@@ -517,6 +555,16 @@ pub fn run(
             ));
         }
     }
+    Ok((data, skip_adapter))
+}
+
+/// Runs `cfg` and writes its report; returns the report and the path of `report.md`.
+pub fn run(
+    cfg: &BenchConfig,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Report, PathBuf)> {
+    let (data, skip_adapter) = prepare(cfg, opts, progress)?;
     let mut report = Report {
         run: cfg.name.clone(),
         reproduce: opts.reproduce.clone(),
@@ -526,15 +574,8 @@ pub fn run(
         runs: Vec::new(),
         cli: Vec::new(),
         summary: Vec::new(),
-    };
-    let budget_for = |threads| Budget {
-        k: cfg.k,
-        threads,
-        batch_threads: cfg.batch_threads,
-        single_time: Duration::from_secs_f64(cfg.single_query_seconds),
-        min_single_queries: 200,
-        single_queries: SINGLE_QUERIES,
-        single_passes: SINGLE_PASSES,
+        skipped: Vec::new(),
+        filter: None,
     };
     // Scratch space on the reports' file system (mmap chunk files, durable
     // collections), removed at the end.
@@ -553,7 +594,7 @@ pub fn run(
         for &threads in &cfg.threads {
             for storage in cfg.storage_kinds()? {
                 for sys in omen_systems(cfg, storage, &scratch)? {
-                    let mut r = run_omen(&sys, &data, &budget_for(threads), progress)?;
+                    let mut r = run_omen(&sys, &data, &budget(cfg, threads), progress)?;
                     if cfg.threads.len() > 1 {
                         r.name = format!("{} [{threads}t]", r.name);
                     }
@@ -568,7 +609,9 @@ pub fn run(
     let specs = adapter_specs(cfg);
     if opts.peers && !skip_adapter && !specs.is_empty() {
         for &threads in &cfg.threads {
-            let mut rs = run_peers(cfg, &specs, opts, &data, threads, &work, progress)?;
+            let (mut rs, skipped) =
+                run_peers(cfg, &specs, opts, &data, threads, &work, None, progress)?;
+            report.skipped.extend(skipped);
             if cfg.threads.len() > 1 {
                 rs.iter_mut()
                     .for_each(|r| r.name = format!("{} [{threads}t]", r.name));

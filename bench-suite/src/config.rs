@@ -492,6 +492,21 @@ pub struct BenchConfig {
     /// exists but lacks a named system's package is still refused. Default false.
     #[serde(default)]
     pub peers_optional: bool,
+    /// Filtered search: run the whole suite once per selectivity, every search
+    /// restricted to a seeded subset of the base of that fraction (each row kept
+    /// with its rank in a seeded permutation below `selectivity x n`, so the count
+    /// is exact), with recall against exact ground truth over that subset. Each
+    /// selectivity writes `reports/<name>/sel-<pct>/`; `reports/<name>/report.md`
+    /// puts them side by side. Empty (the default): unfiltered.
+    #[serde(default)]
+    pub filter_selectivities: Vec<f64>,
+    /// The seed of the filters' permutation.
+    #[serde(default = "default_filter_seed")]
+    pub filter_seed: u64,
+}
+
+fn default_filter_seed() -> u64 {
+    7
 }
 
 /// The durability modes a config may name.
@@ -531,7 +546,7 @@ impl BenchConfig {
     }
 
     /// The built-in suites' names.
-    pub const SUITES: [&'static str; 7] = [
+    pub const SUITES: [&'static str; 9] = [
         "quick",
         "glove-50",
         "glove-50-l2",
@@ -539,10 +554,13 @@ impl BenchConfig {
         "hnsw-glove-50",
         "flat-glove-50",
         "recall-k100",
+        "filtered-glove-50",
+        "filtered-glove-50-l2",
     ];
 
     /// A built-in suite by name: `quick`, `glove-50`, `hnsw-glove-50`,
-    /// `flat-glove-50`, `recall-k100`, `glove-50-l2`, `synthetic-1m-128`.
+    /// `flat-glove-50`, `recall-k100`, `glove-50-l2`, `synthetic-1m-128`,
+    /// `filtered-glove-50`, `filtered-glove-50-l2`.
     pub fn named(name: &str) -> Option<BenchConfig> {
         let text = match name {
             "quick" => include_str!("../suites/quick.toml"),
@@ -552,6 +570,8 @@ impl BenchConfig {
             "hnsw-glove-50" => include_str!("../suites/hnsw-glove-50.toml"),
             "glove-50-l2" => include_str!("../suites/glove-50-l2.toml"),
             "synthetic-1m-128" => include_str!("../suites/synthetic-1m-128.toml"),
+            "filtered-glove-50" => include_str!("../suites/filtered-glove-50.toml"),
+            "filtered-glove-50-l2" => include_str!("../suites/filtered-glove-50-l2.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()
@@ -594,6 +614,20 @@ impl BenchConfig {
         for ix in &self.indexes {
             ix.validate()?;
         }
+        for &s in &self.filter_selectivities {
+            if !(s > 0.0 && s <= 1.0) {
+                return Err(Error::invalid_param(
+                    "filter_selectivities",
+                    format!("{s} is outside (0, 1]: a selectivity is the fraction of rows a filter keeps"),
+                ));
+            }
+        }
+        if !self.filter_selectivities.is_empty() && (self.cli || self.durable_ingest) {
+            return Err(Error::invalid_param(
+                "filter_selectivities",
+                "a filtered suite measures searches only: set cli = false and durable_ingest = false (`omen db search` takes no filter)",
+            ));
+        }
         Ok(())
     }
 }
@@ -602,7 +636,7 @@ impl BenchConfig {
 mod tests {
     use super::*;
 
-    const NAMED: [&str; 7] = BenchConfig::SUITES;
+    const NAMED: [&str; 9] = BenchConfig::SUITES;
 
     #[test]
     fn named_suites_parse_and_validate() {

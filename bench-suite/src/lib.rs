@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod durability;
 pub mod env;
+pub mod filtered;
 pub mod frontier;
 pub mod indexing;
 pub mod latency;

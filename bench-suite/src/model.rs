@@ -90,6 +90,11 @@ pub struct SearchPoint {
     pub recall: RecallSummary,
     /// Mean distance computations per query, when the system counts them.
     pub distance_computations_per_query: Option<f64>,
+    /// Filtered runs: queries answered with fewer than k results although at
+    /// least k rows pass the filter (min(k, passing rows) is owed). `None` for
+    /// unfiltered runs.
+    #[serde(default)]
+    pub short_queries: Option<u64>,
 }
 
 /// Everything measured for one system configuration.
@@ -241,6 +246,35 @@ pub struct Report {
     /// want the table without the curves.
     #[serde(default)]
     pub summary: Vec<SystemSummary>,
+    /// Systems the suite named but could not run, with the reason (a peer
+    /// without filtered search in a filtered suite).
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Filtered suites: the filter every search of this report ran with.
+    #[serde(default)]
+    pub filter: Option<FilterInfo>,
+}
+
+/// A system not run, and why.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    /// The system.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The filter of a filtered report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FilterInfo {
+    /// The fraction of the base asked for.
+    pub selectivity: f64,
+    /// Rows passing (exactly round(selectivity x n), at least 1).
+    pub allowed: u64,
+    /// The base's rows.
+    pub n: u64,
+    /// How the rows were chosen.
+    pub rule: String,
 }
 
 /// A system's line of [`Report::summary`].

@@ -48,6 +48,10 @@ pub enum PeerError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// The system cannot do what was asked (filtered search): the adapter's
+    /// `unsupported:` line, exit status 3.
+    #[error("{0}")]
+    Unsupported(String),
     /// The adapter's report or an ids file is malformed.
     #[error("malformed peer output {path}: {reason}")]
     Malformed {
@@ -360,6 +364,10 @@ pub struct PeerRun {
     pub single_passes: usize,
     /// Directory for the JSON report and the ids files (created if missing).
     pub work_dir: PathBuf,
+    /// A filter over the base: a file of one byte per row, 1 = the row may be
+    /// returned (the adapter's `--filter`). A system without filtered search
+    /// answers [`PeerError::Unsupported`].
+    pub filter: Option<PathBuf>,
 }
 
 impl PeerRun {
@@ -394,6 +402,7 @@ impl PeerRun {
             batch_runs: 3,
             single_passes: 1,
             work_dir: work_dir.into(),
+            filter: None,
         }
     }
 
@@ -632,8 +641,18 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
     if let Some(n) = req.batch_threads {
         cmd.arg("--batch-threads").arg(n.to_string());
     }
+    if let Some(f) = &req.filter {
+        cmd.arg("--filter").arg(f);
+    }
     let output = cmd.output().map_err(io_err(&python))?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.code() == Some(3) {
+        if let Some(line) = log.lines().find(|l| l.starts_with("unsupported:")) {
+            return Err(PeerError::Unsupported(
+                line.trim_start_matches("unsupported:").trim().to_string(),
+            ));
+        }
+    }
     if !output.status.success() {
         return Err(PeerError::Failed {
             system: req.system.name().to_string(),

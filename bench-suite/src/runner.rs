@@ -30,6 +30,7 @@ pub const SINGLE_PASSES: usize = 3;
 pub const TRAIN_SAMPLE_SEED: u64 = 0x5eed;
 
 /// A dataset loaded for benchmarking, with its ground truth.
+#[derive(Clone)]
 pub struct BenchData {
     /// Name, sizes, metric and checksum.
     pub info: DatasetInfo,
@@ -47,6 +48,51 @@ pub struct BenchData {
     pub truth_distances: Vec<f32>,
     /// Ground-truth depth.
     pub truth_k: usize,
+    /// Filtered suites: the rows every search may return (the ground truth above
+    /// is then over these rows only).
+    pub filter: Option<RowFilter>,
+}
+
+/// The rows a filtered search may return, by row number (= omen slot = peer
+/// label).
+#[derive(Clone, Debug)]
+pub struct RowFilter {
+    /// The fraction asked for.
+    pub selectivity: f64,
+    /// `allowed[row]`.
+    pub allowed: Vec<bool>,
+    /// How many are allowed.
+    pub count: usize,
+}
+
+impl RowFilter {
+    /// Keeps exactly `max(1, round(selectivity x n))` of `n` rows: those whose
+    /// rank in a seeded permutation (SplitMix64 Fisher-Yates) is below the count.
+    pub fn seeded(n: usize, selectivity: f64, seed: u64) -> RowFilter {
+        let count = ((selectivity * n as f64).round() as usize).clamp(1, n.max(1));
+        let mut perm: Vec<usize> = (0..n).collect();
+        let mut s = seed;
+        for i in 0..n.saturating_sub(1) {
+            let j = i + (omen_core::splitmix64(&mut s) % (n - i) as u64) as usize;
+            perm.swap(i, j);
+        }
+        let mut allowed = vec![false; n];
+        for &row in &perm[..count.min(n)] {
+            allowed[row] = true;
+        }
+        RowFilter {
+            selectivity,
+            allowed,
+            count: count.min(n),
+        }
+    }
+
+    /// Queries of `results` (per query, the ids returned; -1 or absent = none)
+    /// answered with fewer than min(k, allowed) results.
+    pub fn short_queries<'a>(&self, k: usize, returned: impl Iterator<Item = usize> + 'a) -> u64 {
+        let owed = k.min(self.count);
+        returned.filter(|&got| got < owed).count() as u64
+    }
 }
 
 impl BenchData {
@@ -232,6 +278,11 @@ pub fn run_omen(
         ));
     }
 
+    // Rows were appended in order, so slot = row.
+    let allow = data
+        .filter
+        .as_ref()
+        .map(|f| omen_core::SlotBitmap::from_mask(&f.allowed));
     let mut points = Vec::new();
     let mut scratch = SearchScratch::new();
     let mut out: Vec<Neighbor> = Vec::with_capacity(k);
@@ -258,7 +309,10 @@ pub fn run_omen(
             let mut pass = Vec::with_capacity(single_n);
             for q in data.queries.chunks_exact(dim).take(single_n) {
                 let t = Instant::now();
-                let req = SearchRequest::new(q, k, &sp.params);
+                let mut req = SearchRequest::new(q, k, &sp.params);
+                if let Some(f) = &allow {
+                    req = req.with_filter(f);
+                }
                 index.search(storage.as_ref(), &req, &mut scratch, &mut out)?;
                 pass.push(t.elapsed().as_secs_f64());
                 if pass.len() >= budget.min_single_queries && t_pass.elapsed() > pass_time {
@@ -291,7 +345,7 @@ pub fn run_omen(
                     &data.queries,
                     k,
                     &sp.params,
-                    None,
+                    allow.as_ref().map(|f| f as &dyn omen_core::SlotFilter),
                     &mut results,
                 )
             })?;
@@ -334,6 +388,10 @@ pub fn run_omen(
             distance_computations_per_query: Some(
                 stats.distance_computations as f64 / nq.max(1) as f64,
             ),
+            short_queries: data
+                .filter
+                .as_ref()
+                .map(|f| f.short_queries(k, results.iter().map(|r| r.len().min(k)))),
         });
     }
 
@@ -390,13 +448,7 @@ pub fn sample_rows(base: &[f32], dim: usize, n: usize, seed: u64) -> Vec<f32> {
     let n = n.min(rows);
     let mut idx: Vec<usize> = (0..rows).collect();
     let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut next = || omen_core::splitmix64(&mut s);
     for i in 0..n {
         let j = i + (next() % (rows - i) as u64) as usize;
         idx.swap(i, j);

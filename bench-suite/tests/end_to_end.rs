@@ -7,27 +7,41 @@ use omen_bench::recall::RecallKind;
 use omen_core::{Metric, ParamValue, Params};
 use omen_datasets::{Distribution, SyntheticSpec};
 
-#[test]
-fn small_run_writes_a_report_with_exact_flat_recall() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A seeded 16-d Gaussian mixture (20 clusters, L2) saved as a dataset
+/// directory `dir/name`, with ground truth.
+#[allow(clippy::unwrap_used)] // a test helper
+fn mixture_dataset(
+    dir: &std::path::Path,
+    name: &str,
+    rows: usize,
+    queries: usize,
+    seed: u64,
+) -> std::path::PathBuf {
     let spec = SyntheticSpec {
-        name: "tiny".into(),
-        rows: 3000,
-        queries: 50,
+        name: name.into(),
+        rows,
+        queries,
         dim: 16,
         distribution: Distribution::GaussianMixture {
             clusters: 20,
             spread: 0.3,
         },
-        seed: 7,
+        seed,
         normalize: false,
         metric: Metric::L2,
     };
-    let ds_dir = tmp.path().join("tiny");
+    let ds_dir = dir.join(name);
     spec.generate()
         .unwrap()
         .save(&ds_dir, Some("test"))
         .unwrap();
+    ds_dir
+}
+
+#[test]
+fn small_run_writes_a_report_with_exact_flat_recall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds_dir = mixture_dataset(tmp.path(), "tiny", 3000, 50, 7);
     let cfg = BenchConfig {
         name: "e2e".into(),
         dataset: ds_dir.to_string_lossy().into_owned(),
@@ -70,6 +84,8 @@ fn small_run_writes_a_report_with_exact_flat_recall() {
         python: false,
         cli: false,
         peers_optional: false,
+        filter_selectivities: vec![],
+        filter_seed: 7,
     };
     let opts = BenchOptions {
         data_dir: tmp.path().to_path_buf(),
@@ -252,4 +268,79 @@ fn a_missing_peer_environment_is_refused_with_the_install_command() {
     }];
     let err = run(&cfg, &opts, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("annoy"), "{err}");
+}
+
+/// The filtered suite end to end on a small set, natively: one report per
+/// selectivity and an overview; every omen index returns k results whenever k
+/// rows pass, reaches recall@10 0.95 at every selectivity (its best point), and
+/// the selective filters are answered by an exact scan of the matching rows.
+#[test]
+fn filtered_suite_returns_k_and_high_recall_at_every_selectivity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds_dir = mixture_dataset(tmp.path(), "tinyf", 8000, 40, 9);
+    let cfg: BenchConfig = toml::from_str(&format!(
+        r#"
+name = "filtered-e2e"
+dataset = "{}"
+k = 10
+threads = [2]
+batch_threads = 1
+single_query_seconds = 0.5
+durable_ingest = false
+python = false
+cli = false
+filter_selectivities = [0.5, 0.1, 0.01, 0.002]
+
+[[indexes]]
+kind = "flat"
+
+[[indexes]]
+kind = "hnsw"
+build = {{ m = 12, ef_construction = 100 }}
+sweep = {{ ef = [32, 256] }}
+
+[[indexes]]
+kind = "ivfpq"
+build = {{ nlist = 32, m = 8, nbits = 4, train_size = 4000 }}
+sweep = {{ nprobe = [4, 32], rerank = [10] }}
+"#,
+        ds_dir.display()
+    ))
+    .unwrap();
+    let opts = BenchOptions {
+        data_dir: tmp.path().to_path_buf(),
+        reports_dir: tmp.path().join("reports"),
+        venv: tmp.path().join("no-venv"),
+        peers: false,
+        reproduce: "cargo test -p omen-bench --test end_to_end".into(),
+    };
+    let (overview, md) = omen_bench::filtered::run(&cfg, &opts, &mut |_| {}).unwrap();
+    assert!(md.exists());
+    assert_eq!(overview.levels.len(), 4);
+    for l in &overview.levels {
+        assert!(tmp
+            .path()
+            .join("reports/filtered-e2e")
+            .join(&l.dir)
+            .join("report.md")
+            .exists());
+        assert_eq!(l.systems.len(), 3);
+        for s in &l.systems {
+            let what = format!("{} at {}", s.name, l.filter.selectivity);
+            assert_eq!(s.short_queries_max, Some(0), "{what}");
+            assert!(
+                s.summary.best_recall.unwrap() >= 0.95,
+                "{what}: {:?}",
+                s.summary.best_recall
+            );
+        }
+        // 1 % and 0.2 % of 8,000 rows (80, 16): the matching rows scanned exactly.
+        if l.filter.selectivity <= 0.01 {
+            for s in &l.systems[1..] {
+                let path = s.omen_path.as_deref().unwrap();
+                assert!(path.starts_with("exact scan"), "{}: {path}", s.name);
+            }
+        }
+    }
+    assert_eq!(overview.levels[3].filter.allowed, 16);
 }

@@ -34,6 +34,7 @@ fn run(name: &str, family: &str, pts: &[(f64, f64)]) -> RunResult {
                     by_distance: vec![r, r],
                 },
                 distance_computations_per_query: Some(100.0),
+                short_queries: None,
             })
             .collect(),
         ..Default::default()

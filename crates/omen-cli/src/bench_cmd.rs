@@ -105,6 +105,32 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(q) = a.max_queries {
         cfg.max_queries = q;
     }
+    if a.render_only && !cfg.filter_selectivities.is_empty() {
+        // A filtered suite: each selectivity's report, then the overview.
+        let dir = a.reports.join(&cfg.name);
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|e| Error::Io {
+                path: Some(path.to_path_buf()),
+                source: e,
+            })
+        };
+        let path = dir.join("results.json");
+        let overview: omen_bench::filtered::FilteredOverview = serde_json::from_str(&read(&path)?)
+            .map_err(|e| {
+                Error::invalid_param("results.json", format!("{}: {e}", path.display()))
+            })?;
+        for level in &overview.levels {
+            let path = dir.join(&level.dir).join("results.json");
+            let report: omen_bench::model::Report =
+                serde_json::from_str(&read(&path)?).map_err(|e| {
+                    Error::invalid_param("results.json", format!("{}: {e}", path.display()))
+                })?;
+            omen_bench::report::write(&report, &dir.join(&level.dir))?;
+        }
+        let md = omen_bench::filtered::write_overview(&overview, &dir)?;
+        println!("report: {}", md.display());
+        return Ok(());
+    }
     if a.render_only {
         let dir = a.reports.join(&cfg.name);
         let path = dir.join("results.json");
@@ -132,16 +158,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let (report, md) = run_bench(&cfg, &opts, &mut |m| {
-        // A hidden bar (stderr is not a terminal: CI, a log file) prints nothing,
-        // so the phase log goes to stderr directly there.
-        if bar.is_hidden() {
-            eprintln!("  {m}");
-        } else {
-            bar.println(format!("  {m}"));
+    if !cfg.filter_selectivities.is_empty() {
+        let (overview, md) = omen_bench::filtered::run(&cfg, &opts, &mut progress_on(&bar))?;
+        bar.finish_and_clear();
+        for l in &overview.levels {
+            for s in &l.systems {
+                println!(
+                    "selectivity {:>6}: {:<48} {:>6} best R@{} {:.4}, short {}",
+                    l.filter.selectivity,
+                    s.name,
+                    s.path,
+                    overview.k,
+                    s.summary.best_recall.unwrap_or(f64::NAN),
+                    s.short_queries_max.unwrap_or(0)
+                );
+            }
         }
-        bar.set_message(m.to_string());
-    })?;
+        println!("\nreport: {}", md.display());
+        return Ok(());
+    }
+    let (report, md) = run_bench(&cfg, &opts, &mut progress_on(&bar))?;
     bar.finish_and_clear();
 
     let k = report.k;
@@ -204,4 +240,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("(QPS: one query at a time on one thread, interpolated at recall@{k} by id; build: index build only; durable: durable ingest, WAL + storage + index build, acknowledged, in the durability mode of report.md; on-disk: the durable collection after a checkpoint)");
     println!("report: {}", md.display());
     Ok(())
+}
+
+/// The phase log of a run: above the spinner on a terminal; straight to stderr
+/// when the bar is hidden (stderr is not a terminal: CI, a log file), where a
+/// hidden bar would print nothing.
+fn progress_on(bar: &ProgressBar) -> impl FnMut(&str) + '_ {
+    move |m: &str| {
+        if bar.is_hidden() {
+            eprintln!("  {m}");
+        } else {
+            bar.println(format!("  {m}"));
+        }
+        bar.set_message(m.to_string());
+    }
 }

@@ -33,12 +33,24 @@ pub use keyvalue::{ParamSpec, ParamValue, Params};
 pub use kind::{IndexKind, IndexSpec};
 pub use metric::Metric;
 pub use neighbor::{Neighbor, TopK};
-pub use params::{SearchParams, SearchRequest, SlotFilter};
+pub use params::{bitmap_slots, SearchParams, SearchRequest, SlotBitmap, SlotFilter};
 pub use scratch::{SearchScratch, VisitedSet};
 pub use storage::{StorageBlocks, VectorStorage};
 
 /// The kernel crate, re-exported so that downstream crates name one version.
 pub use omen_simd as simd;
+
+/// One step of SplitMix64: advances `state` and returns the next 64 random bits.
+/// The seeded, dependency-free generator the indexes and harness use where a
+/// sample must be reproducible (level draws, selectivity samples, row samples).
+#[inline]
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// Internal slot number of a stored vector: dense, assigned in append order,
 /// never reused. Distinct from the external string id a collection exposes.

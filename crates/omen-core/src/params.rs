@@ -72,6 +72,102 @@ impl SearchParams {
 pub trait SlotFilter: Sync {
     /// Whether `slot` may appear in the results.
     fn allows(&self, slot: SlotId) -> bool;
+
+    /// The allowed slots as a bitmap (bit `s % 64` of word `s / 64`; slots past
+    /// the end are not allowed), when the filter is one: an index that scans the
+    /// matching rows of a selective filter then visits only the set bits instead
+    /// of asking [`allows`](Self::allows) of every slot. `None` (the default) for
+    /// a predicate.
+    fn bitmap(&self) -> Option<&[u64]> {
+        None
+    }
+}
+
+/// A filter given as the set of allowed slots, kept as a bitmap: [`SlotFilter`]
+/// with [`bitmap`](SlotFilter::bitmap), so a selective filter's flat scan costs
+/// its matching rows, not the index's size.
+///
+/// ```
+/// use omen_core::{SlotBitmap, SlotFilter};
+/// let f = SlotBitmap::from_slots([3, 70]);
+/// assert!(f.allows(3) && f.allows(70) && !f.allows(4) && !f.allows(1000));
+/// assert_eq!(f.count(), 2);
+/// assert_eq!(f.iter().collect::<Vec<_>>(), vec![3, 70]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotBitmap {
+    words: Vec<u64>,
+}
+
+impl SlotBitmap {
+    /// No slot allowed.
+    pub fn new() -> Self {
+        SlotBitmap::default()
+    }
+
+    /// Allows the given slots.
+    pub fn from_slots(slots: impl IntoIterator<Item = SlotId>) -> Self {
+        let mut b = SlotBitmap::new();
+        for s in slots {
+            b.insert(s);
+        }
+        b
+    }
+
+    /// Slot `i` allowed iff `mask[i]`.
+    pub fn from_mask(mask: &[bool]) -> Self {
+        let mut words = vec![0u64; mask.len().div_ceil(64)];
+        for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+            words[i / 64] |= 1 << (i % 64);
+        }
+        SlotBitmap { words }
+    }
+
+    /// Allows `slot`.
+    pub fn insert(&mut self, slot: SlotId) {
+        let w = slot as usize / 64;
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (slot % 64);
+    }
+
+    /// How many slots are allowed.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The allowed slots, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = SlotId> + '_ {
+        bitmap_slots(&self.words)
+    }
+}
+
+/// The set bits of `words` as slots, ascending.
+pub fn bitmap_slots(words: &[u64]) -> impl Iterator<Item = SlotId> + '_ {
+    words.iter().enumerate().flat_map(|(w, &word)| {
+        let mut bits = word;
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                (w * 64) as SlotId + b
+            })
+        })
+    })
+}
+
+impl SlotFilter for SlotBitmap {
+    #[inline]
+    fn allows(&self, slot: SlotId) -> bool {
+        self.words
+            .get(slot as usize / 64)
+            .is_some_and(|w| w >> (slot % 64) & 1 == 1)
+    }
+
+    fn bitmap(&self) -> Option<&[u64]> {
+        Some(&self.words)
+    }
 }
 
 impl<F: Fn(SlotId) -> bool + Sync> SlotFilter for F {

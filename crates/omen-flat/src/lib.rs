@@ -40,6 +40,10 @@ use std::ops::Range;
 /// Rows per kernel call in the single-query scan: 1024 rows of distances (4 KiB)
 /// stay in L1 while they are filtered into the heap.
 const SCAN_ROWS: usize = 1024;
+/// A bitmap filter whose set bits are fewer than 1/`BITMAP_SCAN_RATIO` of the
+/// present slots is scanned row by row (its set bits only) instead of through the
+/// blocked kernels over every row.
+const BITMAP_SCAN_RATIO: usize = 8;
 
 /// Rows per tile in the batched path.
 ///
@@ -110,6 +114,38 @@ impl FlatIndex {
             .fetch_add(stats.distance_computations, Ordering::Relaxed);
     }
 
+    /// A bitmap filter selective enough that computing only its rows beats the
+    /// blocked kernels over every row: its set bits.
+    fn selective_bitmap<'f>(&self, filter: Option<&'f dyn SlotFilter>) -> Option<&'f [u64]> {
+        let bits = filter?.bitmap()?;
+        let set: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        (set.saturating_mul(BITMAP_SCAN_RATIO) < self.present.len()).then_some(bits)
+    }
+
+    /// Offers to `top` the exact distance of every present slot set in `bits`;
+    /// returns how many were computed.
+    fn scan_bitmap(
+        &self,
+        storage: &dyn VectorStorage,
+        query: &[f32],
+        bits: &[u64],
+        top: &mut TopK,
+    ) -> u64 {
+        let kernels = Kernels::best();
+        let present = self.present.view();
+        let mut computed = 0;
+        for slot in omen_core::bitmap_slots(bits) {
+            if !present.contains(slot as usize) {
+                continue;
+            }
+            if let Some(v) = storage.get(slot) {
+                computed += 1;
+                top.push(Neighbor::new(slot, self.metric.distance(kernels, query, v)));
+            }
+        }
+        computed
+    }
+
     /// The single-query scan; returns the number of distances computed.
     fn scan(
         &self,
@@ -122,6 +158,9 @@ impl FlatIndex {
         let query = req.query;
         let top = &mut scratch.top;
         top.reset(req.k);
+        if let Some(bits) = self.selective_bitmap(req.filter) {
+            return self.scan_bitmap(storage, query, bits, top);
+        }
         if scratch.distances.len() < SCAN_ROWS {
             scratch.distances.resize(SCAN_ROWS, 0.0);
         }
@@ -172,6 +211,14 @@ impl FlatIndex {
         let nq = queries.len() / dim;
         ts.tops.resize_with(nq, TopK::default);
         ts.tops.iter_mut().for_each(|t| t.reset(k));
+        if let Some(bits) = self.selective_bitmap(filter) {
+            let mut computed = 0;
+            for ((q, top), out) in queries.chunks_exact(dim).zip(&mut ts.tops).zip(outs) {
+                computed += self.scan_bitmap(storage, q, bits, top);
+                top.drain_sorted_into(out);
+            }
+            return computed;
+        }
         let cosine = self.metric == Metric::Cosine;
         if cosine {
             ts.query_norms.clear();

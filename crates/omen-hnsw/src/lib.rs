@@ -84,6 +84,11 @@ mod tests;
 
 pub use kind::{HnswKind, HnswSearch, HNSW};
 pub use params::HnswParams;
+/// The filtered-search switch (see "Search" above): a filtered query scans the
+/// matching nodes flat when the estimated fraction that match is below
+/// `FILTER_FLAT_FRACTION`, or fewer than `FILTER_FLAT_EF_FACTOR x ef` nodes are
+/// expected to match.
+pub use search::{FLAT_EF_FACTOR as FILTER_FLAT_EF_FACTOR, FLAT_FRACTION as FILTER_FLAT_FRACTION};
 
 use graph::{
     level_of, pack, read_list, status_of, Graph, DELETED, MAX_LEVEL, PRESENT, PURGED, RESERVED,
@@ -154,13 +159,7 @@ pub struct HnswIndex {
     build_distances: AtomicU64,
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use omen_core::splitmix64 as splitmix;
 
 impl HnswIndex {
     /// An empty index of `dim`-wide vectors under `metric`. `dim == 0` or parameters

@@ -21,9 +21,9 @@ const SELECTIVITY_SAMPLES: usize = 256;
 /// Below this estimated fraction of matching nodes, a filtered query scans the
 /// matching nodes instead of walking the graph: the walk would visit about
 /// `ef / fraction` nodes to collect `ef` matches.
-const FLAT_FRACTION: f64 = 0.02;
+pub const FLAT_FRACTION: f64 = 0.02;
 /// ... or when fewer than this many times `ef` nodes are expected to match.
-const FLAT_EF_FACTOR: f64 = 8.0;
+pub const FLAT_EF_FACTOR: f64 = 8.0;
 
 /// Generation-stamped visited marks of one byte per node: a quarter of
 /// `omen_core::VisitedSet`'s footprint, so that the marks of a few hundred
@@ -355,14 +355,22 @@ impl HnswIndex {
     ) {
         let top = &mut work.topk;
         top.reset(req.k);
-        for id in 0..g.capacity().min(u32::MAX as usize) as SlotId {
-            if !g.is_live(id) || !req.allows(id) {
-                continue;
-            }
+        let cap = g.capacity().min(u32::MAX as usize) as SlotId;
+        let mut offer = |id: SlotId| {
             if let Some(v) = storage.get(id) {
                 *dc += 1;
                 top.push(Neighbor::new(id, self.exact_dist(req.query, v)));
             }
+        };
+        match req.filter.and_then(|f| f.bitmap()) {
+            // A bitmap filter: only its set bits are visited.
+            Some(bits) => omen_core::bitmap_slots(bits)
+                .take_while(|&id| id < cap)
+                .filter(|&id| g.is_live(id))
+                .for_each(&mut offer),
+            None => (0..cap)
+                .filter(|&id| g.is_live(id) && req.allows(id))
+                .for_each(&mut offer),
         }
         top.drain_sorted_into(out);
     }
@@ -372,6 +380,13 @@ impl HnswIndex {
         let cap = g.capacity() as u64;
         if cap == 0 {
             return 1.0;
+        }
+        if let Some(bits) = filter.bitmap() {
+            // Exact for a bitmap (its set bits over the present nodes' count; a
+            // set bit on a removed node only overestimates, towards the walk).
+            let set: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+            let present = self.present.load(Ordering::Relaxed).max(1) as f64;
+            return (set as f64 / present).min(1.0);
         }
         let mut state = 0x0123_4567_89ab_cdef_u64;
         let (mut seen, mut allowed) = (0usize, 0usize);

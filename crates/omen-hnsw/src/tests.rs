@@ -339,10 +339,16 @@ fn filtered_search_returns_k_whenever_k_match() {
     let queries = mixture(50, dim, 20, 401);
     let p = SearchParams::new();
     let exact = SearchParams::exhaustive();
+    let bitmap =
+        |f: fn(SlotId) -> bool| omen_core::SlotBitmap::from_slots((0..n as u32).filter(|&s| f(s)));
     let filters: Vec<(Box<dyn SlotFilter>, bool)> = vec![
         (Box::new(|s: SlotId| s % 3 == 0), false), // walks the graph
         (Box::new(|s: SlotId| s % 97 == 5), true), // ~1%: flat scan, exact
         (Box::new(|s: SlotId| s < 4), true),       // fewer than k match
+        // The same as bitmaps: the flat scan visits only the set bits.
+        (Box::new(bitmap(|s| s % 3 == 0)), false),
+        (Box::new(bitmap(|s| s % 97 == 5)), true),
+        (Box::new(bitmap(|s| s < 4)), true),
     ];
     for (f, exact_expected) in &filters {
         let mut total = 0.0;

@@ -47,6 +47,17 @@
 //! probes every list and re-scores every candidate, so the result is exactly the
 //! flat index's. `nprobe` above `nlist` is `InvalidParameter`.
 //!
+//! # Filtered search
+//! A filter is applied inside the list scan (a rejected slot never enters the
+//! re-rank pool). A very selective filter would leave the probed lists with too
+//! few matching rows, so a filtered query first estimates the filter's
+//! selectivity from 256 sampled present slots and re-ranks every matching row
+//! exactly when fewer than [`FILTER_FLAT_FRACTION`] (2 %) are expected to match,
+//! or when the probed lists (`nprobe / nlist` of the rows) are expected to hold
+//! fewer than [`FILTER_FLAT_POOL_FACTOR`] times the re-rank pool of them; and a
+//! query whose lists gave fewer than `k` results is answered that way too, so
+//! `k` results come back whenever `k` rows match.
+//!
 //! # 4-bit fast scan
 //! With `nbits = 4` the codes are stored in FAISS's interleaved blocks of 32 and
 //! scanned with byte shuffles against a u8-quantised table ([`fastscan`]): AVX-512BW
@@ -383,6 +394,16 @@ fn prefetch_list_head(model: &Model, li: usize) {
 }
 
 /// What a request resolves to before any list is read.
+/// Below this estimated fraction of matching rows, a filtered query re-ranks the
+/// matching rows exactly instead of probing lists: the probed lists would hold
+/// too few of them to fill the re-rank pool.
+pub const FILTER_FLAT_FRACTION: f64 = 0.02;
+/// ... or when the probed lists are expected to hold fewer matching rows than
+/// this many times the re-rank pool (`k x rerank_factor`).
+pub const FILTER_FLAT_POOL_FACTOR: f64 = 2.0;
+/// Present slots sampled to estimate a filter's selectivity.
+const FILTER_SAMPLES: usize = 256;
+
 struct Plan {
     /// Lists to probe (all of them when exhaustive, none when untrained).
     nprobe: usize,
@@ -1215,6 +1236,91 @@ impl IvfPqIndex {
         Ok(computed)
     }
 
+    /// Fraction of sampled present slots that `filter` allows (1 when none).
+    fn selectivity(mem: &Members, filter: &dyn SlotFilter) -> f64 {
+        let cap = (mem.present.len() * 64) as u64;
+        if cap == 0 || mem.len == 0 {
+            return 1.0;
+        }
+        if let Some(bits) = filter.bitmap() {
+            let both: u64 = bits
+                .iter()
+                .zip(&mem.present)
+                .map(|(a, b)| u64::from((a & b).count_ones()))
+                .sum();
+            return both as f64 / mem.len as f64;
+        }
+        let mut state = 0x0123_4567_89ab_cdef_u64;
+        let (mut seen, mut allowed) = (0usize, 0usize);
+        for _ in 0..FILTER_SAMPLES * 8 {
+            if seen >= FILTER_SAMPLES {
+                break;
+            }
+            let s = (omen_core::splitmix64(&mut state) % cap) as SlotId;
+            if bit(&mem.present, s) {
+                seen += 1;
+                allowed += usize::from(filter.allows(s));
+            }
+        }
+        if seen == 0 {
+            1.0
+        } else {
+            allowed as f64 / seen as f64
+        }
+    }
+
+    /// Whether a query with `filter` should re-rank the matching rows exactly
+    /// rather than probe lists (see [`FILTER_FLAT_FRACTION`]).
+    fn filter_prefers_flat(
+        model: Option<&Model>,
+        plan: &Plan,
+        mem: &Members,
+        filter: &dyn SlotFilter,
+    ) -> bool {
+        let Some(model) = model else {
+            return false; // untrained: already an exact scan
+        };
+        let p = Self::selectivity(mem, filter);
+        let reachable = p * mem.len as f64 * plan.nprobe as f64 / model.nlist().max(1) as f64;
+        p < FILTER_FLAT_FRACTION || reachable < FILTER_FLAT_POOL_FACTOR * plan.cap as f64
+    }
+
+    /// The exact answer among the rows `req`'s filter allows: every present,
+    /// allowed slot re-ranked from storage.
+    fn flat_filtered(
+        &self,
+        storage: &dyn VectorStorage,
+        mem: &Members,
+        req: &SearchRequest<'_>,
+        top: &mut TopK,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<u64> {
+        out.clear();
+        let allowed = req.filter.and_then(|f| f.bitmap());
+        let listed = mem.present.iter().enumerate().flat_map(move |(w, &word)| {
+            let pending = mem.pending_bits.get(w).copied().unwrap_or(0);
+            // A bitmap filter is applied a word at a time.
+            let allow = allowed.map_or(u64::MAX, |a| a.get(w).copied().unwrap_or(0));
+            let mut bits = word & !pending & allow;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    (w * 64) as SlotId + b
+                })
+            })
+        });
+        // finish_query adds the allowed pending (unlisted) slots itself.
+        self.finish_query(
+            storage,
+            listed.filter(|&s| req.allows(s)),
+            mem,
+            req,
+            top,
+            out,
+        )
+    }
+
     fn search_inner(
         &self,
         storage: &dyn VectorStorage,
@@ -1228,6 +1334,14 @@ impl IvfPqIndex {
         sc.pool.reset(plan.cap);
         let mut computed = 0u64;
         let mem = sync::read(&self.members);
+        if let Some(f) = req.filter {
+            if Self::filter_prefers_flat(model.as_deref(), &plan, &mem, f) {
+                computed += self.flat_filtered(storage, &mem, req, &mut sc.top, out)?;
+                return Ok(SearchStats {
+                    distance_computations: computed,
+                });
+            }
+        }
         if let Some(model) = &model {
             let mut coarse_d = std::mem::take(&mut sc.coarse_d);
             self.coarse_distances(model, req.query, &mut coarse_d);
@@ -1236,6 +1350,11 @@ impl IvfPqIndex {
         }
         let IvfScratch { pool, top, .. } = sc;
         computed += self.finish_query(storage, pool.finish(), &mem, req, top, out)?;
+        // A filtered query that found fewer than k in its lists: the exact answer
+        // has min(k, matching) results.
+        if req.filter.is_some() && out.len() < req.k {
+            computed += self.flat_filtered(storage, &mem, req, top, out)?;
+        }
         drop(mem);
         Ok(SearchStats {
             distance_computations: computed,
@@ -1455,6 +1574,15 @@ impl IvfPqIndex {
         let mem = sync::read(&self.members);
         let mut computed = 0u64;
         let result = (|| {
+            if let Some(f) = filter {
+                if Self::filter_prefers_flat(model, plan, &mem, f) {
+                    for (q, out) in queries.chunks_exact(dim).zip(outs.iter_mut()) {
+                        let req = SearchRequest::new(q, k, params).with_filter(f);
+                        computed += self.flat_filtered(storage, &mem, &req, &mut sc.top, out)?;
+                    }
+                    return Ok(());
+                }
+            }
             if let Some(model) = model.filter(|m| m.pq.nbits() == 4) {
                 computed += self.scan_lists(model, &tile, plan, queries, &mem, filter, sc);
                 let IvfScratch { pools, top, .. } = &mut *sc;
@@ -1462,6 +1590,9 @@ impl IvfPqIndex {
                     let mut req = SearchRequest::new(q, k, params);
                     req.filter = filter;
                     computed += self.finish_query(storage, pool.finish(), &mem, &req, top, out)?;
+                    if filter.is_some() && out.len() < k {
+                        computed += self.flat_filtered(storage, &mem, &req, top, out)?;
+                    }
                 }
                 return Ok(());
             }
@@ -1475,6 +1606,9 @@ impl IvfPqIndex {
                 }
                 let IvfScratch { pool, top, .. } = &mut *sc;
                 computed += self.finish_query(storage, pool.finish(), &mem, &req, top, out)?;
+                if filter.is_some() && out.len() < k {
+                    computed += self.flat_filtered(storage, &mem, &req, top, out)?;
+                }
             }
             Ok(())
         })();

@@ -822,3 +822,53 @@ fn cosine_reports_the_metric_distance() {
         assert_eq!(ids(&all), ids(&exact), "query {i}: exhaustive ids");
     }
 }
+
+/// A selective filter: the probed lists hold few matching rows, so the query
+/// re-ranks the matching rows exactly (the flat index's answer), single and
+/// batch; a filter of moderate selectivity with few lists probed still returns
+/// k results (the fallback), each of them allowed; a filter matching fewer than
+/// k rows returns exactly those.
+#[test]
+fn selective_filters_return_k_exact_results() {
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let (st, idx, flat, queries) = build(metric, 4, 4000, 16, 8);
+        let dim = 16;
+        let p = SearchParams::new().with("nprobe", 1);
+        let one_pct = |s: u32| s % 100 == 7; // 40 rows, 1 %
+                                             // The same rows as a bitmap filter: the exact re-rank visits its set bits.
+        let one_pct_bits = omen_core::SlotBitmap::from_slots((0..4000).filter(|&s| one_pct(s)));
+        let ten_pct = |s: u32| s % 10 == 3; // 400 rows, 10 %
+        let three = |s: u32| s == 5 || s == 900 || s == 3999;
+        for q in queries.chunks_exact(dim).take(20) {
+            let got = search(&idx, &st, q, 10, &p, Some(&one_pct));
+            let want = search(&flat, &st, q, 10, &SearchParams::new(), Some(&one_pct));
+            assert_same(&got, &want, &format!("{metric} 1 %"));
+            let got = search(&idx, &st, q, 10, &p, Some(&one_pct_bits));
+            assert_same(&got, &want, &format!("{metric} 1 % bitmap"));
+            let got = search(&idx, &st, q, 10, &p, Some(&ten_pct));
+            assert_eq!(got.len(), 10, "{metric} 10 %");
+            assert!(got.iter().all(|n| ten_pct(n.slot)));
+            let got = search(&idx, &st, q, 10, &p, Some(&three));
+            assert_eq!(
+                got.iter()
+                    .map(|n| n.slot)
+                    .collect::<std::collections::BTreeSet<_>>(),
+                [5, 900, 3999].into_iter().collect(),
+                "{metric} 3 rows"
+            );
+        }
+        let qs: Vec<f32> = queries[..20 * dim].to_vec();
+        let mut got = Vec::new();
+        idx.search_batch(&st, &qs, 10, &p, Some(&one_pct), &mut got)
+            .unwrap();
+        for (i, q) in qs.chunks_exact(dim).enumerate() {
+            let want = search(&flat, &st, q, 10, &SearchParams::new(), Some(&one_pct));
+            assert_same(&got[i], &want, &format!("{metric} batch 1 % query {i}"));
+        }
+        idx.search_batch(&st, &qs, 10, &p, Some(&ten_pct), &mut got)
+            .unwrap();
+        assert!(got
+            .iter()
+            .all(|r| r.len() == 10 && r.iter().all(|n| ten_pct(n.slot))));
+    }
+}
