@@ -14,6 +14,7 @@ class _OmenBase:
 
     library = "omen"
     kind = ""
+    supports_filter = True
 
     def _make(self, **params):
         import omen
@@ -23,6 +24,27 @@ class _OmenBase:
         # ranks exactly as the peers' inner product.
         self.index = omen.Index(self.kind, self.dim, self.metric, **params)
         self.params: dict = {}
+        # The row filter (an omen.Filter: the mask packed once), or None.
+        self.mask = None
+
+    def set_filter(self, mask: np.ndarray) -> None:
+        # Packed into a bitset once, here, as FAISS's IDSelectorBitmap is: a
+        # search handed the bool array itself would copy it on every call.
+        self.mask = self.omen.Filter(np.asarray(mask, dtype=bool))
+
+    def filter_how(self) -> str:
+        how = {
+            "flat": "the exhaustive scan admits only allowed rows",
+            "hnsw": "HNSW estimates the filter's selectivity on a sample and scans the "
+            "allowed rows exactly below a threshold, else walks the graph expanding "
+            "excluded nodes too but admitting only allowed ones as results (then scans "
+            "if fewer than k came back)",
+            "ivfpq": "the IVF-PQ list scan admits only allowed rows as re-rank candidates",
+        }.get(self.kind, "the index admits only allowed rows as results")
+        return (
+            f'omen.Filter(mask) (a bitset, built once) passed as omen.Index("{self.kind}")'
+            f".search / search_batch(..., filter=...); {how}"
+        )
 
     def description(self) -> str:
         b = ", ".join(f"{k}={v}" for k, v in self.build_params.items())
@@ -35,10 +57,10 @@ class _OmenBase:
         self.params = dict(params)
 
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.index.search(q[0], k, **self.params)[0]
+        return self.index.search(q[0], k, filter=self.mask, **self.params)[0]
 
     def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
-        return self.index.search_batch(qs, k, threads=threads, **self.params)[0]
+        return self.index.search_batch(qs, k, threads=threads, filter=self.mask, **self.params)[0]
 
     def memory(self) -> dict:
         return {

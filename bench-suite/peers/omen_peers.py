@@ -19,6 +19,14 @@ Run with the interpreter of `.venv-peers` (see scripts/setup-peers.sh):
         --threads 2 --build-params '{"M": 16, "ef_construction": 200}' \
         --sweep '[{"ef": 64}, {"ef": 128}]' --ids-dir /tmp/ids --out result.json
 
+`--filter PATH` restricts every timed search (single and batch, every sweep point)
+to the rows a mask allows: a file of exactly n bytes (n = rows of --base), byte i
+1 if row i may be returned and 0 if not. The report then holds
+"filter": {"allowed", "n", "how"}, "how" saying how the system applies it. A system
+whose Python API has no filtered search exits with status 3 and one stderr line,
+`unsupported: <system> has no filtered search in its Python API (<what was checked>)`,
+before anything is built.
+
 Errors are reported on stderr with exit status 2 (bad input) or 1 (a library
 failure); nothing falls back silently.
 
@@ -54,6 +62,11 @@ class InputError(Exception):
     """Bad arguments or input files: exit status 2."""
 
 
+class Unsupported(Exception):
+    """The system cannot do what was asked (filtered search): exit status 3, with
+    the message as the one `unsupported:` line on stderr."""
+
+
 # ---------------------------------------------------------------------------
 # Input / output files
 
@@ -82,6 +95,29 @@ def read_fbin(path: str) -> np.ndarray:
         bad = int(np.argwhere(~np.isfinite(data))[0][0])
         raise InputError(f"{path}: row {bad} holds NaN or infinity")
     return data
+
+
+def read_filter(path: str, n: int) -> np.ndarray:
+    """Reads a row filter: exactly `n` bytes, byte i 1 if base row i may be returned
+    and 0 if not. Returns it as a bool array of length n."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise InputError(f"--filter {path}: {e}") from e
+    if size != n:
+        raise InputError(
+            f"--filter {path}: {size} bytes, expected exactly {n} (one byte per row of --base)"
+        )
+    raw = np.fromfile(p, dtype=np.uint8, count=n)
+    bad = np.flatnonzero(raw > 1)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"--filter {path}: byte {i} is {int(raw[i])}; each byte must be 0 (row excluded) "
+            f"or 1 (row allowed) ({bad.size} bytes are neither)"
+        )
+    return raw.astype(bool)
 
 
 def write_ids(path: Path, ids: np.ndarray) -> None:
@@ -138,11 +174,35 @@ class Adapter:
     # training-sample size (min(--train-size, n)) for systems that train inside add.
     k: int = 10
     train_size: int = 100_000
+    # Filtered search (--filter): whether set_filter is implemented; where it is
+    # not, `no_filter` says what of the library's Python API was checked (the
+    # `unsupported:` line).
+    supports_filter: bool = False
+    no_filter: str = ""
 
     def __init__(self, dim: int, metric: str, build: dict):
         self.dim = dim
         self.metric = metric
         self.build_params = build
+
+    @classmethod
+    def unsupported_filter(cls, system: str) -> str:
+        """The `unsupported:` line's text for a system without filtered search."""
+        try:
+            version = f"{cls.library} {metadata.version(cls.library)}"
+        except metadata.PackageNotFoundError:
+            version = cls.library
+        return f"{system} has no filtered search in its Python API ({version}: {cls.no_filter})"
+
+    def set_filter(self, mask: np.ndarray) -> None:
+        """Restricts every later search_one/search_batch to the rows where the
+        bool array `mask` (one entry per base row) is true; called once, after
+        add and before any search."""
+        raise RuntimeError(f"{type(self).__name__} has no filtered search")
+
+    def filter_how(self) -> str:
+        """One line for the report: how this system applies the filter."""
+        raise NotImplementedError
 
     @classmethod
     def check(cls, build: dict, sweep: list[dict], k: int, n: int) -> None:
@@ -193,6 +253,7 @@ class Adapter:
 class FaissAdapter(Adapter):
     library = "faiss-cpu"
     module = "faiss"
+    supports_filter = True
 
     def __init__(self, dim: int, metric: str, build: dict):
         super().__init__(dim, metric, build)
@@ -201,6 +262,28 @@ class FaissAdapter(Adapter):
         self.faiss = faiss
         self.metric_type = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         self.index = None
+        # Filtered search: the packed mask, its selector and the SearchParameters
+        # that carry it. Parameters given to search replace the index's own fields,
+        # so they also carry efSearch / nprobe / k_factor, copied from the index
+        # (where set_search puts the sweep's values) and rebuilt by every
+        # set_search. Every object the parameters point to is kept alive here.
+        self.bitmap = None
+        self.selector = None
+        self.search_params = None
+
+    def set_filter(self, mask: np.ndarray) -> None:
+        self.bitmap = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+        self.selector = self.faiss.IDSelectorBitmap(len(mask), self.faiss.swig_ptr(self.bitmap))
+        self._refresh_params()
+
+    def _refresh_params(self) -> None:
+        if self.selector is not None:
+            self.search_params = self.make_search_params(self.selector)
+
+    def make_search_params(self, sel):
+        """faiss.SearchParameters* carrying `sel` and the index's current search
+        fields."""
+        return self.faiss.SearchParameters(sel=sel)
 
     def set_threads(self, threads: int) -> None:
         self.faiss.omp_set_num_threads(threads)
@@ -210,11 +293,11 @@ class FaissAdapter(Adapter):
         self.index.add(data)
 
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.index.search(q, k)[1]
+        return self.index.search(q, k, params=self.search_params)[1]
 
     def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
         self.set_threads(threads)
-        return self.index.search(qs, k)[1]
+        return self.index.search(qs, k, params=self.search_params)[1]
 
     def memory(self) -> dict:
         blob = self.faiss.serialize_index(self.index)
@@ -234,7 +317,14 @@ class FaissFlat(FaissAdapter):
         return "IndexFlatIP" if self.metric == "ip" else "IndexFlatL2"
 
     def set_search(self, params: dict) -> None:
-        pass
+        self._refresh_params()
+
+    def filter_how(self) -> str:
+        return (
+            'faiss.IDSelectorBitmap(n, np.packbits(mask, bitorder="little")) passed as '
+            "index.search(..., params=faiss.SearchParameters(sel=...)): the exhaustive scan "
+            "skips rows the bitmap excludes"
+        )
 
 
 class FaissHnsw(FaissAdapter):
@@ -252,6 +342,17 @@ class FaissHnsw(FaissAdapter):
 
     def set_search(self, params: dict) -> None:
         self.index.hnsw.efSearch = params["efSearch"]
+        self._refresh_params()
+
+    def make_search_params(self, sel):
+        return self.faiss.SearchParametersHNSW(sel=sel, efSearch=self.index.hnsw.efSearch)
+
+    def filter_how(self) -> str:
+        return (
+            'faiss.IDSelectorBitmap(n, np.packbits(mask, bitorder="little")) passed as '
+            "index.search(..., params=faiss.SearchParametersHNSW(sel=..., efSearch=<sweep>)): "
+            "the graph walk expands excluded nodes too and keeps only selected ones as results"
+        )
 
 
 class FaissIvf(FaissAdapter):
@@ -291,6 +392,35 @@ class FaissIvf(FaissAdapter):
             self.index.k_factor = float(params["k_factor"])
         elif "k_factor" in params and params["k_factor"] != 1:
             raise InputError("k_factor needs refine = true")
+        self._refresh_params()
+
+    def make_search_params(self, sel):
+        f = self.faiss
+        # Parameters given to search replace the index's fields: nprobe (and
+        # k_factor under the refine) must be passed again, or FAISS's defaults
+        # (nprobe 1, k_factor 1) would apply.
+        ivf = f.SearchParametersIVF(sel=sel, nprobe=self.ivf.nprobe)
+        if not self.refine:
+            return ivf
+        # IndexRefineFlat hands base_index_params to the IVF index, which returns
+        # only selected candidates; the refine re-ranks those exactly.
+        self.base_params = ivf
+        return f.IndexRefineSearchParameters(k_factor=self.index.k_factor, base_index_params=ivf)
+
+    def filter_how(self) -> str:
+        ivf = "faiss.SearchParametersIVF(sel=..., nprobe=<sweep>)"
+        how = (
+            f'faiss.IDSelectorBitmap(n, np.packbits(mask, bitorder="little")) in {ivf}, '
+        )
+        if self.refine:
+            how += (
+                "passed as index.search(..., params=faiss.IndexRefineSearchParameters("
+                "k_factor=<sweep>, base_index_params=<that>)): the IVF scan of the probed "
+                "lists skips excluded rows and the exact refine re-ranks the selected candidates"
+            )
+        else:
+            how += "passed as index.search(..., params=<that>): the scan of the probed lists skips excluded rows"
+        return how
 
 
 class FaissIvfFlat(FaissIvf):
@@ -328,6 +458,11 @@ class Hnswlib(Adapter):
     module = "hnswlib"
     build_keys = {"M": None, "ef_construction": None, "random_seed": 100}
     sweep_keys = {"ef": None}
+    supports_filter = True
+    filter_fn = None
+    # Rows the filter allows (None: no filter). hnswlib raises rather than return
+    # fewer than k, so a filter allowing fewer than k rows asks for that many.
+    allowed = None
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -353,11 +488,36 @@ class Hnswlib(Adapter):
     def set_search(self, params: dict) -> None:
         self.index.set_ef(params["ef"])
 
+    def set_filter(self, mask: np.ndarray) -> None:
+        # hnswlib's own filtered search calls a Python callable per candidate;
+        # indexing a list is about twice as fast as indexing the numpy array.
+        allowed = np.asarray(mask, dtype=bool).tolist()
+        self.filter_fn = lambda label: allowed[label]
+        self.allowed = int(np.count_nonzero(mask))
+
+    def filter_how(self) -> str:
+        return (
+            "hnswlib knn_query(q, k, num_threads, filter=lambda label: allowed[label]) over "
+            "the mask as a Python list: hnswlib calls back into Python (taking the GIL) for "
+            "each candidate it considers, so the callback's cost is in every timing and "
+            "batch searches on several threads contend for the GIL; the walk continues "
+            "until ef allowed rows are found"
+        )
+
+    def _knn(self, q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        if self.allowed is None or self.allowed >= k:
+            return self.index.knn_query(q, k=k, num_threads=threads, filter=self.filter_fn)[0]
+        out = np.full((len(q), k), -1, dtype=np.int64)
+        if self.allowed > 0:
+            ids = self.index.knn_query(q, k=self.allowed, num_threads=threads, filter=self.filter_fn)[0]
+            out[:, : self.allowed] = ids
+        return out
+
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.index.knn_query(q, k=k, num_threads=1)[0]
+        return self._knn(q, k, 1)
 
     def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
-        return self.index.knn_query(qs, k=k, num_threads=threads)[0]
+        return self._knn(qs, k, threads)
 
     def memory(self) -> dict:
         with tempfile.TemporaryDirectory(prefix="omen-peers-") as d:
@@ -372,6 +532,11 @@ class Usearch(Adapter):
     module = "usearch.index"
     build_keys = {"M": None, "efc": None}
     sweep_keys = {"expansion_search": None}
+    no_filter = (
+        "Index.search(vectors, count, radius, *, threads, exact, log, progress, dtype) and the "
+        "compiled Index.search_many(queries, count, exact, threads, progress, dtype) take no "
+        "filter or predicate; the compiled Index has no other search method"
+    )
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -465,6 +630,11 @@ class Scann(Adapter):
     module = "scann"
     build_keys = {"num_leaves": None, "dims_per_block": 2, "spherical": False}
     sweep_keys = {"leaves_to_search": None, "reorder": None}
+    no_filter = (
+        "ScannSearcher.search / search_batched / search_batched_parallel take only "
+        "final_num_neighbors, pre_reorder_num_neighbors, leaves_to_search (and batch_size), "
+        "and scann_pybind.ScannNumpy exposes no restrict or filter method"
+    )
     # The anisotropic-quantization threshold (ScaNN's recommended 0.2) and the
     # build-time reorder default; every search passes its own pre_reorder_num_neighbors.
     AQ_THRESHOLD = 0.2
@@ -590,6 +760,10 @@ class Glass(Adapter):
     module = "glass"
     build_keys = {"R": None, "L": None}
     sweep_keys = {"ef": None}
+    no_filter = (
+        "glass.Searcher has only search(query, k), batch_search(query, k, num_threads), "
+        "set_ef, optimize and get_last_search_dist_cmps; no filter argument anywhere"
+    )
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -670,6 +844,10 @@ class Symqg(Adapter):
     module = "rabitqlib"
     build_keys = {"degree": None, "ef_construction": None, "quantization_bits": 0}
     sweep_keys = {"ef": None}
+    no_filter = (
+        "SymqgIndex.search / search_batch take (queries, k, ef, num_threads) only; "
+        "no filter argument or method"
+    )
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -755,6 +933,11 @@ class SvsVamana(Adapter):
     module = "svs"
     build_keys = {"graph_max_degree": None, "window_size": None}
     sweep_keys = {"search_window_size": None}
+    no_filter = (
+        "svs.Vamana.search(queries, n_neighbors) takes no filter, and VamanaSearchParameters "
+        "holds only buffer_config, prefetch_lookahead, prefetch_step and "
+        "search_buffer_visited_set"
+    )
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -942,6 +1125,11 @@ def measure_batch(adapter: Adapter, queries: np.ndarray, k: int, threads: int, r
 
 
 def run(args: argparse.Namespace) -> dict:
+    cls = SYSTEMS[args.system]
+    if args.filter is not None and not cls.supports_filter:
+        # Before anything is read or built: the harness records the system as
+        # skipped with this line.
+        raise Unsupported(cls.unsupported_filter(args.system))
     if args.k <= 0:
         raise InputError("k must be positive")
     if args.threads <= 0:
@@ -950,7 +1138,6 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError("batch-threads must be positive")
     if args.batch_runs <= 0:
         raise InputError("batch-runs must be positive")
-    cls = SYSTEMS[args.system]
     try:
         build_given = json.loads(args.build_params)
         sweep_given = json.loads(args.sweep)
@@ -975,6 +1162,7 @@ def run(args: argparse.Namespace) -> dict:
     nq = len(queries)
     if n == 0 or nq == 0:
         raise InputError(f"empty input: {n} base vectors, {nq} queries")
+    mask = None if args.filter is None else read_filter(args.filter, n)
     single_count = nq if args.single_queries is None else min(args.single_queries, nq)
     if single_count < 0:
         raise InputError("single-queries must be >= 0")
@@ -1008,6 +1196,9 @@ def run(args: argparse.Namespace) -> dict:
     memory = adapter.memory()
     memory["index_bytes_per_vector"] = memory["index_bytes"] / n
     queries = adapter.prepare_queries(queries)
+    if mask is not None:
+        # Once, before the first search: every timed search below is filtered.
+        adapter.set_filter(mask)
 
     # One-query-at-a-time passes run in rounds over the whole sweep: a point's
     # passes are spread over the run rather than back to back, so that one slow
@@ -1066,7 +1257,7 @@ def run(args: argparse.Namespace) -> dict:
     memory["rss_before_build_bytes"] = rss_before
     import numpy
 
-    return {
+    result = {
         "schema": SCHEMA,
         "system": args.system,
         "library": adapter.library,
@@ -1099,6 +1290,13 @@ def run(args: argparse.Namespace) -> dict:
             "loadavg_end": os.getloadavg()[0],
         },
     }
+    if mask is not None:
+        result["filter"] = {
+            "allowed": int(np.count_nonzero(mask)),
+            "n": n,
+            "how": adapter.filter_how(),
+        }
+    return result
 
 
 INSTALL_HINT = "bash scripts/setup-peers.sh"
@@ -1224,6 +1422,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1,
         help="rounds of one-query-at-a-time passes over the sweep; each point's fastest counts",
     )
+    p.add_argument(
+        "--filter",
+        default=None,
+        metavar="PATH",
+        help="row filter: exactly n bytes (n = rows of --base), byte i 1 if row i may be "
+        "returned, 0 if not; every timed search is filtered (exit 3 with an 'unsupported:' "
+        "line for a system without filtered search)",
+    )
     p.add_argument("--ids-dir", required=req, help="directory for the ids files")
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     return p.parse_args(argv)
@@ -1238,6 +1444,9 @@ def main(argv: list[str]) -> int:
         # Library chatter on the C stdout goes to stderr; only the report goes out.
         with _stdout_to_stderr():
             result = run(args)
+    except Unsupported as e:
+        print(f"unsupported: {e}", file=sys.stderr)
+        return 3
     except InputError as e:
         print(f"omen_peers: error: {e}", file=sys.stderr)
         return 2

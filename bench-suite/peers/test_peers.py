@@ -266,6 +266,7 @@ def test_command_line_report_is_clean_json(system: str, tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert report["schema"] == op.SCHEMA and report["system"] == system
     assert report["dataset"]["n"] == 2000 and report["dataset"]["dim"] == DIM
+    assert "filter" not in report  # only a filtered run reports one
     (point,) = report["points"]
     assert point["single_batch_id_agreement"] >= 0.99
     raw = Path(point["ids_file"]).read_bytes()
@@ -339,3 +340,260 @@ def test_symqg_padding_keeps_distances() -> None:
     p = adapter.prepare_queries(x)
     assert p.shape == (3, 64) and p.dtype == np.float32 and p.flags.c_contiguous
     assert np.array_equal(p[:, :DIM], x) and not p[:, DIM:].any()
+
+
+# ---------------------------------------------------------------------------
+# Filtered search (--filter)
+
+# (system, build params, search params generous enough for recall 0.9 at 1 %
+# selectivity (IVF: every list probed), least recall): every system whose Python
+# API filters. FAISS's IVF without the refine ranks by 4-bit PQ estimates alone.
+FILTER_CASES = [
+    ("faiss-flat", {}, {}, 0.99),
+    ("faiss-hnsw", {"M": 16, "efConstruction": 100}, {"efSearch": 512}, 0.9),
+    ("faiss-ivfflat", {"nlist": 32}, {"nprobe": 32}, 0.99),
+    ("faiss-ivfpq", {"nlist": 32, "m": 25}, {"nprobe": 32, "k_factor": 20}, 0.9),
+    ("faiss-ivfpqfs", {"nlist": 32, "m": 25}, {"nprobe": 32, "k_factor": 20}, 0.9),
+    ("faiss-ivfpqfs", {"nlist": 32, "m": 25, "refine": False}, {"nprobe": 32}, 0.4),
+    ("hnswlib", {"M": 16, "ef_construction": 100}, {"ef": 64}, 0.9),
+    ("omen-flat", {}, {}, 0.99),
+    ("omen-hnsw", {"m": 16, "ef_construction": 100}, {"ef": 128}, 0.9),
+    ("omen-ivfpq", {"nlist": 32, "m": 25, "nbits": 4}, {"nprobe": 32, "rerank_factor": 20}, 0.9),
+]
+FILTER_IDS = [f"{s}{'' if b.get('refine', True) else '-norefine'}" for s, b, _, _ in FILTER_CASES]
+UNSUPPORTED = ["usearch", "scann", "glass", "symqg", "svs-vamana"]
+# Queries of the filtered tests: hnswlib calls Python per candidate, slowly.
+NQF = 40
+
+
+def _mask(selectivity: float, n: int = N, seed: int = 11) -> np.ndarray:
+    """Exactly round(selectivity * n) rows allowed, chosen at random."""
+    m = np.zeros(n, dtype=bool)
+    m[np.random.default_rng(seed).choice(n, size=round(selectivity * n), replace=False)] = True
+    return m
+
+
+def _filtered_truth(base, queries, metric, mask, k=K) -> np.ndarray:
+    if metric == "ip":
+        score = queries @ base.T
+    else:
+        score = 2 * queries @ base.T - (base**2).sum(axis=1)[None, :]
+    score[:, ~mask] = -np.inf
+    return np.argsort(-score, axis=1)[:, :k]
+
+
+_FILTERED: dict = {}
+
+
+def _built_filtered(case: int):
+    """An adapter per FILTER_CASES entry (l2), built as run() builds it, with the
+    unfiltered batch ids of each of its CONFIGS sweep points (taken before any
+    filter is set)."""
+    if case not in _FILTERED:
+        system, build_given, _, _ = FILTER_CASES[case]
+        cls = op.SYSTEMS[system]
+        build = op._check_keys(system, build_given, cls.build_keys)
+        sweep = [op._check_keys(system, p, cls.sweep_keys) for p in CONFIGS[system][1]]
+        if build.get("refine") is False:
+            sweep = [{**p, "k_factor": 1} for p in sweep]
+        base, queries = _data("l2")
+        cls.check(build, sweep, K, N)
+        adapter = cls(DIM, "l2", build)
+        adapter.k = K
+        adapter.train_size = N
+        if adapter.needs_training():
+            adapter.set_threads(1)
+            adapter.train(base)
+        adapter.add(base, 1)
+        queries = adapter.prepare_queries(queries)[:NQF]
+        unfiltered = []
+        for p in sweep:
+            adapter.set_search(p)
+            unfiltered.append(op.as_ids(adapter.search_batch(queries, K, 2), NQF, K))
+        _FILTERED[case] = (adapter, sweep, queries, unfiltered)
+    return _FILTERED[case]
+
+
+def _need_filter_case(case: int) -> None:
+    system = FILTER_CASES[case][0]
+    _need(system)
+    if system in SLOW and os.environ.get("OMEN_PEERS_SLOW_TESTS") != "1":
+        pytest.skip(f"{system}: slow to train (set OMEN_PEERS_SLOW_TESTS=1)")
+
+
+def test_filter_support_is_declared() -> None:
+    supported = {s for s, _, _, _ in FILTER_CASES}
+    names = [n for n in op.SYSTEMS if not n.startswith("omen-")] + ["omen-flat", "omen-hnsw", "omen-ivfpq"]
+    assert set(names) == supported | set(UNSUPPORTED)
+    for name in names:
+        cls = op.SYSTEMS[name]
+        assert cls.supports_filter == (name in supported), name
+        if not cls.supports_filter:
+            assert cls.no_filter, name
+
+
+@pytest.mark.parametrize("selectivity", [0.1, 0.01])
+@pytest.mark.parametrize("case", range(len(FILTER_CASES)), ids=FILTER_IDS)
+def test_filtered_search(case: int, selectivity: float) -> None:
+    """Every returned id is allowed, k come back (at least k rows are allowed),
+    recall against brute force over the allowed rows is high, and single and
+    batch searches agree."""
+    _need_filter_case(case)
+    system, _, params, least = FILTER_CASES[case]
+    adapter, sweep, queries, _ = _built_filtered(case)
+    base, raw_queries = _data("l2")
+    mask = _mask(selectivity)
+    adapter.set_filter(mask)
+    adapter.set_search(op._check_keys(system, params, adapter.sweep_keys))
+    ids = op.as_ids(adapter.search_batch(queries, K, 2), NQF, K)
+    assert (ids >= 0).all(), f"{system} {selectivity}: {(ids < 0).sum()} missing results"
+    assert mask[ids].all(), f"{system} {selectivity}: a row outside the filter was returned"
+    adapter.set_threads(1)
+    single = np.stack(
+        [np.asarray(adapter.search_one(queries[i : i + 1], K)).reshape(-1) for i in range(NQF)]
+    )
+    assert mask[single].all()
+    agree = np.mean([len(set(a) & set(b)) / K for a, b in zip(single, ids)])
+    assert agree >= 0.99, f"{system} {selectivity}: single/batch ids agree on {agree:.3f}"
+    truth = _filtered_truth(base, raw_queries[:NQF], "l2", mask)
+    recall = _recall(ids, truth)
+    assert recall >= least, f"{system} {selectivity}: filtered recall@10 {recall:.3f} < {least}"
+    assert adapter.filter_how()
+
+
+@pytest.mark.parametrize("case", range(len(FILTER_CASES)), ids=FILTER_IDS)
+def test_filter_keeps_sweep_params(case: int) -> None:
+    """With every row allowed, each sweep point returns what it returns unfiltered:
+    the sweep's efSearch / nprobe / k_factor (which FAISS's search parameters
+    would otherwise reset) still apply under the filter. A filter allowing fewer
+    than k rows returns those and pads with -1."""
+    _need_filter_case(case)
+    system = FILTER_CASES[case][0]
+    adapter, sweep, queries, unfiltered = _built_filtered(case)
+    adapter.set_filter(np.ones(N, dtype=bool))
+    for p, want in zip(sweep, unfiltered):
+        adapter.set_search(p)
+        got = op.as_ids(adapter.search_batch(queries, K, 2), NQF, K)
+        same = (got == want).mean()
+        assert same >= 0.99, f"{system} {p}: all-rows filter changed {1 - same:.3f} of the ids"
+    few = np.zeros(N, dtype=bool)
+    few[[3, 1234, 4321]] = True
+    adapter.set_filter(few)
+    adapter.set_search(sweep[-1])
+    for ids in (
+        op.as_ids(adapter.search_batch(queries[:5], K, 2), 5, K),
+        np.stack([np.asarray(adapter.search_one(queries[i : i + 1], K)).reshape(-1) for i in range(5)]),
+    ):
+        assert (ids[:, 3:] == -1).all(), f"{system}: {ids}"
+        # An approximate index may miss one of the three (IVF: an unprobed list).
+        assert all(set(row[:3]) <= {3, 1234, 4321, -1} for row in ids), f"{system}: {ids}"
+
+
+def _filter_cli(system: str, tmp_path: Path, filter_bytes: bytes | None, n: int = 2000,
+                build: dict | None = None, sweep: list | None = None):
+    base, queries = _data("l2")
+    _write_fbin(tmp_path / "b.fbin", base[:n])
+    _write_fbin(tmp_path / "q.fbin", queries[:20])
+    cmd = [sys.executable, str(HERE / "omen_peers.py"), "--system", system,
+           "--base", str(tmp_path / "b.fbin"), "--queries", str(tmp_path / "q.fbin"),
+           "--metric", "l2", "--k", str(K), "--threads", "2",
+           "--build-params", json.dumps(build or {}), "--sweep", json.dumps(sweep or [{}]),
+           "--warmup", "5", "--batch-runs", "1", "--ids-dir", str(tmp_path / "ids")]
+    if filter_bytes is not None:
+        (tmp_path / "mask.bin").write_bytes(filter_bytes)
+        cmd += ["--filter", str(tmp_path / "mask.bin")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("system", UNSUPPORTED)
+def test_unsupported_filter_exits_3(system: str, tmp_path: Path) -> None:
+    """One `unsupported:` line on stderr, status 3, nothing on stdout, nothing
+    built (the ids directory is never made). Decided from the adapter class alone,
+    so it holds whether or not the library is installed."""
+    proc = _filter_cli(system, tmp_path, _mask(0.1, 2000).astype(np.uint8).tobytes())
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    prefix = f"unsupported: {system} has no filtered search in its Python API ("
+    assert lines[0].startswith(prefix) and lines[0].endswith(")"), lines[0]
+    assert not (tmp_path / "ids").exists()
+
+
+@pytest.mark.parametrize(
+    "what, raw",
+    [
+        ("short", bytes(1999)),
+        ("long", bytes(2001)),
+        ("empty", b""),
+        ("byte 2", bytes(500) + b"\x02" + bytes(1499)),
+        ("byte 255", b"\x01" * 1999 + b"\xff"),
+        ("text", b"1" * 2000),
+    ],
+)
+def test_malformed_filter_is_an_input_error(what: str, raw: bytes, tmp_path: Path) -> None:
+    proc = _filter_cli("faiss-flat", tmp_path, raw)
+    assert proc.returncode == 2, f"{what}: {proc.stderr}"
+    assert proc.stdout == ""
+    assert "omen_peers: error: --filter" in proc.stderr, proc.stderr
+    assert not (tmp_path / "ids").exists()  # refused before anything was built
+
+
+def test_missing_filter_file_is_an_input_error(tmp_path: Path) -> None:
+    base, queries = _data("l2")
+    _write_fbin(tmp_path / "b.fbin", base[:100])
+    _write_fbin(tmp_path / "q.fbin", queries[:5])
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "omen_peers.py"), "--system", "omen-flat",
+         "--base", str(tmp_path / "b.fbin"), "--queries", str(tmp_path / "q.fbin"),
+         "--metric", "l2", "--k", str(K), "--threads", "1",
+         "--filter", str(tmp_path / "nope.bin"), "--ids-dir", str(tmp_path / "ids")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "omen_peers: error: --filter" in proc.stderr, proc.stderr
+
+
+def test_read_filter(tmp_path: Path) -> None:
+    p = tmp_path / "m.bin"
+    p.write_bytes(bytes([1, 0, 0, 1, 1]))
+    m = op.read_filter(str(p), 5)
+    assert m.dtype == bool and m.tolist() == [True, False, False, True, True]
+    with pytest.raises(op.InputError, match="5 bytes, expected exactly 6"):
+        op.read_filter(str(p), 6)
+    p.write_bytes(bytes([1, 0, 7, 1, 3]))
+    with pytest.raises(op.InputError, match=r"byte 2 is 7.*\(2 bytes are neither\)"):
+        op.read_filter(str(p), 5)
+
+
+@pytest.mark.parametrize(
+    "system, build, sweep",
+    [
+        ("faiss-hnsw", {"M": 16, "efConstruction": 100}, [{"efSearch": 64}, {"efSearch": 256}]),
+        ("faiss-ivfpqfs", {"nlist": 16, "m": 25}, [{"nprobe": 16, "k_factor": 20}]),
+        ("hnswlib", {"M": 16, "ef_construction": 100}, [{"ef": 64}]),
+        ("omen-hnsw", {"m": 16, "ef_construction": 100}, [{"ef": 64}, {"ef": 256}]),
+    ],
+)
+def test_filtered_command_line(system: str, build: dict, sweep: list, tmp_path: Path) -> None:
+    """A whole filtered run: the report's "filter" object, and every sweep point's
+    ids file holds only allowed rows with high recall over them."""
+    _need(system)
+    mask = _mask(0.1, 2000)
+    proc = _filter_cli(system, tmp_path, mask.astype(np.uint8).tobytes(), build=build, sweep=sweep)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    f = report["filter"]
+    assert set(f) == {"allowed", "n", "how"}
+    assert f["allowed"] == 200 and f["n"] == 2000
+    assert isinstance(f["how"], str) and f["how"] and "\n" not in f["how"]
+    base, queries = _data("l2")
+    truth = _filtered_truth(base[:2000], queries[:20], "l2", mask)
+    assert len(report["points"]) == len(sweep)
+    for point in report["points"]:
+        raw = Path(point["ids_file"]).read_bytes()
+        nq, k = np.frombuffer(raw[:8], dtype="<u4")
+        ids = np.frombuffer(raw[8:], dtype="<i4").reshape(nq, k)
+        assert (nq, k) == (20, K)
+        assert (ids >= 0).all() and mask[ids].all()
+        assert point["single_batch_id_agreement"] >= 0.99
+    assert _recall(ids, truth) > 0.9

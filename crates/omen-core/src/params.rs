@@ -114,6 +114,11 @@ impl SlotBitmap {
         b
     }
 
+    /// The bitmap of `words` (bit `s % 64` of word `s / 64` allows slot `s`).
+    pub fn from_words(words: Vec<u64>) -> Self {
+        SlotBitmap { words }
+    }
+
     /// Slot `i` allowed iff `mask[i]`.
     pub fn from_mask(mask: &[bool]) -> Self {
         let mut words = vec![0u64; mask.len().div_ceil(64)];

@@ -10,7 +10,10 @@ Two classes, numpy arrays in and out:
 * :class:`Index` — an index over in-memory storage with integer labels (row
   numbers in insertion order), for benchmarks: ``Index("hnsw", 50, "l2",
   m=16, ef_construction=200)``; ``add``, ``search``, ``search_batch``,
-  ``memory_bytes``.
+  ``memory_bytes``. ``search`` and ``search_batch`` take ``filter=``: a 1-D
+  bool or uint8 array with one entry per row, or a :class:`Filter` made from
+  one (built once, reused without a copy per call); only rows whose entry is
+  nonzero may be returned.
 
 The index kinds and the keyword arguments each takes come from the engine's
 registry: :func:`kinds` lists them.
@@ -22,6 +25,6 @@ offset. Arrays of any real dtype are converted to float32. The GIL is released
 while the engine builds, writes or searches.
 """
 
-from ._omen import Collection, CorruptionError, Index, __version__, kinds, simd_isa
+from ._omen import Collection, CorruptionError, Filter, Index, __version__, kinds, simd_isa
 
-__all__ = ["Collection", "CorruptionError", "Index", "kinds", "simd_isa", "__version__"]
+__all__ = ["Collection", "CorruptionError", "Filter", "Index", "kinds", "simd_isa", "__version__"]

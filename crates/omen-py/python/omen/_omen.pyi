@@ -12,6 +12,9 @@ __version__: str
 _Path = Union[str, "PathLike[str]"]
 _Array = npt.ArrayLike
 _Hit = tuple[str, float]
+# A row filter: one entry per row of the index, nonzero = the row may be returned.
+_MaskArray = Union[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]
+_Mask = Union["Filter", _MaskArray]
 
 class CorruptionError(OSError):
     """A damaged file: the message names the file and the byte offset."""
@@ -21,6 +24,18 @@ def simd_isa() -> str:
 
 def kinds() -> list[dict[str, Any]]:
     """The registered index kinds: {"name", "description", "build": {key: help}, "search": {key: help}}."""
+
+class Filter:
+    """A row filter built once and reused by many searches: the mask (1-D, dtype bool
+    or uint8; row i allowed iff mask[i] != 0) is copied into a bitset here, so a
+    search given a Filter copies nothing (one given an array copies it per call)."""
+
+    def __init__(self, mask: _MaskArray) -> None: ...
+    @property
+    def allowed(self) -> int:
+        """Rows the filter allows."""
+    def __len__(self) -> int:
+        """Rows the filter covers."""
 
 class Index:
     """An index over in-memory storage with integer labels (row numbers in insertion order)."""
@@ -43,14 +58,32 @@ class Index:
     def add(self, data: _Array, threads: Optional[int] = None) -> range:
         """Appends and indexes the rows of `data` (n x dim); returns their labels."""
     def search(
-        self, query: _Array, k: int = 10, **params: Union[int, float, bool]
+        self,
+        query: _Array,
+        k: int = 10,
+        *,
+        filter: Optional[_Mask] = None,
+        **params: Union[int, float, bool],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The k nearest rows to one query: (labels, distances), each of length k
-        (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor."""
+        (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor.
+
+        filter: None, an omen.Filter, or a 1-D numpy array of dtype bool or uint8,
+        with len(index) entries; row i may be returned iff filter[i] != 0. Fewer than
+        k allowed rows give fewer hits (padded with -1 / inf); none allowed gives none.
+        Another object or dtype (TypeError), shape or length (ValueError) is refused
+        before searching."""
     def search_batch(
-        self, queries: _Array, k: int = 10, threads: Optional[int] = None, **params: Union[int, float, bool]
+        self,
+        queries: _Array,
+        k: int = 10,
+        threads: Optional[int] = None,
+        *,
+        filter: Optional[_Mask] = None,
+        **params: Union[int, float, bool],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """One row of (labels, distances), each nq x k, per query, through the batch call."""
+        """One row of (labels, distances), each nq x k, per query, through the batch call.
+        filter: as for search, applied to every query."""
     def memory_bytes(self) -> int:
         """Bytes held by the index's own structures (not the stored vectors)."""
     def storage_bytes(self) -> int:
