@@ -18,4 +18,5 @@ pub mod peers;
 pub mod plot;
 pub mod recall;
 pub mod report;
+pub mod runbook;
 pub mod runner;
