@@ -62,6 +62,39 @@ class _OmenBase:
     def search_batch(self, qs: np.ndarray, k: int, threads: int) -> np.ndarray:
         return self.index.search_batch(qs, k, threads=threads, filter=self.mask, **self.params)[0]
 
+    # Runbooks: omen.Index labels rows in the order they are added and never
+    # reuses a label, so the adapter keeps the tag of every label (and the live
+    # label of every tag) and answers in tags.
+    supports_runbook = True
+
+    def rb_start(self, max_tags: int) -> None:
+        self.label_tag = np.empty(0, dtype=np.int64)
+        self.tag_label: dict[int, int] = {}
+
+    def rb_insert(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        labels = self.index.add(data, threads=threads)
+        self.label_tag = np.concatenate([self.label_tag, np.asarray(tags, dtype=np.int64)])
+        for t, label in zip(np.asarray(tags).tolist(), labels):
+            self.tag_label[t] = label
+
+    def rb_delete(self, tags: np.ndarray) -> None:
+        labels = [self.tag_label.pop(t) for t in np.asarray(tags).tolist()]
+        self.index.remove(labels)
+
+    def rb_how(self) -> str:
+        return (
+            "insert: omen.Index.add(rows, threads) (new labels, mapped to the tags by the "
+            "adapter); delete: omen.Index.remove(labels); replace: remove then add"
+        )
+
+    def rb_answer(self, labels: np.ndarray) -> np.ndarray:
+        """Labels a search returned, as tags (-1 stays -1)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        out = np.full(labels.shape, -1, dtype=np.int64)
+        ok = labels >= 0
+        out[ok] = self.label_tag[labels[ok]]
+        return out
+
     def memory(self) -> dict:
         return {
             "index_bytes": int(self.index.memory_bytes() + self.index.storage_bytes()),

@@ -179,6 +179,10 @@ class Adapter:
     # `unsupported:` line).
     supports_filter: bool = False
     no_filter: str = ""
+    # Runbooks (--runbook): whether the rb_* methods are implemented (deletion
+    # through the library's own API); where not, `no_runbook` says why.
+    supports_runbook: bool = False
+    no_runbook: str = "the adapter drives no deletion for it"
 
     def __init__(self, dim: int, metric: str, build: dict):
         self.dim = dim
@@ -202,6 +206,42 @@ class Adapter:
 
     def filter_how(self) -> str:
         """One line for the report: how this system applies the filter."""
+        raise NotImplementedError
+
+    @classmethod
+    def runbook_unsupported(cls, system: str, build: dict) -> str | None:
+        """Why this system (with these build parameters) cannot run a runbook,
+        or None when it can."""
+        if cls.supports_runbook:
+            return None
+        try:
+            version = f"{cls.library} {metadata.version(cls.library)}"
+        except metadata.PackageNotFoundError:
+            version = cls.library
+        return f"{system} cannot delete through its Python API ({version}: {cls.no_runbook})"
+
+    def rb_start(self, max_tags: int) -> None:
+        """Called once before the first runbook operation: `max_tags` distinct
+        tags will ever be inserted."""
+
+    def rb_insert(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        """Inserts the rows of `data` under the int64 `tags` (none of them live;
+        some may have been deleted before)."""
+        raise NotImplementedError
+
+    def rb_delete(self, tags: np.ndarray) -> None:
+        """Deletes the live `tags`: never returned again."""
+        raise NotImplementedError
+
+    def rb_replace(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        """Gives the live `tags` the vectors of `data`; by default a delete and
+        an insert."""
+        self.rb_delete(tags)
+        self.rb_insert(tags, data, threads)
+
+    def rb_how(self) -> str:
+        """One line for the report: the library calls behind insert, delete and
+        replace."""
         raise NotImplementedError
 
     @classmethod
@@ -307,6 +347,10 @@ class FaissAdapter(Adapter):
 class FaissFlat(FaissAdapter):
     build_keys: dict = {}
     sweep_keys: dict = {}
+    no_runbook = (
+        "IndexFlat has remove_ids but no add_with_ids, and remove_ids renumbers the rows "
+        "after the removed ones; an IndexIDMap around it would be another system"
+    )
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -330,6 +374,7 @@ class FaissFlat(FaissAdapter):
 class FaissHnsw(FaissAdapter):
     build_keys = {"M": None, "efConstruction": None}
     sweep_keys = {"efSearch": None}
+    no_runbook = "IndexHNSWFlat.remove_ids and add_with_ids raise 'not implemented for this type of index'"
 
     def __init__(self, dim, metric, build):
         super().__init__(dim, metric, build)
@@ -406,6 +451,35 @@ class FaissIvf(FaissAdapter):
         # only selected candidates; the refine re-ranks those exactly.
         self.base_params = ivf
         return f.IndexRefineSearchParameters(k_factor=self.index.k_factor, base_index_params=ivf)
+
+    supports_runbook = True
+
+    @classmethod
+    def runbook_unsupported(cls, system: str, build: dict) -> str | None:
+        if build.get("refine", False):
+            return (
+                f"{system} with refine = true cannot run a runbook: faiss-cpu "
+                f"{metadata.version('faiss-cpu')} IndexRefineFlat.add_with_ids and remove_ids "
+                "raise 'not implemented for this type of index' (run it with refine = false)"
+            )
+        return None
+
+    def rb_insert(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        self.set_threads(threads)
+        self.index.add_with_ids(data, np.ascontiguousarray(tags, dtype=np.int64))
+
+    def rb_delete(self, tags: np.ndarray) -> None:
+        want = np.ascontiguousarray(tags, dtype=np.int64)
+        removed = self.index.remove_ids(want)
+        if removed != len(want):
+            raise RuntimeError(f"remove_ids removed {removed} of {len(want)} live ids")
+
+    def rb_how(self) -> str:
+        return (
+            "insert: index.add_with_ids(rows, tags); delete: index.remove_ids(tags) (an "
+            "IDSelectorBatch; the inverted lists are compacted in place); replace: remove_ids "
+            "then add_with_ids; trained once, on a seeded sample of the first insert's rows"
+        )
 
     def filter_how(self) -> str:
         ivf = "faiss.SearchParametersIVF(sel=..., nprobe=<sweep>)"
@@ -488,6 +562,38 @@ class Hnswlib(Adapter):
     def set_search(self, params: dict) -> None:
         self.index.set_ef(params["ef"])
 
+    supports_runbook = True
+
+    def rb_start(self, max_tags: int) -> None:
+        b = self.build_params
+        # Every tag the runbook ever inserts gets its own element: a deleted
+        # element keeps its place (hnswlib's mark_deleted), and re-inserting its
+        # tag un-marks and updates it in place.
+        self.index.init_index(
+            max_elements=max(1, max_tags),
+            M=b["M"],
+            ef_construction=b["ef_construction"],
+            random_seed=b["random_seed"],
+        )
+
+    def rb_insert(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        self.index.add_items(data, np.asarray(tags, dtype=np.int64), num_threads=threads)
+
+    def rb_delete(self, tags: np.ndarray) -> None:
+        for t in np.asarray(tags).tolist():
+            self.index.mark_deleted(t)
+
+    def rb_replace(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        # add_items with a live label updates its vector and repairs its links.
+        self.rb_insert(tags, data, threads)
+
+    def rb_how(self) -> str:
+        return (
+            "init_index(max_elements = the runbook's distinct tags); insert: add_items(rows, "
+            "tags) (a previously deleted tag is un-marked and updated in place); delete: "
+            "mark_deleted(tag) per tag; replace: add_items with the live tags (hnswlib's update)"
+        )
+
     def set_filter(self, mask: np.ndarray) -> None:
         # hnswlib's own filtered search calls a Python callable per candidate;
         # indexing a list is about twice as fast as indexing the numpy array.
@@ -564,6 +670,20 @@ class Usearch(Adapter):
     def set_search(self, params: dict) -> None:
         self.index.expansion_search = params["expansion_search"]
 
+    supports_runbook = True
+
+    def rb_insert(self, tags: np.ndarray, data: np.ndarray, threads: int) -> None:
+        self.index.add(np.asarray(tags, dtype=np.uint64), data, threads=threads)
+
+    def rb_delete(self, tags: np.ndarray) -> None:
+        want = np.asarray(tags, dtype=np.uint64)
+        removed = self.index.remove(want)
+        if int(removed) != len(want):
+            raise RuntimeError(f"Index.remove removed {removed} of {len(want)} live keys")
+
+    def rb_how(self) -> str:
+        return "insert: Index.add(tags, rows, threads); delete: Index.remove(tags); replace: remove then add"
+
     @staticmethod
     def _ids(keys: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, k)
@@ -630,6 +750,7 @@ class Scann(Adapter):
     module = "scann"
     build_keys = {"num_leaves": None, "dims_per_block": 2, "spherical": False}
     sweep_keys = {"leaves_to_search": None, "reorder": None}
+    no_runbook = "the scann_ops_pybind searcher is built once from a whole dataset and has no delete"
     no_filter = (
         "ScannSearcher.search / search_batched / search_batched_parallel take only "
         "final_num_neighbors, pre_reorder_num_neighbors, leaves_to_search (and batch_size), "
@@ -760,6 +881,7 @@ class Glass(Adapter):
     module = "glass"
     build_keys = {"R": None, "L": None}
     sweep_keys = {"ef": None}
+    no_runbook = "glass.Index builds a graph once from a whole dataset and has no delete"
     no_filter = (
         "glass.Searcher has only search(query, k), batch_search(query, k, num_threads), "
         "set_ef, optimize and get_last_search_dist_cmps; no filter argument anywhere"
@@ -844,6 +966,7 @@ class Symqg(Adapter):
     module = "rabitqlib"
     build_keys = {"degree": None, "ef_construction": None, "quantization_bits": 0}
     sweep_keys = {"ef": None}
+    no_runbook = "rabitqlib's SymphonyQG index is built once from a whole dataset and has no delete"
     no_filter = (
         "SymqgIndex.search / search_batch take (queries, k, ef, num_threads) only; "
         "no filter argument or method"
@@ -933,6 +1056,7 @@ class SvsVamana(Adapter):
     module = "svs"
     build_keys = {"graph_max_degree": None, "window_size": None}
     sweep_keys = {"search_window_size": None}
+    no_runbook = "the adapter drives the static svs.Vamana, which has no delete (svs.DynamicVamana would be another system)"
     no_filter = (
         "svs.Vamana.search(queries, n_neighbors) takes no filter, and VamanaSearchParameters "
         "holds only buffer_config, prefetch_lookahead, prefetch_step and "
@@ -1299,6 +1423,186 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+RUNBOOK_SCHEMA = "omen-peers-runbook/1"
+
+
+def _answer(adapter: Adapter, ids: np.ndarray) -> np.ndarray:
+    """A search's ids as tags (only omen's labels need mapping)."""
+    f = getattr(adapter, "rb_answer", None)
+    return ids if f is None else f(ids)
+
+
+def _rb_range(step: dict, a: str, b: str, n: int) -> np.ndarray:
+    lo, hi = step.get(a), step.get(b)
+    if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi <= n):
+        raise InputError(f"runbook step {step.get('step')}: bad range {a}={lo!r} {b}={hi!r} for {n} rows")
+    return np.arange(lo, hi, dtype=np.int64)
+
+
+def run_runbook(args: argparse.Namespace) -> dict:
+    """--runbook: applies the harness's checked runbook (JSON: {"steps": [...],
+    "max_tags": N, "fresh": bool}) to one system. Each search step times the
+    batch call (--batch-runs passes, the fastest counts) and writes its ids as
+    tags; insert, delete and replace steps are timed as one call each (training
+    on a seeded sample of the first insert's rows, timed apart). With "fresh",
+    the final live rows are then built into a new index and searched once more.
+    The harness computes every recall."""
+    cls = SYSTEMS[args.system]
+    try:
+        build_given = json.loads(args.build_params)
+        sweep_given = json.loads(args.sweep)
+        book = json.loads(Path(args.runbook).read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"--build-params/--sweep/--runbook must be JSON: {e}") from e
+    if not isinstance(build_given, dict) or not isinstance(sweep_given, list) or len(sweep_given) != 1:
+        raise InputError("a runbook takes a build object and exactly one search point")
+    build = _check_keys(f"{args.system} build", build_given, cls.build_keys)
+    point = _check_keys(f"{args.system} sweep", sweep_given[0], cls.sweep_keys)
+    why = cls.runbook_unsupported(args.system, build)
+    if why is not None:
+        raise Unsupported(why)
+    if args.k <= 0 or args.threads <= 0 or args.batch_runs <= 0:
+        raise InputError("k, threads and batch-runs must be positive")
+    steps = book.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise InputError("--runbook holds no steps")
+    base = read_fbin(args.base)
+    queries = read_fbin(args.queries)
+    n, dim = base.shape
+    if queries.shape[1] != dim:
+        raise InputError(f"base dimension {dim} != query dimension {queries.shape[1]}")
+    cls.check(build, [point], args.k, n)
+    ids_dir = Path(args.ids_dir)
+    ids_dir.mkdir(parents=True, exist_ok=True)
+    batch_threads = args.batch_threads or args.threads
+
+    def make() -> Adapter:
+        a = cls(dim, args.metric, build)
+        a.k = args.k
+        a.train_size = min(args.train_size, n)
+        return a
+
+    def train_on(a: Adapter, rows: np.ndarray) -> float:
+        size = min(args.train_size, len(rows))
+        rng = np.random.default_rng(args.train_seed)
+        pick = np.sort(rng.choice(len(rows), size=size, replace=False))
+        sample = np.ascontiguousarray(rows[pick])
+        a.set_threads(args.threads)
+        t0 = time.perf_counter()
+        a.train(sample)
+        return time.perf_counter() - t0
+
+    def search(a: Adapter, tag: str) -> tuple[float, str]:
+        a.set_search(point)
+        qs = a.prepare_queries(queries)
+        best = None
+        ids = None
+        for _ in range(args.batch_runs):
+            t0 = time.perf_counter()
+            r = a.search_batch(qs, args.k, batch_threads)
+            secs = time.perf_counter() - t0
+            best = secs if best is None else min(best, secs)
+            ids = as_ids(r, len(qs), args.k)
+        path = ids_dir / f"{args.system}-{tag}.ibin"
+        write_ids(path, _answer(a, ids))
+        return len(qs) / best, str(path.resolve())
+
+    rss_before = rss_bytes()
+    adapter = make()
+    adapter.rb_start(int(book.get("max_tags", n)))
+    # The vector each live tag holds (a replace gives a tag another row's vector).
+    tag_row = np.full(n, -1, dtype=np.int64)
+    train_seconds = 0.0
+    train_vectors = 0
+    out_steps = []
+    for step in steps:
+        op = step.get("op")
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"step": step.get("step"), "op": op}
+        if op == "insert":
+            tags = _rb_range(step, "start", "end", n)
+            data = np.ascontiguousarray(base[tags])
+            if adapter.needs_training() and train_vectors == 0:
+                train_vectors = min(args.train_size, len(data))
+                train_seconds = train_on(adapter, data)
+                t0 = time.perf_counter()
+            adapter.rb_insert(tags, data, args.threads)
+            tag_row[tags] = tags
+            rec["rows"] = len(tags)
+        elif op == "delete":
+            tags = _rb_range(step, "start", "end", n)
+            adapter.rb_delete(tags)
+            tag_row[tags] = -1
+            rec["rows"] = len(tags)
+        elif op == "replace":
+            tags = _rb_range(step, "tags_start", "tags_end", n)
+            rows = _rb_range(step, "ids_start", "ids_end", n)
+            if len(tags) != len(rows):
+                raise InputError(f"runbook step {step.get('step')}: {len(tags)} tags but {len(rows)} rows")
+            adapter.rb_replace(tags, np.ascontiguousarray(base[rows]), args.threads)
+            tag_row[tags] = rows
+            rec["rows"] = len(tags)
+        elif op == "search":
+            rec["qps"], rec["ids_file"] = search(adapter, f"step-{step.get('step')}")
+        else:
+            raise InputError(f"runbook step {step.get('step')}: unknown operation {op!r}")
+        rec["seconds"] = time.perf_counter() - t0
+        out_steps.append(rec)
+        print(f"omen_peers: {args.system} runbook step {rec['step']} {op}: {rec['seconds']:.3f} s", file=sys.stderr)
+    memory = adapter.memory()
+    memory["rss_bytes"] = rss_bytes()
+    memory["rss_before_bytes"] = rss_before
+    description = adapter.description()
+    how = adapter.rb_how()
+    del adapter
+
+    fresh = None
+    if book.get("fresh"):
+        live = np.nonzero(tag_row >= 0)[0]
+        data = np.ascontiguousarray(base[tag_row[live]])
+        a = make()
+        a.rb_start(len(live))
+        ft = 0.0
+        if a.needs_training():
+            ft = train_on(a, data)
+        t0 = time.perf_counter()
+        a.rb_insert(live.astype(np.int64), data, args.threads)
+        secs = time.perf_counter() - t0
+        qps, path = search(a, "fresh")
+        fresh = {"rows": int(len(live)), "train_seconds": ft, "build_seconds": secs, "qps": qps, "ids_file": path}
+        del a
+
+    memory["peak_rss_bytes"] = peak_rss_bytes()
+    return {
+        "schema": RUNBOOK_SCHEMA,
+        "system": args.system,
+        "library": cls.library,
+        "version": metadata.version(cls.library) if cls.library != "omen" else _omen_version(),
+        "index": description,
+        "how": how,
+        "metric": args.metric,
+        "k": args.k,
+        "threads": args.threads,
+        "batch_threads": batch_threads,
+        "build_params": build,
+        "search_params": point,
+        "train_vectors": train_vectors,
+        "train_seconds": train_seconds,
+        "steps": out_steps,
+        "memory": memory,
+        "fresh": fresh,
+    }
+
+
+def _omen_version() -> str:
+    try:
+        return metadata.version("omen")
+    except metadata.PackageNotFoundError:
+        import omen
+
+        return omen.__version__
+
+
 INSTALL_HINT = "bash scripts/setup-peers.sh"
 
 
@@ -1430,6 +1734,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "returned, 0 if not; every timed search is filtered (exit 3 with an 'unsupported:' "
         "line for a system without filtered search)",
     )
+    p.add_argument(
+        "--runbook",
+        default=None,
+        metavar="PATH",
+        help="apply a runbook instead of a sweep: a JSON file {steps: [{step, op: insert|delete|"
+        "replace|search, start, end | tags_start, tags_end, ids_start, ids_end}], max_tags, fresh} "
+        "checked by the harness; --sweep holds one point; exit 3 with an 'unsupported:' line for "
+        "a system that cannot delete",
+    )
     p.add_argument("--ids-dir", required=req, help="directory for the ids files")
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     return p.parse_args(argv)
@@ -1443,7 +1756,7 @@ def main(argv: list[str]) -> int:
     try:
         # Library chatter on the C stdout goes to stderr; only the report goes out.
         with _stdout_to_stderr():
-            result = run(args)
+            result = run(args) if args.runbook is None else run_runbook(args)
     except Unsupported as e:
         print(f"unsupported: {e}", file=sys.stderr)
         return 3

@@ -572,6 +572,7 @@ impl BenchConfig {
             "synthetic-1m-128" => include_str!("../suites/synthetic-1m-128.toml"),
             "filtered-glove-50" => include_str!("../suites/filtered-glove-50.toml"),
             "filtered-glove-50-l2" => include_str!("../suites/filtered-glove-50-l2.toml"),
+            "runbook" => include_str!("../suites/runbook.toml"),
             _ => return None,
         };
         toml::from_str(text).ok()

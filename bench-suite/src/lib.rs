@@ -20,3 +20,4 @@ pub mod recall;
 pub mod report;
 pub mod runbook;
 pub mod runner;
+pub mod streaming;

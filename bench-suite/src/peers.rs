@@ -368,6 +368,11 @@ pub struct PeerRun {
     /// returned (the adapter's `--filter`). A system without filtered search
     /// answers [`PeerError::Unsupported`].
     pub filter: Option<PathBuf>,
+    /// A runbook to apply instead of the sweep (the adapter's `--runbook`: a
+    /// JSON file the harness writes after checking the runbook); see
+    /// [`run_peer_runbook`].
+    #[serde(default)]
+    pub runbook: Option<PathBuf>,
 }
 
 impl PeerRun {
@@ -403,6 +408,7 @@ impl PeerRun {
             single_passes: 1,
             work_dir: work_dir.into(),
             filter: None,
+            runbook: None,
         }
     }
 
@@ -583,8 +589,10 @@ pub struct PeerResult {
     pub log: String,
 }
 
-/// Runs one peer build and sweep; blocks until the adapter exits.
-pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
+/// Runs the adapter for `req` and returns the path of its JSON report and
+/// what it printed on stderr; exit status 3 with an `unsupported:` line is
+/// [`PeerError::Unsupported`].
+fn invoke(req: &PeerRun) -> Result<(PathBuf, String)> {
     let metric = req.validate()?;
     let python = venv_python(&req.venv);
     if !python.is_file() {
@@ -644,6 +652,9 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
     if let Some(f) = &req.filter {
         cmd.arg("--filter").arg(f);
     }
+    if let Some(f) = &req.runbook {
+        cmd.arg("--runbook").arg(f);
+    }
     let output = cmd.output().map_err(io_err(&python))?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.status.code() == Some(3) {
@@ -660,6 +671,17 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
             stderr: tail(&log, 4000),
         });
     }
+    Ok((out, log))
+}
+
+/// Runs one peer build and sweep; blocks until the adapter exits.
+pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
+    if req.runbook.is_some() {
+        return Err(PeerError::InvalidRequest(
+            "a runbook request goes to run_peer_runbook".into(),
+        ));
+    }
+    let (out, log) = invoke(req)?;
     let mut result = parse_report(&out)?;
     result.log = log;
     check_report(req, &result, &out)?;
@@ -676,6 +698,142 @@ pub fn run_peer(req: &PeerRun) -> Result<PeerResult> {
         }
     }
     Ok(result)
+}
+
+/// The schema of the adapter's runbook report.
+pub const RUNBOOK_SCHEMA: &str = "omen-peers-runbook/1";
+
+/// One runbook step as the adapter timed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerStep {
+    /// The step's number.
+    pub step: usize,
+    /// `insert`, `delete`, `replace` or `search`.
+    pub op: String,
+    /// Rows the step touched (not for a search).
+    #[serde(default)]
+    pub rows: Option<usize>,
+    /// Wall seconds of the step (a search: its timed passes and the writing of
+    /// its ids; its QPS is of the fastest pass).
+    pub seconds: f64,
+    /// A search: queries per second of the fastest batch pass.
+    #[serde(default)]
+    pub qps: Option<f64>,
+    /// A search: the ids file (tags).
+    #[serde(default)]
+    pub ids_file: Option<PathBuf>,
+    /// A search: the ids, read from `ids_file`.
+    #[serde(skip)]
+    pub ids: Option<IdMatrix>,
+}
+
+/// The final live rows built into a new index and searched once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerFresh {
+    /// Rows built.
+    pub rows: usize,
+    /// Seconds of training (0 for a system without).
+    pub train_seconds: f64,
+    /// Seconds of adding the rows.
+    pub build_seconds: f64,
+    /// Queries per second of the fastest batch pass.
+    pub qps: f64,
+    /// The ids file (tags).
+    pub ids_file: PathBuf,
+    /// The ids.
+    #[serde(skip)]
+    pub ids: Option<IdMatrix>,
+}
+
+/// What the adapter's `--runbook` reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerRunbookResult {
+    /// [`RUNBOOK_SCHEMA`].
+    pub schema: String,
+    /// The system.
+    pub system: PeerSystem,
+    /// Its package.
+    pub library: String,
+    /// The package's version.
+    pub version: String,
+    /// The index as constructed.
+    pub index: String,
+    /// The library calls behind insert, delete and replace.
+    pub how: String,
+    /// Neighbours per query.
+    pub k: usize,
+    /// Insert threads.
+    pub threads: usize,
+    /// Batch search threads.
+    pub batch_threads: usize,
+    /// Build parameters as applied.
+    pub build_params: serde_json::Value,
+    /// The search point.
+    pub search_params: serde_json::Value,
+    /// Training sample size (0: no training).
+    pub train_vectors: u64,
+    /// Training seconds.
+    pub train_seconds: f64,
+    /// Every step.
+    pub steps: Vec<PeerStep>,
+    /// `index_bytes`, `index_bytes_method`, `rss_bytes` (after the last step),
+    /// `peak_rss_bytes`.
+    pub memory: serde_json::Value,
+    /// The fresh build, when asked for.
+    #[serde(default)]
+    pub fresh: Option<PeerFresh>,
+    /// What the adapter printed on stderr.
+    #[serde(skip)]
+    pub log: String,
+}
+
+/// Applies a runbook (`req.runbook`, one search point in `req.sweep`) to one
+/// system through the adapter; reads every search step's ids.
+pub fn run_peer_runbook(req: &PeerRun) -> Result<PeerRunbookResult> {
+    if req.runbook.is_none() || req.sweep.len() != 1 {
+        return Err(PeerError::InvalidRequest(
+            "a runbook request needs a runbook file and exactly one search point".into(),
+        ));
+    }
+    let (out, log) = invoke(req)?;
+    let text = fs::read_to_string(&out).map_err(io_err(&out))?;
+    let mut r: PeerRunbookResult =
+        serde_json::from_str(&text).map_err(|e| PeerError::Malformed {
+            path: out.clone(),
+            reason: e.to_string(),
+        })?;
+    r.log = log;
+    if r.schema != RUNBOOK_SCHEMA || r.system != req.system || r.k != req.k {
+        return Err(PeerError::Malformed {
+            path: out,
+            reason: format!(
+                "schema {:?} system {} k {}, expected {RUNBOOK_SCHEMA:?} {} {}",
+                r.schema, r.system, r.k, req.system, req.k
+            ),
+        });
+    }
+    let check = |m: &IdMatrix, path: &Path| {
+        if m.k != req.k {
+            return Err(PeerError::Malformed {
+                path: path.to_path_buf(),
+                reason: format!("{} ids per query, expected {}", m.k, req.k),
+            });
+        }
+        Ok(())
+    };
+    for s in &mut r.steps {
+        if let Some(f) = &s.ids_file {
+            let m = read_ids(f)?;
+            check(&m, f)?;
+            s.ids = Some(m);
+        }
+    }
+    if let Some(f) = &mut r.fresh {
+        let m = read_ids(&f.ids_file)?;
+        check(&m, &f.ids_file)?;
+        f.ids = Some(m);
+    }
+    Ok(r)
 }
 
 fn tail(s: &str, max: usize) -> String {

@@ -325,3 +325,76 @@ pub fn latency(report: &Report, k: usize, path: &Path) -> PlotResult {
         false,
     )
 }
+
+/// One line per series over the x values (runbook steps): `series` holds
+/// (name, points); the y axis is logarithmic when `log_y`. Nothing is drawn
+/// when no series has a point.
+pub fn lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    log_y: bool,
+    path: &Path,
+) -> PlotResult {
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in pts.filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        return Ok(());
+    }
+    let (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    let root = SVGBackend::new(path, (W, H)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .draw()?;
+            for (i, (name, p)) in series.iter().enumerate() {
+                let c = color(i);
+                chart
+                    .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))?
+                    .label(name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                    });
+                chart.draw_series(p.iter().map(|&q| Circle::new(q, 3, c.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }};
+    }
+    if log_y {
+        let (lo, hi) = (y0.max(1e-9) / 1.5, y1.max(1e-9) * 1.5);
+        draw!(builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale())?);
+    } else {
+        let pad = ((y1 - y0) * 0.08).max(0.005);
+        draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad).min(1.0 + pad))?);
+    }
+    root.present()?;
+    Ok(())
+}

@@ -290,8 +290,13 @@ pub fn parse(text: &str, file: &Path, dataset: &str) -> Result<Runbook> {
     let (entry, body) = match top
         .iter()
         .find(|(k, _)| k.as_str() == Some(dataset))
-        .or_else(|| if top.len() == 1 { top.iter().next() } else { None })
-    {
+        .or_else(|| {
+            if top.len() == 1 {
+                top.iter().next()
+            } else {
+                None
+            }
+        }) {
         Some((k, v)) => (key_name(k), v),
         None => {
             return Err(refuse(
@@ -354,7 +359,11 @@ pub fn parse(text: &str, file: &Path, dataset: &str) -> Result<Runbook> {
                     "step numbers must run 1, 2, ... {}: step {} {}",
                     numbered.len(),
                     i + 1,
-                    if *n > i + 1 { "is missing" } else { "is given twice" }
+                    if *n > i + 1 {
+                        "is missing"
+                    } else {
+                        "is given twice"
+                    }
                 ),
             ));
         }
@@ -387,7 +396,12 @@ fn parse_row_order(file: &Path, v: &Yaml) -> Result<RowOrder> {
         let val = x
             .as_i64()
             .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| bad(format!("{} must be a whole number of 0 or more", key_name(k))))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} must be a whole number of 0 or more",
+                    key_name(k)
+                ))
+            })?;
         match k.as_str() {
             Some("clusters") => clusters = Some(val as usize),
             Some("seed") => seed = val,
@@ -472,15 +486,17 @@ fn parse_op(file: &Path, n: usize, v: &Yaml) -> Result<Op> {
         _ => Op::Search,
     };
     match op {
-        Op::Insert { start, end } | Op::Delete { start, end } if start >= end => Err(bad(format!(
-            "{op}: empty range (start must be below end)"
-        ))),
+        Op::Insert { start, end } | Op::Delete { start, end } if start >= end => {
+            Err(bad(format!("{op}: empty range (start must be below end)")))
+        }
         Op::Replace {
             tags_start,
             tags_end,
             ids_start,
             ids_end,
-        } if tags_start >= tags_end || tags_end - tags_start != ids_end.saturating_sub(ids_start) => {
+        } if tags_start >= tags_end
+            || tags_end - tags_start != ids_end.saturating_sub(ids_start) =>
+        {
             Err(bad(format!(
                 "{op}: the tag range must be non-empty and as long as the row range"
             )))
@@ -499,7 +515,8 @@ impl Runbook {
         let mut ever = vec![false; n];
         let mut out = Replay::default();
         for s in &self.steps {
-            let bad = |why: String| refuse(&self.file, format!("step {} ({}): {why}", s.number, s.op));
+            let bad =
+                |why: String| refuse(&self.file, format!("step {} ({}): {why}", s.number, s.op));
             let inside = |lo: usize, hi: usize, what: &str| {
                 if hi > n {
                     Err(bad(format!(
@@ -554,7 +571,10 @@ impl Runbook {
             out.max_live = out.max_live.max(live.len());
         }
         if out.searches == 0 {
-            return Err(refuse(&self.file, "no step searches: there is nothing to measure"));
+            return Err(refuse(
+                &self.file,
+                "no step searches: there is nothing to measure",
+            ));
         }
         out.final_live = live.len();
         Ok(out)
@@ -645,7 +665,8 @@ mod tests {
         assert_eq!(p(two).unwrap().steps.len(), 2);
         let other = "a:\n  1: {operation: search}\nb:\n  1: {operation: search}\n";
         assert!(err(other, 10).contains("no runbook for \"toy\" (entries: a, b)"));
-        let one = "msturing:\n  1: {operation: insert, start: 0, end: 2}\n  2: {operation: search}\n";
+        let one =
+            "msturing:\n  1: {operation: insert, start: 0, end: 2}\n  2: {operation: search}\n";
         assert_eq!(p(one).unwrap().entry, "msturing");
     }
 

@@ -11,8 +11,20 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// A suite name (`quick`, `glove-50`, `durability`) or a path to a `.toml` /
-    /// `.json` config.
+    /// `.json` config; or `runbook`, followed by a runbook file.
     suite: String,
+    /// `omen bench runbook RUNBOOK.yaml --dataset NAME`: a big-ann-benchmarks
+    /// runbook (insert / delete / replace / search steps) applied to every omen
+    /// index and storage and to the peers that can delete.
+    runbook_file: Option<PathBuf>,
+    /// `runbook`: the dataset its rows and queries come from (`glove-50`,
+    /// `glove-50-l2`, `synthetic-default`, a directory).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// `runbook`: the systems, a suite config of one search point per index
+    /// (default: the built-in `runbook` suite, bench-suite/suites/runbook.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Where reports go (`<dir>/<run name>/`).
     #[arg(long, default_value = "reports")]
     reports: PathBuf,
@@ -79,7 +91,107 @@ fn run_durability(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `omen bench runbook FILE --dataset NAME`.
+fn run_runbook(a: &BenchArgs) -> Result<()> {
+    let file = a.runbook_file.as_deref().ok_or_else(|| {
+        Error::invalid_param(
+            "runbook",
+            "usage: omen bench runbook RUNBOOK.yaml --dataset NAME",
+        )
+    })?;
+    let dataset = a.dataset.as_deref().ok_or_else(|| {
+        Error::invalid_param(
+            "dataset",
+            "omen bench runbook needs --dataset NAME (glove-50, glove-50-l2, ...)",
+        )
+    })?;
+    let mut cfg = match &a.config {
+        Some(p) => BenchConfig::from_file(p)?,
+        None => BenchConfig::named("runbook").ok_or_else(|| {
+            Error::invalid_param("config", "the built-in runbook suite does not parse")
+        })?,
+    };
+    // Dataset aliases as `omen dataset fetch` names them.
+    cfg.dataset = match dataset {
+        "glove-50" => "glove-50-angular".to_string(),
+        other => other.to_string(),
+    };
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("runbook")
+        .to_string();
+    cfg.name = format!("runbook-{stem}-{dataset}");
+    if let Some(q) = a.max_queries {
+        cfg.max_queries = q;
+    }
+    let dir = a.reports.join(&cfg.name);
+    if a.render_only {
+        let path = dir.join("results.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+            path: Some(path.clone()),
+            source: e,
+        })?;
+        let report: omen_bench::streaming::RunbookReport =
+            serde_json::from_str(&text).map_err(|e| {
+                Error::invalid_param("results.json", format!("{}: {e}", path.display()))
+            })?;
+        let md = omen_bench::streaming::write(&report, &dir)?;
+        println!("report: {}", md.display());
+        return Ok(());
+    }
+    let opts = BenchOptions {
+        data_dir: a
+            .data_dir
+            .clone()
+            .unwrap_or_else(omen_datasets::default_data_dir),
+        reports_dir: a.reports.clone(),
+        venv: a.venv.clone(),
+        peers: !a.no_peers,
+        reproduce: reproduce_line(),
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let (report, md) = omen_bench::streaming::run(&cfg, file, &opts, &mut progress_on(&bar))?;
+    bar.finish_and_clear();
+    println!(
+        "{:<44} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "system", "path", "mean R@k", "fresh R@k", "mean QPS", "stale ids"
+    );
+    for s in &report.systems {
+        println!(
+            "{:<44} {:>6} {:>12.4} {:>12} {:>12.0} {:>10}",
+            s.name,
+            s.path,
+            s.mean_recall,
+            s.fresh
+                .as_ref()
+                .map_or("—".into(), |f| format!("{:.4}", f.recall)),
+            s.mean_qps,
+            s.stale
+        );
+    }
+    for s in &report.skipped {
+        println!("skipped {}: {}", s.name, s.reason);
+    }
+    println!("report: {}", md.display());
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.suite == "runbook" && !Path::new(&a.suite).exists() {
+        return run_runbook(&a);
+    }
+    if a.runbook_file.is_some() {
+        return Err(Error::invalid_param(
+            "suite",
+            format!("a second argument is a runbook file: `omen bench runbook FILE --dataset NAME` (not `{}`)", a.suite),
+        ));
+    }
     if a.suite == "durability" && !Path::new(&a.suite).exists() {
         if a.render_only {
             let md = omen_bench::durability::rerender(&a.reports.join("durability"))?;

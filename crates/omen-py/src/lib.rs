@@ -429,7 +429,8 @@ struct Scratch {
 }
 
 /// An index over in-memory storage with integer labels: `add` appends rows,
-/// which get the labels `len(index)`, `len(index) + 1`, ... For benchmarks and
+/// which get the next labels in order (0, 1, 2, ... over every row ever added;
+/// a label is never reused, `remove` included). For benchmarks and
 /// experiments: nothing is written to disk (use `Collection` for that).
 #[pyclass(name = "Index", module = "omen", frozen)]
 struct PyIndex {
@@ -669,14 +670,42 @@ impl PyIndex {
         PyRange::new(py, range.start as isize, range.end as isize)
     }
 
+    /// remove(labels): removes the rows of `labels` (a sequence or 1-D integer
+    /// array of labels `add` returned) from the index: they are never returned
+    /// again; their labels are not reused. Every label is checked first: one
+    /// that was never added, was removed already, or is given twice raises
+    /// KeyError naming it, and nothing changes.
+    fn remove(&self, py: Python<'_>, labels: Vec<i64>) -> PyResult<()> {
+        py.detach(|| {
+            let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = self.index.as_ref();
+            let mut seen = std::collections::HashSet::with_capacity(labels.len());
+            let mut slots = Vec::with_capacity(labels.len());
+            for &label in &labels {
+                let slot = u32::try_from(label)
+                    .ok()
+                    .filter(|&s| index.contains(s) && seen.insert(s))
+                    .ok_or_else(|| {
+                        format!("label {label} is not in the index (never added, removed already, or given twice)")
+                    })?;
+                slots.push(slot);
+            }
+            for slot in slots {
+                index.remove(slot).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        })
+        .map_err(PyKeyError::new_err)
+    }
+
     /// search(query, k=10, *, filter=None, **params) -> (labels, distances): the
     /// k nearest rows to one query (1-D, dim values), closest first; labels are
     /// int64 (-1 past the rows there are), distances float32. params: hnsw ef;
     /// ivfpq nprobe, rerank_factor.
     ///
     /// filter: None, an omen.Filter, or a 1-D numpy array of dtype bool or
-    /// uint8, with len(index) entries; row i may be returned iff filter[i] !=
-    /// 0. Fewer than k allowed rows give fewer hits, padded with -1 / inf.
+    /// uint8, one entry per label ever added (len(index) until a remove);
+    /// label i may be returned iff filter[i] != 0. Fewer than k allowed rows give fewer hits, padded with -1 / inf.
     /// Another object or dtype (TypeError), shape or length (ValueError) is
     /// refused before anything is searched. An array is copied into a bitset
     /// each call; an omen.Filter was copied once.
@@ -692,7 +721,7 @@ impl PyIndex {
         check_k(k)?;
         let p = search_params(self.index.as_ref(), params)?;
         let a = one_query(query, self.dim)?;
-        let mask = row_mask(filter, self.index.as_ref().len())?;
+        let mask = row_mask(filter, self.storage.len())?;
         let ro = a.readonly();
         let q = slice(&ro)?;
         let hits = py
@@ -727,7 +756,7 @@ impl PyIndex {
         check_k(k)?;
         let p = search_params(self.index.as_ref(), params)?;
         let (a, _) = rows_of(queries, self.dim, "queries")?;
-        let mask = row_mask(filter, self.index.as_ref().len())?;
+        let mask = row_mask(filter, self.storage.len())?;
         let ro = a.readonly();
         let qs = slice(&ro)?;
         let pool = pool(threads)?;

@@ -57,6 +57,9 @@ class Index:
         """Trains an IVF-PQ index's quantizers on `sample` (n x dim)."""
     def add(self, data: _Array, threads: Optional[int] = None) -> range:
         """Appends and indexes the rows of `data` (n x dim); returns their labels."""
+    def remove(self, labels: Sequence[int]) -> None:
+        """Removes the rows of `labels`; KeyError (nothing removed) for one that
+        is not in the index or is given twice. Labels are never reused."""
     def search(
         self,
         query: _Array,
