@@ -597,3 +597,101 @@ def test_filtered_command_line(system: str, build: dict, sweep: list, tmp_path: 
         assert (ids >= 0).all() and mask[ids].all()
         assert point["single_batch_id_agreement"] >= 0.99
     assert _recall(ids, truth) > 0.9
+
+
+# ---------------------------------------------------------------------------
+# Runbooks (--runbook): insert, delete, replace and search through each library's
+# own API, answered in tags.
+
+RUNBOOK_CASES: dict[str, tuple[dict, dict]] = {
+    "hnswlib": ({"M": 16, "ef_construction": 100}, {"ef": 128}),
+    "faiss-ivfflat": ({"nlist": 16}, {"nprobe": 16}),
+    "usearch": ({"M": 16, "efc": 100}, {"expansion_search": 128}),
+    "omen-hnsw": ({"m": 16, "ef_construction": 100}, {"ef": 128}),
+    "omen-ivfpq": ({"nlist": 16, "m": 25, "nbits": 4}, {"nprobe": 16, "rerank_factor": 10}),
+}
+RUNBOOK_STEPS = [
+    {"step": 1, "op": "insert", "start": 0, "end": 2000},
+    {"step": 2, "op": "search"},
+    {"step": 3, "op": "delete", "start": 0, "end": 1000},
+    {"step": 4, "op": "replace", "tags_start": 1000, "tags_end": 1200, "ids_start": 3000, "ids_end": 3200},
+    {"step": 5, "op": "search"},
+    {"step": 6, "op": "insert", "start": 0, "end": 500},
+    {"step": 7, "op": "search"},
+]
+
+
+def _runbook_cli(system: str, tmp_path: Path, build: dict, point: dict, steps=RUNBOOK_STEPS):
+    base, queries = _data("l2")
+    _write_fbin(tmp_path / "b.fbin", base[:4000])
+    _write_fbin(tmp_path / "q.fbin", queries[:30])
+    (tmp_path / "rb.json").write_text(json.dumps({"steps": steps, "max_tags": 2000, "fresh": True}))
+    cmd = [sys.executable, str(HERE / "omen_peers.py"), "--system", system,
+           "--base", str(tmp_path / "b.fbin"), "--queries", str(tmp_path / "q.fbin"),
+           "--metric", "l2", "--k", str(K), "--threads", "2", "--train-size", "1000",
+           "--build-params", json.dumps(build), "--sweep", json.dumps([point]),
+           "--batch-runs", "1", "--ids-dir", str(tmp_path / "ids"),
+           "--runbook", str(tmp_path / "rb.json"), "--out", str(tmp_path / "out.json")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300), base[:4000], queries[:30]
+
+
+def _read_ids(path: str) -> np.ndarray:
+    raw = np.fromfile(path, dtype="<i4")
+    return raw[2:].reshape(raw[0], raw[1])
+
+
+@pytest.mark.parametrize("system", sorted(RUNBOOK_CASES))
+def test_runbook_answers_in_live_tags(system: str, tmp_path: Path) -> None:
+    _need(system)
+    build, point = RUNBOOK_CASES[system]
+    proc, base, queries = _runbook_cli(system, tmp_path, build, point)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "out.json").read_text())
+    assert rep["schema"] == op.RUNBOOK_SCHEMA
+    assert [s["op"] for s in rep["steps"]] == [s["op"] for s in RUNBOOK_STEPS]
+    # The vector each live tag holds after every step, as the runbook says.
+    tag_row = np.full(4000, -1)
+    searches = iter(s for s in rep["steps"] if s["op"] == "search")
+    for s in RUNBOOK_STEPS:
+        if s["op"] == "insert":
+            tag_row[s["start"]:s["end"]] = np.arange(s["start"], s["end"])
+        elif s["op"] == "delete":
+            tag_row[s["start"]:s["end"]] = -1
+        elif s["op"] == "replace":
+            tag_row[s["tags_start"]:s["tags_end"]] = np.arange(s["ids_start"], s["ids_end"])
+        else:
+            got = _read_ids(next(searches)["ids_file"])
+            live = np.nonzero(tag_row >= 0)[0]
+            # Every id returned is a live tag: deleted ones never come back.
+            assert np.isin(got[got >= 0], live).all(), f"{system} step {s['step']}"
+            truth = live[_truth(base[tag_row[live]], queries, "l2")]
+            assert _recall(got, truth) >= 0.9, f"{system} step {s['step']}: {_recall(got, truth)}"
+    fresh = rep["fresh"]
+    assert fresh["rows"] == 1500
+    got = _read_ids(fresh["ids_file"])
+    live = np.nonzero(tag_row >= 0)[0]
+    assert _recall(got, live[_truth(base[tag_row[live]], queries, "l2")]) >= 0.9
+
+
+@pytest.mark.parametrize(
+    "system, build, point",
+    [
+        ("faiss-hnsw", {"M": 16, "efConstruction": 100}, {"efSearch": 64}),
+        ("faiss-ivfpqfs", {"nlist": 16, "m": 25}, {"nprobe": 16, "k_factor": 10}),
+        ("scann", {"num_leaves": 20}, {"leaves_to_search": 5, "reorder": 50}),
+    ],
+)
+def test_runbook_without_deletion_exits_3(system: str, build: dict, point: dict, tmp_path: Path) -> None:
+    proc, _, _ = _runbook_cli(system, tmp_path, build, point)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"unsupported: {system} "), proc.stderr
+    assert not (tmp_path / "ids").exists()
+
+
+def test_runbook_bad_step_is_an_input_error(tmp_path: Path) -> None:
+    _need("hnswlib")
+    steps = [{"step": 1, "op": "insert", "start": 0, "end": 9000}, {"step": 2, "op": "search"}]
+    proc, _, _ = _runbook_cli("hnswlib", tmp_path, {"M": 16, "ef_construction": 100}, {"ef": 64}, steps)
+    assert proc.returncode == 2, proc.stderr
+    assert "runbook step 1: bad range start=0 end=9000 for 4000 rows" in proc.stderr

@@ -100,19 +100,23 @@ fn filtered_truth(data: &BenchData, f: &RowFilter) -> Result<(Vec<i64>, Vec<f32>
 
 /// For a native omen run: which path its operating points took, read off the
 /// mean distance computations per query: a scan of the matching rows computes
-/// exactly one per allowed row ("exact scan"); anything else is the index's own
-/// walk (HNSW's graph, IVF-PQ's lists, with the flat fallback for short queries).
-fn omen_path(run: &RunResult, allowed: u64) -> Option<String> {
+/// exactly one per allowed row ("exact scan"); a scan of every row (the filter
+/// checked per row, as the flat index does when the filter is not selective)
+/// one per row of the base ("full scan"); anything else is the index's own walk
+/// (HNSW's graph, IVF-PQ's lists, with the flat fallback for short queries).
+fn omen_path(run: &RunResult, allowed: u64, n: u64) -> Option<String> {
     if run.path != "native" {
         return None;
     }
-    let (mut exact, mut walk) = (Vec::new(), Vec::new());
+    let (mut exact, mut full, mut walk) = (Vec::new(), Vec::new(), Vec::new());
     for p in &run.points {
         let Some(dc) = p.distance_computations_per_query else {
             continue;
         };
         if (dc - allowed as f64).abs() < 0.5 {
             exact.push(p.label.clone());
+        } else if (dc - n as f64).abs() < 0.5 {
+            full.push(p.label.clone());
         } else {
             walk.push((p.label.clone(), dc));
         }
@@ -122,20 +126,41 @@ fn omen_path(run: &RunResult, allowed: u64) -> Option<String> {
         let hi = v.iter().map(|x| x.1).fold(0.0, f64::max);
         format!("{lo:.0}–{hi:.0} distances/query")
     };
-    Some(match (exact.is_empty(), walk.is_empty()) {
-        (true, true) => return None,
-        (false, true) => format!("exact scan of the {allowed} matching rows at every point"),
-        (true, false) => format!("index walk at every point ({})", range(&walk)),
-        (false, false) => format!(
-            "exact scan at {}; index walk at {} ({})",
-            exact.join(", "),
-            walk.iter()
-                .map(|x| x.0.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            range(&walk)
-        ),
-    })
+    let mut parts = Vec::new();
+    let all = |v: &[String]| v.len() == run.points.len();
+    if !exact.is_empty() {
+        parts.push(if all(&exact) {
+            format!("exact scan of the {allowed} matching rows at every point")
+        } else {
+            format!("exact scan of the matching rows at {}", exact.join(", "))
+        });
+    }
+    if !full.is_empty() {
+        parts.push(if all(&full) {
+            format!("full scan of all {n} rows, the filter checked per row, at every point")
+        } else {
+            format!("full scan of all {n} rows at {}", full.join(", "))
+        });
+    }
+    if !walk.is_empty() {
+        parts.push(if walk.len() == run.points.len() {
+            format!("index walk at every point ({})", range(&walk))
+        } else {
+            format!(
+                "index walk at {} ({})",
+                walk.iter()
+                    .map(|x| x.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                range(&walk)
+            )
+        });
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("; "))
+    }
 }
 
 /// Runs a filtered suite (`cfg.filter_selectivities` non-empty) and writes its
@@ -262,7 +287,7 @@ fn level(report: &Report, info: &FilterInfo, dir: String) -> FilteredLevel {
                 summary: s.clone(),
                 short_queries_at_best: best.and_then(|p| p.short_queries),
                 short_queries_max: r.points.iter().filter_map(|p| p.short_queries).max(),
-                omen_path: omen_path(r, info.allowed),
+                omen_path: omen_path(r, info.allowed, info.n),
             }
         })
         .collect();

@@ -266,17 +266,8 @@ pub fn load(path: &Path, dataset: &str) -> Result<Runbook> {
 /// not run 1, 2, ... N, an unknown operation, a missing, negative or unknown
 /// key of a step, and an empty range: one line naming the step and the problem.
 pub fn parse(text: &str, file: &Path, dataset: &str) -> Result<Runbook> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| {
-        refuse(
-            file,
-            format!(
-                "not YAML: line {}, column {}: {}",
-                e.marker().line(),
-                e.marker().col() + 1,
-                e.info()
-            ),
-        )
-    })?;
+    prescan(text).map_err(|why| refuse(file, why))?;
+    let docs = YamlLoader::load_from_str(text).map_err(|e| refuse(file, not_yaml(&e)))?;
     let [doc] = docs.as_slice() else {
         return Err(refuse(
             file,
@@ -383,6 +374,60 @@ pub fn parse(text: &str, file: &Path, dataset: &str) -> Result<Runbook> {
         steps,
         checksum: omen_datasets::checksum_bytes(text.as_bytes()),
     })
+}
+
+fn not_yaml(e: &yaml_rust2::ScanError) -> String {
+    format!(
+        "not YAML: line {}, column {}: {}",
+        e.marker().line(),
+        e.marker().col() + 1,
+        e.info()
+    )
+}
+
+/// Most bytes a runbook may have (big-ann's longest is under 100 KiB).
+pub const MAX_RUNBOOK_BYTES: usize = 16 << 20;
+
+/// Deepest nesting of tables and lists a runbook may have (it needs three).
+const MAX_DEPTH: usize = 32;
+
+/// Refuses, before the YAML is loaded into values, what would make loading
+/// cost more than the text: aliases (`*name`, which the loader expands by
+/// copying: a few lines of nested aliases are gigabytes), nesting deeper than
+/// [`MAX_DEPTH`], and a text over [`MAX_RUNBOOK_BYTES`].
+fn prescan(text: &str) -> std::result::Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    if text.len() > MAX_RUNBOOK_BYTES {
+        return Err(format!(
+            "is {} bytes, over the {MAX_RUNBOOK_BYTES}-byte limit of a runbook",
+            text.len()
+        ));
+    }
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| not_yaml(&e))?;
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Alias(_) => {
+                return Err(format!(
+                    "line {}: YAML aliases (*name) are not allowed in a runbook",
+                    mark.line()
+                ))
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "line {}: nested deeper than {MAX_DEPTH} levels",
+                        mark.line()
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
 }
 
 fn parse_row_order(file: &Path, v: &Yaml) -> Result<RowOrder> {
@@ -672,7 +717,8 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_step_and_the_problem() {
-        let cases = [
+        let deep = format!("toy: {}{}\n", "[".repeat(40), "]".repeat(40));
+        let cases: Vec<(&str, &str)> = vec![
             // outside the dataset's rows
             ("toy:\n  1: {operation: insert, start: 0, end: 50}\n  2: {operation: search}\n", "step 1 (insert 0..50): rows 0..50 reach past the dataset's 40 rows"),
             // insert of a live tag
@@ -705,6 +751,10 @@ mod tests {
             ("toy:\n  1: {operation: insert, start: 0\n", "not YAML: line"),
             ("- 1\n- 2\n", "not a table of runbooks"),
             ("toy:\n  1: {operation: search}\n  row_order: {clusters: 0}\n", "row_order: clusters must be given"),
+            // an alias (the loader would expand it by copying)
+            ("a: &x [1, 2]\nb: [*x, *x]\n", "aliases (*name) are not allowed"),
+            // nesting
+            (deep.as_str(), "nested deeper than 32"),
         ];
         for (text, want) in cases {
             let got = err(text, 40);

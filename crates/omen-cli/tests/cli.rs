@@ -1094,3 +1094,135 @@ fn hdf5_files_written_by_h5py_import_and_search() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_runbook_runs_and_refuses_bad_steps() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(
+        &[
+            "dataset",
+            "gen",
+            "ds",
+            "--rows",
+            "800",
+            "--queries",
+            "20",
+            "--dim",
+            "8",
+            "-k",
+            "10",
+        ],
+        d,
+    );
+    std::fs::write(
+        d.join("sys.toml"),
+        "name = \"x\"\ndataset = \"x\"\nthreads = [1]\nstorage = [\"memory\"]\npython = false\ndurable_ingest = false\n\
+         [[indexes]]\nkind = \"flat\"\n\
+         [[indexes]]\nkind = \"hnsw\"\nbuild = { m = 8, ef_construction = 64 }\nsweep = [{ ef = 64 }]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("churn.yaml"),
+        "ds:\n  max_pts: 600\n  1: {operation: insert, start: 0, end: 500}\n  2: {operation: search}\n  3: {operation: delete, start: 100, end: 300}\n  4: {operation: replace, tags_start: 0, tags_end: 50, ids_start: 700, ids_end: 750}\n  5: {operation: search}\n",
+    )
+    .unwrap();
+    let out = ok(
+        &[
+            "bench",
+            "runbook",
+            "churn.yaml",
+            "--dataset",
+            "ds",
+            "--config",
+            "sys.toml",
+            "--no-peers",
+            "--reports",
+            "rep",
+            "--data-dir",
+            ".",
+        ],
+        d,
+    );
+    assert!(out.contains("omen-flat/memory"), "{out}");
+    let report = d.join("rep/runbook-churn-ds");
+    for f in [
+        "report.md",
+        "results.json",
+        "recall-per-step.svg",
+        "qps-per-step.svg",
+    ] {
+        assert!(report.join(f).is_file(), "{f}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    let flat = &json["systems"][0];
+    assert_eq!(flat["name"], "omen-flat/memory");
+    assert_eq!(flat["mean_recall"], 1.0);
+    assert_eq!(flat["stale"], 0);
+    // --render-only rewrites the report from results.json.
+    std::fs::remove_file(report.join("report.md")).unwrap();
+    ok(
+        &[
+            "bench",
+            "runbook",
+            "churn.yaml",
+            "--dataset",
+            "ds",
+            "--config",
+            "sys.toml",
+            "--reports",
+            "rep",
+            "--render-only",
+        ],
+        d,
+    );
+    assert!(report.join("report.md").is_file());
+
+    // Bad input: one line naming the step and the problem (refused before anything
+    // runs; the progress lines before it say only what was loaded).
+    let cases = [
+        ("ds:\n  1: {operation: insert, start: 0, end: 10}\n  2: {operation: insert, start: 9, end: 12}\n  3: {operation: search}\n", "step 2 (insert 9..12): tag 9 is live already"),
+        ("ds:\n  1: {operation: insert, start: 0, end: 900}\n  2: {operation: search}\n", "step 1 (insert 0..900): rows 0..900 reach past the dataset's 800 rows"),
+        ("ds:\n  1: {operation: insert, start: 0, end: 10}\n  2: {operation: delete, start: 10, end: 11}\n  3: {operation: search}\n", "step 2 (delete 10..11): tag 10 is not live"),
+        ("ds:\n  max_pts: 5\n  1: {operation: insert, start: 0, end: 10}\n  2: {operation: search}\n", "step 1 (insert 0..10): max_pts 5 exceeded"),
+        ("ds:\n  1: {operation: merge}\n", "step 1: unknown operation \"merge\""),
+        ("ds:\n  1: {operation: search\n", "not YAML"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(d.join("bad.yaml"), text).unwrap();
+        let o = omen(
+            &[
+                "bench",
+                "runbook",
+                "bad.yaml",
+                "--dataset",
+                "ds",
+                "--config",
+                "sys.toml",
+                "--no-peers",
+                "--reports",
+                "rep",
+                "--data-dir",
+                ".",
+            ],
+            d,
+        );
+        assert!(!o.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let last = err.trim().lines().last().unwrap_or("");
+        assert!(
+            last.contains(needle) && last.contains("bad.yaml"),
+            "{text}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!d.join("rep/runbook-bad-ds").exists());
+    }
+    fails(&["bench", "runbook", "churn.yaml"], d, "needs --dataset");
+    fails(
+        &["bench", "runbook", "--dataset", "ds"],
+        d,
+        "usage: omen bench runbook",
+    );
+}

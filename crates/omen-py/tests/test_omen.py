@@ -86,6 +86,33 @@ def test_ivfpq_train_add_search(data, metric):
     assert ix.memory_bytes() > 0 and ix.storage_bytes() >= 2000 * 16 * 4
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_index_remove(data, kind):
+    base, queries = data
+    params = {"nlist": 8, "m": 8, "nbits": 4} if kind == "ivfpq" else {}
+    ix = omen.Index(kind, 16, "l2", **params)
+    if not ix.is_trained:
+        ix.train(base)
+    ix.add(base)
+    gone = np.arange(0, 2000, 2)
+    ix.remove(gone)
+    assert len(ix) == 1000
+    knobs = {"nprobe": 8, "rerank_factor": 10} if kind == "ivfpq" else ({"ef": 128} if kind == "hnsw" else {})
+    ids, _ = ix.search_batch(queries, 10, **knobs)
+    assert (ids % 2 == 1).all(), "a removed label came back"
+    truth = 1 + 2 * brute(base[1::2], queries, 10, "l2")[0]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)])
+    assert recall >= (1.0 if kind == "flat" else 0.9), recall
+    # Labels are never reused: a new row gets the next label.
+    assert ix.add(base[:1]) == range(2000, 2001)
+    # Bad labels change nothing: never added, removed already, given twice.
+    for bad in ([5000], [0], [1, 1], [-1], [3, 0]):
+        with pytest.raises(KeyError):
+            ix.remove(bad)
+    assert len(ix) == 1001
+    assert 3 in ix.search(base[3], 1, **knobs)[0]
+
+
 def test_index_pads_missing_results():
     ix = omen.Index("flat", 2, "l2")
     ix.add(np.array([[0, 0], [1, 1]], dtype=np.float32))
