@@ -398,6 +398,28 @@ fn db_second_writer_is_refused_while_the_directory_is_held() {
         d,
     );
     assert_eq!(ok(&["db", "get", "db", "--id", "b"], d).trim(), "1,2,3,4");
+
+    // A read-only holder: read commands run beside it, writers are refused.
+    let reader = omen::Collection::open(
+        &d.join("db"),
+        omen::DurableOptions::default().read_only(true),
+    )
+    .unwrap();
+    assert_eq!(ok(&["db", "get", "db", "--id", "a"], d).trim(), "1,2,3,4");
+    assert!(ok(&["db", "stats", "db"], d).contains('2'));
+    fails(
+        &["db", "insert", "db", "--id", "c", "--vector", "1,2,3,4"],
+        d,
+        "locked",
+    );
+    {
+        let _no_spawns = SPAWN.write().unwrap_or_else(|e| e.into_inner());
+        drop(reader);
+    }
+    ok(
+        &["db", "insert", "db", "--id", "c", "--vector", "1,2,3,4"],
+        d,
+    );
 }
 
 /// `omen db search` answers through the batch path: the same lines whatever the

@@ -100,7 +100,7 @@ pub enum Error {
     },
     /// Another process (or another open collection in this one) holds the
     /// directory's lock.
-    #[error("{} is locked by another writer (its LOCK file is held); one process per collection directory", path.display())]
+    #[error("{} is locked by another open of it (its LOCK file is held): a writer excludes every other open; read-only opens exclude only a writer", path.display())]
     Locked {
         /// The collection directory.
         path: PathBuf,

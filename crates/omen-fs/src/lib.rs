@@ -149,8 +149,13 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// Takes an exclusive lock on `path` (created if missing); `WouldBlock` if another
-    /// holder has it.
+    /// holder has it, exclusive or shared.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+
+    /// Takes a shared lock on `path` (created if missing): any number of shared
+    /// holders at once, none while an exclusive one holds it (`WouldBlock`).
+    /// Read-only opens take this one, so readers never exclude each other.
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
 
     /// The real path of `path` if the files are real, or `None` for a simulated
     /// disk. (Memory-mapping goes through [`map_file`](Self::map_file).)

@@ -218,39 +218,64 @@ impl FileSystem for RealFs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        // A lock released by this process may still be held for a moment by a
-        // child it is spawning: between fork and exec the child holds copies of
-        // every descriptor, close-on-exec or not, and `flock` belongs to the
-        // open file description they share. So a busy lock is tried again for
-        // a short while before it is reported as held.
-        let start = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Box::new(RealLock { _file: file })),
-                Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_RETRY => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        format!("{} is locked by another holder", path.display()),
-                    ))
-                }
-                Err(TryLockError::Error(e)) => return Err(e),
-            }
-        }
+        take_lock(path, false)
+    }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        take_lock(path, true)
     }
 
     fn real_path(&self, path: &Path) -> Option<PathBuf> {
         Some(path.to_path_buf())
+    }
+}
+
+/// `flock` on `path`, exclusive or shared, tried again for [`LOCK_RETRY`]
+/// before a busy lock is reported as `WouldBlock`.
+fn take_lock(path: &Path, shared: bool) -> io::Result<Box<dyn LockGuard>> {
+    // A shared holder only reads: the lock file is opened for reading when it
+    // exists (a read-only open writes nothing), created only if missing.
+    let existing = if shared {
+        OpenOptions::new().read(true).open(path).ok()
+    } else {
+        None
+    };
+    let file = match existing {
+        Some(f) => f,
+        None => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?,
+    };
+    // A lock released by this process may still be held for a moment by a
+    // child it is spawning: between fork and exec the child holds copies of
+    // every descriptor, close-on-exec or not, and `flock` belongs to the open
+    // file description they share. So a busy lock is tried again for a short
+    // while before it is reported as held.
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let tried = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match tried {
+            Ok(()) => return Ok(Box::new(RealLock { _file: file })),
+            Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_RETRY => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is locked by another holder", path.display()),
+                ))
+            }
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
@@ -356,6 +381,32 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Shared locks (read-only opens) coexist; an exclusive one excludes them
+    /// and they exclude it. A shared holder of an existing lock file opens it
+    /// read-only: it works on a file the process may not write.
+    #[test]
+    fn shared_locks_coexist_and_exclude_a_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealFs::new();
+        let path = tmp.path().join("LOCK");
+        let w = fs.lock(&path).unwrap();
+        let busy = |r: io::Result<Box<dyn LockGuard>>| r.err().map(|e| e.kind());
+        assert_eq!(busy(fs.lock_shared(&path)), Some(io::ErrorKind::WouldBlock));
+        drop(w);
+        let r1 = fs.lock_shared(&path).unwrap();
+        let r2 = fs.lock_shared(&path).unwrap();
+        assert_eq!(busy(fs.lock(&path)), Some(io::ErrorKind::WouldBlock));
+        drop((r1, r2));
+        drop(fs.lock(&path).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+            drop(fs.lock_shared(&path).unwrap());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
     }
 
     /// `File::try_lock` is `flock` on Linux: locks belong to the open file

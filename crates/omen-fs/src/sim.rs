@@ -231,7 +231,8 @@ struct State {
     crash_at: Option<u64>,
     crashed: bool,
     faults: Vec<Fault>,
-    locks: BTreeSet<PathBuf>,
+    /// Held locks: `None` exclusive, `Some(n)` shared by `n` holders.
+    locks: BTreeMap<PathBuf, Option<usize>>,
 }
 
 /// What a crash image keeps of one pending operation.
@@ -566,6 +567,36 @@ fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl SimFs {
+    fn take_lock(&self, path: &Path, shared: bool) -> io::Result<Box<dyn LockGuard>> {
+        let mut s = self.state();
+        s.begin()?;
+        s.check_file_path(path)?;
+        let held = s.locks.get(path).copied();
+        match (held, shared) {
+            (None, _) => {}
+            (Some(Some(_)), true) => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is locked by another holder", path.display()),
+                ))
+            }
+        }
+        if !s.current.contains_key(path) {
+            s.create_entry(path);
+        }
+        let now = if shared {
+            Some(held.flatten().unwrap_or(0) + 1)
+        } else {
+            None
+        };
+        s.locks.insert(path.to_path_buf(), now);
+        Ok(Box::new(SimLock {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        }))
+    }
+
     /// An empty disk: no files, no directories but `.` and the root.
     pub fn new() -> SimFs {
         SimFs::default()
@@ -800,7 +831,13 @@ impl LockGuard for SimLock {}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
-        lock_state(&self.state).locks.remove(&self.path);
+        let mut s = lock_state(&self.state);
+        match s.locks.get_mut(&self.path) {
+            Some(Some(n)) if *n > 1 => *n -= 1,
+            _ => {
+                s.locks.remove(&self.path);
+            }
+        }
     }
 }
 
@@ -990,26 +1027,16 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
-    /// Exclusive per path within this disk (and its clones). Creates the lock
-    /// file, empty, if missing (its entry pending like any creation).
+    /// Exclusive per path within this disk (and its clones), against shared
+    /// holders too. Creates the lock file, empty, if missing (its entry pending
+    /// like any creation).
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let mut s = self.state();
-        s.begin()?;
-        s.check_file_path(path)?;
-        if s.locks.contains(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is locked by another holder", path.display()),
-            ));
-        }
-        if !s.current.contains_key(path) {
-            s.create_entry(path);
-        }
-        s.locks.insert(path.to_path_buf());
-        Ok(Box::new(SimLock {
-            state: Arc::clone(&self.state),
-            path: path.to_path_buf(),
-        }))
+        self.take_lock(path, false)
+    }
+
+    /// Shared per path: compatible with other shared holders only.
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.take_lock(path, true)
     }
 
     fn real_path(&self, _path: &Path) -> Option<PathBuf> {
@@ -1376,6 +1403,31 @@ mod tests {
         fs.clear_faults();
         assert_eq!(fs.read(&p("d/f")).unwrap(), b"ab");
         assert_eq!(fs.read_durable(&p("d/f")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn shared_locks_exclude_only_an_exclusive_one() {
+        let fs = SimFs::new();
+        fs.create_dir_all(&p("d")).unwrap();
+        let other = fs.clone();
+        let r1 = fs.lock_shared(&p("d/LOCK")).unwrap();
+        let r2 = other.lock_shared(&p("d/LOCK")).unwrap();
+        let busy = |r: io::Result<Box<dyn LockGuard>>| r.err().map(|e| e.kind());
+        assert_eq!(busy(fs.lock(&p("d/LOCK"))), Some(io::ErrorKind::WouldBlock));
+        drop(r1);
+        // One shared holder is still there.
+        assert_eq!(
+            busy(other.lock(&p("d/LOCK"))),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        drop(r2);
+        let w = fs.lock(&p("d/LOCK")).unwrap();
+        assert_eq!(
+            busy(other.lock_shared(&p("d/LOCK"))),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        drop(w);
+        let _r = other.lock_shared(&p("d/LOCK")).unwrap();
     }
 
     #[test]

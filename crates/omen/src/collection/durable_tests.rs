@@ -151,3 +151,37 @@ fn searches_inserts_and_checkpoints_run_together() {
     }
     c.verify().unwrap();
 }
+
+/// Read-only opens share the directory; a writer excludes them and they exclude
+/// a writer (`Locked`, one line naming the directory).
+#[test]
+fn read_only_opens_share_the_directory_and_exclude_a_writer() {
+    let fs = SimFs::new();
+    let dir = Path::new("/db");
+    let cfg = CollectionConfig::new(2, Metric::L2);
+    let opts = || sim_opts(&fs, Durability::default());
+    let c = Collection::create(dir, &cfg, opts()).unwrap();
+    c.insert("a", &[1.0, 2.0]).unwrap();
+    // A writer holds it: a reader is refused.
+    assert!(matches!(
+        Collection::open(dir, opts().read_only(true)),
+        Err(Error::Locked { .. })
+    ));
+    c.close().unwrap();
+    let r1 = Collection::open(dir, opts().read_only(true)).unwrap();
+    let r2 = Collection::open(dir, opts().read_only(true)).unwrap();
+    assert_eq!(r1.get("a"), Some(vec![1.0, 2.0]));
+    assert_eq!(r2.search(&[1.0, 2.0], 1).unwrap()[0].0, "a".into());
+    let e = Collection::open(dir, opts()).err().unwrap();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("/db is locked"), "{e}");
+    drop(r1);
+    // One reader is still there.
+    assert!(matches!(
+        Collection::open(dir, opts()),
+        Err(Error::Locked { .. })
+    ));
+    drop(r2);
+    let w = Collection::open(dir, opts()).unwrap();
+    w.insert("b", &[3.0, 4.0]).unwrap();
+}

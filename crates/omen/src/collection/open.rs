@@ -50,7 +50,7 @@ impl Collection {
         let mode = options.indexing;
         let fs = Arc::clone(&options.fs);
         fs.create_dir_all(dir).map_err(io_err(dir))?;
-        let guard = lock_dir(&*fs, dir)?;
+        let guard = lock_dir(&*fs, dir, false)?;
         // Not `exists`: it answers `false` on an I/O error, and this collection
         // would then replace the one there.
         let names = fs.list(dir).map_err(io_err(dir))?;
@@ -120,7 +120,7 @@ impl Collection {
     /// and byte offset of damage, `Io`.
     pub fn open(dir: &Path, options: DurableOptions) -> Result<Collection> {
         let fs = Arc::clone(&options.fs);
-        let guard = lock_dir(&*fs, dir)?;
+        let guard = lock_dir(&*fs, dir, options.read_only)?;
         let mpath = dir.join("MANIFEST");
         let bytes = fs.read(&mpath).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -146,9 +146,21 @@ impl WritableFile for ReadOnlyLog {
     }
 }
 
-pub(crate) fn lock_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn LockGuard>> {
+/// Locks the collection directory `dir`: exclusively for a writer, shared for a
+/// read-only open (readers do not exclude each other; a writer excludes them
+/// and they exclude a writer). `Locked` when the other kind holds it.
+pub(crate) fn lock_dir(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    read_only: bool,
+) -> Result<Box<dyn LockGuard>> {
     let path = dir.join("LOCK");
-    fs.lock(&path).map_err(|e| {
+    let held = if read_only {
+        fs.lock_shared(&path)
+    } else {
+        fs.lock(&path)
+    };
+    held.map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked {
                 path: dir.to_path_buf(),
