@@ -79,9 +79,12 @@
 //!
 //! # Deletes
 //! [`VectorIndex::remove`] clears the slot's bit in the present bitset (a tombstone);
-//! its code stays in its list, is skipped by searches, and is dropped by retraining.
-//! A removed slot cannot be added again (`SlotExists`): storage slots are never
-//! reused.
+//! its code stays in its list and is skipped by searches until a compaction
+//! ([`IvfPqIndex::compact`]) rewrites the lists without it, which the next `add`
+//! does by itself once removed codes pass [`COMPACT_FRACTION`] of the entries (as
+//! FAISS's `remove_ids` compacts at once): under churn, list scans and memory
+//! follow the live rows. Retraining drops them too. A removed slot cannot be added
+//! again (`SlotExists`): storage slots are never reused.
 //!
 //! # Concurrency
 //! Each inverted list sits behind its own `RwLock` (from `omen_core::sync`); adds
@@ -267,6 +270,9 @@ pub(crate) struct Members {
     pub(crate) pending_bits: Vec<u64>,
     pub(crate) pending: Vec<SlotId>,
     pub(crate) len: usize,
+    /// Entries of removed slots still in the lists (tombstones), dropped by
+    /// [`IvfPqIndex::compact`].
+    pub(crate) dead: usize,
 }
 
 #[inline]
@@ -297,7 +303,20 @@ impl Members {
     fn visible_in_lists(&self, s: SlotId) -> bool {
         bit(&self.present, s) && !bit(&self.pending_bits, s)
     }
+
+    /// Whether removed entries have passed [`COMPACT_FRACTION`] of the lists'.
+    fn compaction_due(&self) -> bool {
+        let live = self.len - self.pending.len();
+        self.dead > 0 && self.dead as f64 > COMPACT_FRACTION * (live + self.dead) as f64
+    }
 }
+
+/// Once the codes of removed slots are more than this fraction of the lists'
+/// entries, the next `add` drops them ([`IvfPqIndex::compact`]): a scan then
+/// reads no more than 1 / (1 - 0.2) = 1.25 times the live entries, and memory
+/// follows the live rows under churn (a sliding window) instead of every row
+/// ever added.
+pub const COMPACT_FRACTION: f64 = 0.2;
 
 /// IVF-PQ index over one storage. See the crate documentation.
 ///
@@ -659,11 +678,94 @@ impl IvfPqIndex {
         Self::append(&model, &slots, &enc);
         let mut mem = sync::write(&self.members);
         *sync::write(&self.model) = Some(Arc::new(model));
+        // The new lists hold only what was present when they were encoded.
+        mem.dead = slots.iter().filter(|&&s| !bit(&mem.present, s)).count();
         for &s in &mem.pending.clone() {
             set_bit(&mut mem.pending_bits, s, false);
         }
         mem.pending.clear();
         Ok(())
+    }
+
+    /// Drops the codes of removed slots from every inverted list now, keeping
+    /// the others in order (the next `add` does it by itself once they pass
+    /// [`COMPACT_FRACTION`] of the entries). Searches run meanwhile: each list
+    /// is rewritten under its own write lock, taken after the membership read
+    /// lock as a search takes them.
+    pub fn compact(&self) {
+        let _w = sync::lock(&self.writer);
+        self.compact_locked();
+    }
+
+    /// [`compact`](Self::compact) with the writer lock held.
+    fn compact_locked(&self) {
+        let Some(model) = self.snapshot() else {
+            return;
+        };
+        let m = model.pq.m();
+        let four = model.pq.nbits() == 4;
+        let bb = fastscan::block_bytes(m);
+        let mut code = vec![0u8; m];
+        let zero = vec![0u8; m];
+        let mut dropped = 0usize;
+        for l in &model.lists {
+            let mem = sync::read(&self.members);
+            let mut list = sync::write(l);
+            let list = &mut *list;
+            let n = list.ids.len();
+            let mut w = 0usize;
+            for pos in 0..n {
+                let s = list.ids[pos];
+                if !bit(&mem.present, s) {
+                    continue;
+                }
+                if w != pos {
+                    list.ids[w] = s;
+                    if four {
+                        let src = &list.codes[(pos / BLOCK) * bb..(pos / BLOCK + 1) * bb];
+                        for (j, c) in code.iter_mut().enumerate() {
+                            *c = fastscan::get_code(src, pos % BLOCK, j);
+                        }
+                        let dst = &mut list.codes[(w / BLOCK) * bb..(w / BLOCK + 1) * bb];
+                        fastscan::set_codes(dst, w % BLOCK, &code);
+                    } else {
+                        list.codes.copy_within(pos * m..(pos + 1) * m, w * m);
+                    }
+                    if model.l2_terms {
+                        list.terms[w] = list.terms[pos];
+                    }
+                }
+                w += 1;
+            }
+            if w == n {
+                continue;
+            }
+            dropped += n - w;
+            list.ids.truncate(w);
+            if four {
+                let blocks = w.div_ceil(BLOCK);
+                list.codes.truncate(blocks * bb);
+                // The last block's unused entries read as zero, as when appended.
+                for i in w..blocks * BLOCK {
+                    let dst = &mut list.codes[(i / BLOCK) * bb..(i / BLOCK + 1) * bb];
+                    fastscan::set_codes(dst, i % BLOCK, &zero);
+                }
+                if model.l2_terms {
+                    list.terms.truncate(blocks * BLOCK);
+                    list.terms[w..].iter_mut().for_each(|t| *t = 0.0);
+                }
+            } else {
+                list.codes.truncate(w * m);
+                if model.l2_terms {
+                    list.terms.truncate(w);
+                }
+            }
+            list.ids.shrink_to_fit();
+            list.codes.shrink_to_fit();
+            list.terms.shrink_to_fit();
+        }
+        let mut mem = sync::write(&self.members);
+        mem.dead = mem.dead.saturating_sub(dropped);
     }
 
     fn train_model(&self, sample: &[f32]) -> Result<Model> {
@@ -1683,6 +1785,11 @@ impl VectorIndex for IvfPqIndex {
                     set_bit(&mut mem.present, s, true);
                 }
                 mem.len += ids.len();
+                let due = mem.compaction_due();
+                drop(mem);
+                if due {
+                    self.compact_locked();
+                }
                 Ok(())
             }
         }
@@ -1698,6 +1805,9 @@ impl VectorIndex for IvfPqIndex {
         if bit(&mem.pending_bits, slot) {
             set_bit(&mut mem.pending_bits, slot, false);
             mem.pending.retain(|&s| s != slot);
+        } else {
+            // Its code stays in its list until the next compaction.
+            mem.dead += 1;
         }
         Ok(())
     }
@@ -1876,6 +1986,88 @@ mod loom_tests {
             if writer.join().is_err() {
                 panic!("writer panicked");
             }
+        });
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_compact {
+    //! Compaction beside searches and removes: a search sees, for every visible
+    //! slot, its own code (never a neighbour's moved half-way), and afterwards the
+    //! tombstone count equals the removed entries left in the lists.
+    use super::*;
+
+    #[test]
+    fn compaction_beside_search_and_remove() {
+        loom::model(|| {
+            let pq = match ProductQuantizer::from_parts(2, 2, 4, vec![0.0; 32]) {
+                Ok(pq) => pq,
+                Err(e) => panic!("{e}"),
+            };
+            let bb = fastscan::block_bytes(2);
+            let mut list = InvList {
+                ids: vec![0, 1, 2],
+                codes: vec![0; bb],
+                terms: Vec::new(),
+            };
+            for s in 0..3u8 {
+                fastscan::set_codes(&mut list.codes, s as usize, &[s + 1, s + 5]);
+            }
+            let model = Model {
+                coarse: vec![0.0; 2],
+                pq,
+                lists: vec![RwLock::new(list)],
+                l2_terms: false,
+            };
+            let mut members = Members::default();
+            for s in 0..3u32 {
+                set_bit(&mut members.known, s, true);
+            }
+            set_bit(&mut members.present, 0, true);
+            set_bit(&mut members.present, 2, true);
+            members.len = 2;
+            members.dead = 1;
+            let params = IvfPqParams::new(1, 2).with_nbits(4);
+            let idx = Arc::new(IvfPqIndex::from_state(
+                2,
+                Metric::L2,
+                params,
+                Some(model),
+                members,
+            ));
+            let i2 = idx.clone();
+            let compactor = loom::thread::spawn(move || i2.compact());
+            let i3 = idx.clone();
+            let remover = loom::thread::spawn(move || {
+                if i3.remove(2).is_err() {
+                    panic!("remove(2) failed");
+                }
+            });
+            let Some(model) = idx.snapshot() else {
+                panic!("no model")
+            };
+            {
+                // The search path's order: membership, then the list.
+                let mem = sync::read(&idx.members);
+                let list = sync::read(&model.lists[0]);
+                assert_eq!(list.codes.len(), list.ids.len().div_ceil(BLOCK) * bb);
+                for (i, &s) in list.ids.iter().enumerate() {
+                    if mem.visible_in_lists(s) {
+                        assert_eq!(fastscan::get_code(&list.codes, i, 0), s as u8 + 1);
+                        assert_eq!(fastscan::get_code(&list.codes, i, 1), s as u8 + 5);
+                    }
+                }
+                assert!(list.ids.contains(&0), "a live slot was dropped");
+            }
+            if compactor.join().is_err() || remover.join().is_err() {
+                panic!("a thread panicked");
+            }
+            let mem = sync::read(&idx.members);
+            let list = sync::read(&model.lists[0]);
+            let left = list.ids.iter().filter(|&&s| !bit(&mem.present, s)).count();
+            assert_eq!(mem.dead, left);
+            assert_eq!(mem.len, 1);
+            assert_eq!(list.ids[0], 0);
         });
     }
 }

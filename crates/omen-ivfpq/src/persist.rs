@@ -229,12 +229,19 @@ impl IvfPqIndex {
                 return Err(r.error(format!("present slot {s} is neither pending nor in a list")));
             }
         }
+        // Entries of removed slots still in the lists.
+        let dead = seen
+            .iter()
+            .enumerate()
+            .map(|(w, &x)| (x & !present.get(w).copied().unwrap_or(0)).count_ones() as usize)
+            .sum();
         let members = Members {
             present,
             known,
             pending_bits,
             pending,
             len,
+            dead,
         };
         let idx = IvfPqIndex::from_state(dim, metric, params, model, members);
         debug_assert_eq!(idx.len(), len);

@@ -872,3 +872,101 @@ fn selective_filters_return_k_exact_results() {
             .all(|r| r.len() == 10 && r.iter().all(|n| ten_pct(n.slot))));
     }
 }
+
+/// Compaction drops removed codes from the lists without changing any answer:
+/// the same neighbours and distances before and after, for both code sizes and
+/// every metric; memory falls; the index saves, loads and takes new rows after
+/// it; and an `add` compacts by itself once removed codes pass the threshold.
+#[test]
+fn compaction_drops_removed_codes_and_changes_no_answer() {
+    for (nbits, metric) in [
+        (4, Metric::L2),
+        (8, Metric::L2),
+        (4, Metric::InnerProduct),
+        (8, Metric::Cosine),
+    ] {
+        let what = format!("{nbits}-bit {metric:?}");
+        let (st, idx, flat, queries) = build(metric, nbits, 3000, 16, 8);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // 15 % removed: under the threshold, so nothing compacts by itself.
+        let mut removed = Vec::new();
+        for s in 0..3000u32 {
+            if rng.gen_bool(0.15) {
+                idx.remove(s).unwrap();
+                flat.remove(s).unwrap();
+                removed.push(s);
+            }
+        }
+        let params = [
+            SearchParams::new()
+                .with("nprobe", 4)
+                .with("rerank_factor", 4),
+            SearchParams::exhaustive(),
+        ];
+        let before: Vec<Vec<Neighbor>> = queries
+            .chunks_exact(16)
+            .flat_map(|q| params.iter().map(|p| search(&idx, &st, q, 10, p, None)))
+            .collect();
+        let bytes_before = idx.memory_bytes();
+        let file_before = idx.to_bytes().len();
+        idx.compact();
+        let after: Vec<Vec<Neighbor>> = queries
+            .chunks_exact(16)
+            .flat_map(|q| params.iter().map(|p| search(&idx, &st, q, 10, p, None)))
+            .collect();
+        assert_eq!(before, after, "{what}: compaction changed an answer");
+        assert!(idx.memory_bytes() < bytes_before, "{what}");
+        // The file holds only live codes: about 15 % fewer entries.
+        assert!(idx.to_bytes().len() < file_before, "{what}");
+        // Exact search still equals flat.
+        for q in queries.chunks_exact(16).take(5) {
+            assert_same(
+                &search(&idx, &st, q, 10, &SearchParams::exhaustive(), None),
+                &search(&flat, &st, q, 10, &SearchParams::new(), None),
+                &what,
+            );
+        }
+        // It saves and loads (the 4-bit tail padding is zero again).
+        let back = IvfPqIndex::from_bytes(&idx.to_bytes(), Path::new("x")).unwrap();
+        assert_eq!(back.len(), idx.len());
+        for q in queries.chunks_exact(16).take(5) {
+            assert_eq!(
+                search(&back, &st, q, 10, &params[0], None),
+                search(&idx, &st, q, 10, &params[0], None),
+                "{what}"
+            );
+        }
+        // New rows after compaction are found; removed slots stay removed.
+        let extra = data(100, 16, 5, metric != Metric::L2);
+        let slots = st.append_batch(&extra).unwrap();
+        idx.add(&st, slots.clone()).unwrap();
+        flat.add(&st, slots.clone()).unwrap();
+        let hit = search(
+            &idx,
+            &st,
+            &extra[..16],
+            1,
+            &SearchParams::exhaustive(),
+            None,
+        );
+        assert_eq!(hit[0].slot, slots.start, "{what}");
+        for s in &removed {
+            assert!(!idx.contains(*s));
+        }
+        // Past the threshold, the next add compacts by itself: the file shrinks
+        // although rows were added.
+        for s in 0..3000u32 {
+            if !removed.contains(&s) && s % 2 == 0 {
+                idx.remove(s).unwrap();
+            }
+        }
+        let file_before = idx.to_bytes().len();
+        let more = data(10, 16, 6, metric != Metric::L2);
+        let slots = st.append_batch(&more).unwrap();
+        idx.add(&st, slots).unwrap();
+        assert!(
+            (idx.to_bytes().len() as f64) < 0.75 * file_before as f64,
+            "{what}: no automatic compaction"
+        );
+    }
+}
