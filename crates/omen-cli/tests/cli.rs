@@ -937,7 +937,10 @@ fn db_import_without_a_terminal_prints_no_progress() {
         String::from_utf8_lossy(&o.stderr)
     );
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.ends_with(" live\n"), "{out:?}");
+    assert!(
+        out.ends_with(" live\n") || out.ends_with("(searched exactly until indexed)\n"),
+        "{out:?}"
+    );
     assert!(!out.contains('\r') && !out.contains('\x1b'), "{out:?}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -948,7 +951,9 @@ fn db_import_without_a_terminal_prints_no_progress() {
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[4].starts_with("imported 1050 vectors in "), "{out}");
     assert!(lines[4].contains(" vectors/s, durable ingest, "), "{out}");
-    assert!(lines[4].ends_with(", batches of 300); 1050 live"), "{out}");
+    // How far the background indexer got by the end depends on the machine's
+    // load: the line may add "; N rows saved unindexed (...)".
+    assert!(lines[4].contains(", batches of 300); 1050 live"), "{out}");
 }
 
 /// On a terminal (a pseudo-terminal from util-linux `script`), `omen db import`
@@ -1038,8 +1043,13 @@ fn db_read_commands_write_nothing() {
         ],
         d,
     );
-    ok(&["db", "import", "db", "v.fvecs"], d);
-    // A log tail: single writes after the import's checkpoint.
+    // The import's checkpoint holds the whole index: otherwise the next
+    // writer's background indexer would index the rest, and its close would
+    // checkpoint (log tail and all) or not depending on how far it got.
+    ok(&["db", "import", "db", "v.fvecs", "--wait-indexed"], d);
+    // A log tail: single writes after the import's checkpoint (each below the
+    // close-checkpoint thresholds, so it stays in the log; its row is replayed
+    // into storage unindexed by every open).
     ok(
         &["db", "insert", "db", "--id", "x", "--vector", "1,2,3,4"],
         d,
