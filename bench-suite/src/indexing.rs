@@ -40,6 +40,46 @@ pub struct SearchPoint {
     pub pass_qps: Vec<f64>,
     /// Mean recall@10 by id against exact ground truth over all rows.
     pub recall: f64,
+    /// Each query's recall@10, in query order (for paired comparisons of two
+    /// points over the same queries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_query: Vec<f32>,
+}
+
+impl SearchPoint {
+    /// Standard error of [`recall`](Self::recall) over its queries.
+    pub fn recall_se(&self) -> Option<f64> {
+        let v: Vec<f64> = self.per_query.iter().map(|&x| f64::from(x)).collect();
+        std_error(&v)
+    }
+
+    /// The mean per-query difference `self - other` over the same queries and
+    /// its standard error (the paired comparison: both points answered the
+    /// same queries, so their query-to-query spread cancels).
+    pub fn paired_difference(&self, other: &SearchPoint) -> Option<(f64, f64)> {
+        if self.per_query.len() != other.per_query.len() || self.per_query.is_empty() {
+            return None;
+        }
+        let d: Vec<f64> = self
+            .per_query
+            .iter()
+            .zip(&other.per_query)
+            .map(|(&a, &b)| f64::from(a) - f64::from(b))
+            .collect();
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        Some((mean, std_error(&d)?))
+    }
+}
+
+/// Standard error of the mean of `v` (sample standard deviation / sqrt(n)).
+fn std_error(v: &[f64]) -> Option<f64> {
+    let n = v.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
+    Some((var / n as f64).sqrt())
 }
 
 /// Ingest with the indexer behind, and the catch-up.
@@ -157,6 +197,7 @@ pub fn search_point(
         pass_qps.push(queries.rows() as f64 / t.elapsed().as_secs_f64().max(1e-12));
     }
     let mut sum = 0.0;
+    let mut per_query = Vec::with_capacity(out.len());
     for (i, hits) in out.iter().enumerate() {
         let got: Vec<i64> = hits.iter().map(|h| row_of(&h.0)).collect();
         let truth: Vec<i64> = gt
@@ -165,7 +206,9 @@ pub fn search_point(
             .iter()
             .map(|&r| i64::from(r))
             .collect();
-        sum += recall_by_id(&got, &truth, k);
+        let r = recall_by_id(&got, &truth, k);
+        per_query.push(r as f32);
+        sum += r;
     }
     Ok(SearchPoint {
         what: what.into(),
@@ -174,6 +217,7 @@ pub fn search_point(
         qps: pass_qps.iter().copied().fold(0.0, f64::max),
         pass_qps,
         recall: sum / queries.rows().max(1) as f64,
+        per_query,
     })
 }
 
@@ -434,15 +478,22 @@ pub(crate) fn targets(
         t.push(TargetCheck {
             target: format!("after wait_indexed, recall and QPS equal those of the same HNSW built the old way, within noise (recall within {RECALL_SLACK}, QPS ratio in [{}, {}]; ef = {}, one thread){at}", QPS_BAND.0, QPS_BAND.1, f.ef),
             measured: format!(
-                "recall {:.4} vs {:.4}; QPS {:.0} vs {:.0} (ratio {:.2}){}",
+                "recall {:.4} vs {:.4}{}; QPS {:.0} vs {:.0} (ratio {:.2}){}",
                 f.after.recall,
                 f.old_way.recall,
+                f.after.paired_difference(&f.old_way).map_or(String::new(), |(d, se)| format!(
+                    " (difference {d:+.4}, standard error {se:.4} over the {} queries, paired)",
+                    f.after.queries
+                )),
                 f.after.qps,
                 f.old_way.qps,
                 ratio,
                 f.old_way_again.as_ref().map_or(String::new(), |a| format!(
-                    "; a second build the old way, for the spread: recall {:.4}, QPS {:.0} (ratio {:.2} to the first)",
+                    "; a second build the old way, for the spread: recall {:.4}{}, QPS {:.0} (ratio {:.2} to the first)",
                     a.recall,
+                    a.paired_difference(&f.old_way).map_or(String::new(), |(d, se)| format!(
+                        " (difference to the first {d:+.4}, standard error {se:.4}, paired)"
+                    )),
                     a.qps,
                     a.qps / f.old_way.qps.max(1e-12)
                 ))
@@ -520,10 +571,10 @@ pub(crate) fn markdown(
         );
         let _ = writeln!(
             m,
-            "| search (ef = {}, k = 10, one thread) | rows unindexed | queries | QPS (best pass) | QPS of each pass | recall@10 |",
+            "| search (ef = {}, k = 10, one thread) | rows unindexed | queries | QPS (best pass) | QPS of each pass | recall@10 | its standard error |",
             f.ef
         );
-        let _ = writeln!(m, "|---|---:|---:|---:|---|---:|");
+        let _ = writeln!(m, "|---|---:|---:|---:|---|---:|---:|");
         for p in f
             .catch_up
             .iter()
@@ -532,13 +583,14 @@ pub(crate) fn markdown(
         {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {:.0} | {:?} | {:.4} |",
+                "| {} | {} | {} | {:.0} | {:?} | {:.4} | {} |",
                 p.what,
                 p.unindexed_rows,
                 p.queries,
                 p.qps,
                 p.pass_qps.iter().map(|q| q.round()).collect::<Vec<_>>(),
-                p.recall
+                p.recall,
+                p.recall_se().map_or("—".into(), |se| format!("{se:.4}"))
             );
         }
         let _ = writeln!(m, "\n- During the catch-up every search scans the unindexed rows exactly (the flat kernels) and merges them with the index's hits, so recall stays at or above the index's own while QPS falls with the tail's size; the indexer shares the two cores with the searching thread.");
@@ -599,6 +651,25 @@ pub(crate) fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_difference_and_standard_error() {
+        let p = |v: &[f32]| SearchPoint {
+            per_query: v.to_vec(),
+            ..Default::default()
+        };
+        let (a, b) = (p(&[1.0, 0.5, 0.8]), p(&[0.9, 0.5, 0.6]));
+        let (d, se) = a.paired_difference(&b).unwrap();
+        assert!((d - 0.1).abs() < 1e-6, "{d}");
+        // Differences 0.1, 0, 0.2: sample sd 0.1, over sqrt(3).
+        assert!((se - 0.1 / 3f64.sqrt()).abs() < 1e-6, "{se}");
+        assert!(
+            a.paired_difference(&p(&[1.0])).is_none(),
+            "different queries"
+        );
+        assert!(p(&[0.5]).recall_se().is_none(), "one query has no spread");
+        assert!((p(&[0.0, 1.0]).recall_se().unwrap() - 0.5).abs() < 1e-9);
+    }
 
     /// Section e end to end on a small set: every figure is filled in, the
     /// first query after an open with a log tail is exact, recall is the index's
