@@ -799,6 +799,23 @@ pub fn run(
         }
     }
     let specs = adapter_specs(cfg);
+    if !specs.is_empty() && (skip_adapter || !opts.peers) {
+        // Named in the report, not only in the progress log.
+        let reason = if opts.peers {
+            format!(
+                "no peer environment at {} (run `bash scripts/setup-peers.sh`)",
+                opts.venv.display()
+            )
+        } else {
+            "not run (--no-peers)".to_string()
+        };
+        for spec in &specs {
+            report.skipped.push(Skipped {
+                name: spec.system.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
     if opts.peers && !skip_adapter && !specs.is_empty() {
         let work =
             std::env::temp_dir().join(format!("omen-runbook-{}-{}", cfg.name, std::process::id()));
@@ -944,10 +961,7 @@ pub fn markdown(r: &RunbookReport) -> String {
         );
     }
     if !r.skipped.is_empty() {
-        let _ = writeln!(
-            m,
-            "\n**Skipped** (cannot delete through the API the adapter drives):\n"
-        );
+        let _ = writeln!(m, "\n**Skipped** (with the reason):\n");
         for s in &r.skipped {
             let _ = writeln!(m, "- {}: {}", s.name, s.reason);
         }

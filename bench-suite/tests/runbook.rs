@@ -214,3 +214,24 @@ fn a_bad_runbook_is_refused_before_anything_runs() {
         .to_string();
     assert!(err.contains("exactly one search point"), "{err}");
 }
+
+#[test]
+fn peers_without_their_environment_are_listed_as_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let rb = tmp.path().join("churn.yaml");
+    std::fs::write(&rb, CHURN).unwrap();
+    let mut cfg = config(&ds);
+    cfg.indexes.truncate(1);
+    cfg.peers = BenchConfig::named("runbook").unwrap().peers;
+    assert!(cfg.peers_optional);
+    let mut o = opts(tmp.path());
+    o.peers = true;
+    let (report, md) = omen_bench::streaming::run(&cfg, &rb, &o, &mut |_| {}).unwrap();
+    assert_eq!(report.skipped.len(), cfg.peers.len());
+    for s in &report.skipped {
+        assert!(s.reason.starts_with("no peer environment at "), "{s:?}");
+    }
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("- hnswlib: no peer environment at "), "{md}");
+}
