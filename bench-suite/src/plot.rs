@@ -3,6 +3,7 @@
 use crate::frontier::pareto_frontier;
 use crate::model::{point_near_recall, Report, RunResult};
 use crate::recall::RecallKind;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -327,17 +328,17 @@ pub fn latency(report: &Report, k: usize, path: &Path) -> PlotResult {
 }
 
 /// One line per series over the x values (runbook steps): `series` holds
-/// (name, points); the y axis is logarithmic when `log_y`. Nothing is drawn
-/// when no series has a point.
+/// (name, points, dashed); the y axis is logarithmic when `log_y`. Nothing is
+/// drawn when no series has a point.
 pub fn lines(
     title: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
+    series: &[(String, Vec<(f64, f64)>, bool)],
     log_y: bool,
     path: &Path,
 ) -> PlotResult {
-    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let pts = series.iter().flat_map(|(_, p, _)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
         f64::NEG_INFINITY,
@@ -370,14 +371,22 @@ pub fn lines(
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .draw()?;
-            for (i, (name, p)) in series.iter().enumerate() {
+            for (i, (name, p, dashed)) in series.iter().enumerate() {
                 let c = color(i);
-                chart
-                    .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                    });
+                let style = c.stroke_width(2);
+                if *dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(p.iter().copied(), 6, 4, style))?
+                        .label(name.clone())
+                        .legend(move |(x, y)| {
+                            DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, style)
+                        });
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(p.iter().copied(), style))?
+                        .label(name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+                }
                 chart.draw_series(p.iter().map(|&q| Circle::new(q, 3, c.filled())))?;
             }
             chart

@@ -1052,7 +1052,9 @@ pub fn write(r: &RunbookReport, dir: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::invalid_param("report", e.to_string()))?;
     let p = dir.join("results.json");
     std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
-    let series = |f: &dyn Fn(&StepResult) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+    // Native runs solid, runs through the Python adapter dashed: the palette
+    // repeats after ten systems.
+    let series = |f: &dyn Fn(&StepResult) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>, bool)> {
         r.systems
             .iter()
             .map(|s| {
@@ -1062,6 +1064,7 @@ pub fn write(r: &RunbookReport, dir: &Path) -> Result<PathBuf> {
                         .iter()
                         .filter_map(|st| f(st).map(|y| (st.step as f64, y)))
                         .collect(),
+                    s.path == "python",
                 )
             })
             .collect()

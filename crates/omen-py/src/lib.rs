@@ -705,7 +705,8 @@ impl PyIndex {
     ///
     /// filter: None, an omen.Filter, or a 1-D numpy array of dtype bool or
     /// uint8, one entry per label ever added (len(index) until a remove);
-    /// label i may be returned iff filter[i] != 0. Fewer than k allowed rows give fewer hits, padded with -1 / inf.
+    /// label i may be returned iff filter[i] != 0. Fewer than k allowed rows
+    /// give fewer hits, padded with -1 / inf.
     /// Another object or dtype (TypeError), shape or length (ValueError) is
     /// refused before anything is searched. An array is copied into a bitset
     /// each call; an omen.Filter was copied once.
