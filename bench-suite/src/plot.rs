@@ -327,6 +327,10 @@ pub fn latency(report: &Report, k: usize, path: &Path) -> PlotResult {
     )
 }
 
+/// One line of [`lines`]: its legend name, its (x, y) points, and whether it
+/// is drawn dashed.
+pub type Series = (String, Vec<(f64, f64)>, bool);
+
 /// One line per series over the x values (runbook steps): `series` holds
 /// (name, points, dashed); the y axis is logarithmic when `log_y`. Nothing is
 /// drawn when no series has a point.
@@ -334,7 +338,7 @@ pub fn lines(
     title: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>, bool)],
+    series: &[Series],
     log_y: bool,
     path: &Path,
 ) -> PlotResult {

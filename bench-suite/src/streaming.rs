@@ -1054,7 +1054,7 @@ pub fn write(r: &RunbookReport, dir: &Path) -> Result<PathBuf> {
     std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
     // Native runs solid, runs through the Python adapter dashed: the palette
     // repeats after ten systems.
-    let series = |f: &dyn Fn(&StepResult) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>, bool)> {
+    let series = |f: &dyn Fn(&StepResult) -> Option<f64>| -> Vec<crate::plot::Series> {
         r.systems
             .iter()
             .map(|s| {
