@@ -10,7 +10,8 @@ use omen::StorageKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+/// `v` with `prec` decimals, or an em dash for none or a non-finite value.
+pub(crate) fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     match v {
         Some(x) if x.is_finite() => format!("{x:.prec$}"),
         _ => "—".to_string(),

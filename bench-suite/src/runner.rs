@@ -188,7 +188,8 @@ pub struct Budget {
     pub single_passes: usize,
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+/// A rayon pool of `threads` threads (at least one).
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()

@@ -13,12 +13,13 @@
 //! streaming track's ranking figure), the wall time of each operation kind, the
 //! memory after the last step and the fresh-build comparison.
 
-use crate::bench::{adapter_specs, omen_systems, prepare, BenchOptions, RemoveOnDrop, TRUTH_K};
+use crate::bench::{adapter_specs, omen_systems, prepare, BenchOptions, RemoveOnDrop};
 use crate::config::BenchConfig;
 use crate::model::{DatasetInfo, Skipped};
 use crate::peers::{self, PeerMetric, PeerRun, PeerSystem};
+use crate::report::fmt_opt;
 use crate::runbook::{cluster_order, LiveSet, Op, Replay, Runbook};
-use crate::runner::{sample_rows, OmenSystem, BATCH_PASSES, TRAIN_SAMPLE_SEED};
+use crate::runner::{pool, sample_rows, OmenSystem, BATCH_PASSES, TRAIN_SAMPLE_SEED};
 use omen_core::{Error, Metric, Neighbor, Result, VectorIndex, VectorStorage};
 use omen_datasets::{cached_ground_truth, Vectors};
 use serde::{Deserialize, Serialize};
@@ -259,13 +260,6 @@ fn truth_of(data: &RbData, live: &LiveSet, k: usize, dir: &Path) -> Result<Truth
         }
     }
     Ok(Truth { tags, ids, k })
-}
-
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| Error::invalid_param("threads", e.to_string()))
 }
 
 /// Batch search of every query, [`BATCH_PASSES`] times (the fastest counts);
@@ -749,7 +743,6 @@ pub fn run(
     } else {
         truth_of(&data, &live, k, &cache.join("final"))?
     };
-    let _ = TRUTH_K;
 
     let mut report = RunbookReport {
         run: cfg.name.clone(),
@@ -882,13 +875,6 @@ pub fn run(
     }
     let md = write(&report, &opts.reports_dir.join(&cfg.name))?;
     Ok((report, md))
-}
-
-fn fmt_opt(v: Option<f64>, prec: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.prec$}"),
-        _ => "—".into(),
-    }
 }
 
 fn rate(o: Option<&OpTotal>) -> String {

@@ -150,12 +150,7 @@ fn run_runbook(a: &BenchArgs) -> Result<()> {
         peers: !a.no_peers,
         reproduce: reproduce_line(),
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = spinner();
     let (report, md) = omen_bench::streaming::run(&cfg, file, &opts, &mut progress_on(&bar))?;
     bar.finish_and_clear();
     println!(
@@ -264,12 +259,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         peers: !a.no_peers,
         reproduce: reproduce_line(),
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = spinner();
     if !cfg.filter_selectivities.is_empty() {
         let (overview, md) = omen_bench::filtered::run(&cfg, &opts, &mut progress_on(&bar))?;
         bar.finish_and_clear();
@@ -352,6 +342,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("(QPS: one query at a time on one thread, interpolated at recall@{k} by id; build: index build only; durable: durable ingest, WAL + storage + index build, acknowledged, in the durability mode of report.md; on-disk: the durable collection after a checkpoint)");
     println!("report: {}", md.display());
     Ok(())
+}
+
+/// The spinner a run's phase log is shown under.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 /// The phase log of a run: above the spinner on a terminal; straight to stderr
