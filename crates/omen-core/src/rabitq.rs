@@ -323,7 +323,6 @@ impl BlockFactors {
 #[derive(Clone, Debug, Default)]
 pub struct QueryTable {
     m: usize,
-    table: Vec<f32>,
     lut: Vec<u8>,
     scale: f32,
     bias: f32,
@@ -345,32 +344,29 @@ impl QueryTable {
     /// # Panics
     /// If `q.len()` is not a positive multiple of 64 of at most `4 × 256`.
     pub fn prepare(&mut self, q: &[f32]) {
+        self.prepare_with(&Scanner::best(), q);
+    }
+
+    /// [`prepare`](Self::prepare) with the table built by `scanner`'s instruction
+    /// set (the same bytes on every one).
+    ///
+    /// # Panics
+    /// As [`prepare`](Self::prepare).
+    pub fn prepare_with(&mut self, scanner: &Scanner, q: &[f32]) {
         assert!(
             !q.is_empty() && q.len() % 64 == 0 && q.len() <= 4 * 256,
             "rabitq query: wrong length"
         );
         let m = q.len() / 4;
         self.m = m;
-        self.table.clear();
-        self.table.resize(m * 16, 0.0);
-        let (mut s, mut n2) = (0f32, 0f32);
-        for (quad, row) in q.chunks_exact(4).zip(self.table.chunks_exact_mut(16)) {
-            // row[nib] = Σ of quad[j] over the bits j of nib, one addition each.
-            for nib in 1..16usize {
-                let low = nib.trailing_zeros() as usize;
-                row[nib] = row[nib & (nib - 1)] + quad[low];
-            }
-            for &x in quad {
-                s += x;
-                n2 += x * x;
-            }
-        }
-        let (scale, bias) = fastscan::quantize_lut(&self.table, m, &mut self.lut);
-        self.scale = scale;
-        self.bias = bias;
-        self.sum_q = s;
-        self.norm_sq = n2;
-        self.norm = n2.sqrt();
+        self.lut.clear();
+        self.lut.resize(fastscan::block_bytes(m), 0);
+        let t = scanner.binary_lut(q, &mut self.lut);
+        self.scale = t.scale;
+        self.bias = t.bias;
+        self.sum_q = t.sum;
+        self.norm_sq = t.norm_sq;
+        self.norm = t.norm_sq.sqrt();
     }
 
     /// `|q_r|²`.
@@ -393,12 +389,25 @@ impl QueryTable {
         f: &BlockFactors,
         out: &mut [f32; BLOCK],
     ) {
+        self.estimate_ip_with(scanner, block, &f.ip_factor, out);
+    }
+
+    /// [`estimate_ip`](Self::estimate_ip) from the block's
+    /// [`CodeFactors::ip_factor`]s alone (for layouts that keep the factors apart).
+    pub fn estimate_ip_with(
+        &self,
+        scanner: &Scanner,
+        block: &[u8],
+        ip_factor: &[f32; BLOCK],
+        out: &mut [f32; BLOCK],
+    ) {
+        let f = ip_factor;
         let mut sums = [0u16; BLOCK];
         scanner.scan_block(block, &self.lut, self.m, &mut sums);
         // <r, q_r> = (2 y - Σq) f,  y = bias + sum / scale.
         let inv = 2.0 / self.scale;
         let base = 2.0 * self.bias - self.sum_q;
-        for ((o, &s), &ipf) in out.iter_mut().zip(&sums).zip(&f.ip_factor) {
+        for ((o, &s), &ipf) in out.iter_mut().zip(&sums).zip(f) {
             *o = (base + s as f32 * inv) * ipf;
         }
     }

@@ -125,6 +125,118 @@ pub fn quantize_lut(table: &[f32], m: usize, lut: &mut Vec<u8>) -> (f32, f32) {
     (scale, bias)
 }
 
+/// The sums [`binary_lut`] returns beside the byte table.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct BinaryLut {
+    /// Table units per unit of the query: a table entry is `(sum - low) · scale`,
+    /// rounded.
+    pub scale: f32,
+    /// The sum over groups of each group's least entry (the sum of the query's
+    /// negative components): a code's true sum is `bias + scanned / scale`.
+    pub bias: f32,
+    /// `Σ q_i`.
+    pub sum: f32,
+    /// `Σ q_i²`.
+    pub norm_sq: f32,
+}
+
+/// The byte table for scanning one-bit codes (four dimensions per nibble, bit `j`
+/// of nibble `g` standing for dimension `4g + j`) against `q`: entry `nib` of group
+/// `g` is the sum of `q[4g + j]` over the bits `j` set in `nib`, less the group's
+/// least entry, times one `scale` for the whole table, rounded half up. Writes
+/// `q.len() / 4` rows of 16 bytes into `lut` (the layout [`Scanner::scan_block`]
+/// reads with `m = q.len() / 4`).
+///
+/// A group's least entry is the sum of its negative components and its greatest
+/// the sum of its positive ones, so, unlike [`quantize_lut`], nothing scans the
+/// entries to find the range. [`Scanner::binary_lut`] is the same with the
+/// instruction set's vectors and returns the same bytes and sums, bit for bit: the
+/// order of every floating-point operation is fixed here for that. Sums over the
+/// whole query (`sum`, `norm_sq`, `bias`) are kept in 16 lanes (lane `l` takes
+/// components `l, l + 16, …`) and folded in halves (8, 4, 2, 1); a group's sums
+/// run over its four components in order.
+///
+/// # Panics
+/// If `q.len()` is not a multiple of 16 or over 1,024, or `lut` is shorter than
+/// `q.len() * 4`.
+pub fn binary_lut(q: &[f32], lut: &mut [u8]) -> BinaryLut {
+    binary_lut_body(q, lut)
+}
+
+/// `-x` where `x < 0`, else 0 (NaN gives 0).
+#[inline(always)]
+fn neg_part(x: f32) -> f32 {
+    if x < 0.0 {
+        -x
+    } else {
+        0.0
+    }
+}
+
+/// Folds 16 lane sums in halves, as the SIMD kernels do.
+#[inline(always)]
+fn fold16(p: &[f32; 16]) -> f32 {
+    let mut r = *p;
+    for width in [8, 4, 2, 1] {
+        for l in 0..width {
+            r[l] += r[l + width];
+        }
+    }
+    r[0]
+}
+
+#[inline(always)]
+fn binary_lut_body(q: &[f32], lut: &mut [u8]) -> BinaryLut {
+    assert!(
+        q.len() % 16 == 0 && q.len() <= 1024 && lut.len() >= q.len() * 4,
+        "binary_lut: wrong lengths"
+    );
+    let (mut ps, mut pn2, mut pneg) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+    let (chunks, _) = q.as_chunks::<16>();
+    for c in chunks {
+        for l in 0..16 {
+            ps[l] += c[l];
+            pn2[l] += c[l] * c[l];
+            pneg[l] += neg_part(c[l]);
+        }
+    }
+    let (quads, _) = q.as_chunks::<4>();
+    let mut span = 0f32;
+    for quad in quads {
+        let abs = ((quad[0].abs() + quad[1].abs()) + quad[2].abs()) + quad[3].abs();
+        span = if abs > span { abs } else { span };
+    }
+    let scale = if span > 0.0 && span.is_finite() {
+        255.0 / span
+    } else {
+        1.0
+    };
+    let (rows, _) = lut.as_chunks_mut::<16>();
+    for (quad, row) in quads.iter().zip(rows) {
+        // Entry `nib` less the least is `neg + Σ_j bit_j(nib) q_j`, in [0, abs].
+        let neg = ((neg_part(quad[0]) + neg_part(quad[1])) + neg_part(quad[2])) + neg_part(quad[3]);
+        let mut v = [neg * scale + 0.5; 16];
+        for (j, &x) in quad.iter().enumerate() {
+            let xs = x * scale;
+            for (nib, e) in v.iter_mut().enumerate() {
+                if nib >> j & 1 == 1 {
+                    *e += xs;
+                }
+            }
+        }
+        // In [0.5, 255.5] up to rounding; `as` saturates (and takes NaN to 0).
+        for (d, &e) in row.iter_mut().zip(&v) {
+            *d = e as u8;
+        }
+    }
+    BinaryLut {
+        scale,
+        bias: -fold16(&pneg),
+        sum: fold16(&ps),
+        norm_sq: fold16(&pn2),
+    }
+}
+
 /// Reference scan: `out[i] = Σ_j lut[j * 16 + code(i, j)]` for the 32 vectors of
 /// `block`.
 pub fn scan_block_scalar(block: &[u8], lut: &[u8], m: usize, out: &mut [u16; BLOCK]) {
@@ -281,6 +393,28 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// [`binary_lut`] compiled for this scanner's instruction set (the same Rust,
+    /// vectorised by the compiler for AVX2 or AVX-512): the same bytes and sums.
+    ///
+    /// # Panics
+    /// As [`binary_lut`].
+    #[inline]
+    pub fn binary_lut(&self, q: &[f32], lut: &mut [u8]) -> BinaryLut {
+        match self.kind {
+            Kind::Scalar => binary_lut(q, lut),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kind::Avx2` is only constructed after detecting AVX2; the body
+            // is safe Rust, and the attribute only lets the compiler use AVX2.
+            Kind::Avx2 => unsafe { x86::binary_lut_avx2(q, lut) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kind::Avx512` is only constructed after detecting AVX-512F,
+            // AVX-512BW and AVX2; the body is safe Rust.
+            Kind::Avx512 => unsafe { x86::binary_lut_avx512(q, lut) },
+        }
+    }
+}
+
 /// The float parameters of [`Scanner::scan_filter`].
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Filter<'a> {
@@ -407,8 +541,104 @@ impl Scanner {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Filter, BLOCK};
+    /// [`super::binary_lut`] with AVX2 enabled for the compiler.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn binary_lut_avx2(q: &[f32], lut: &mut [u8]) -> super::BinaryLut {
+        super::binary_lut_body(q, lut)
+    }
+
+    use super::{BinaryLut, Filter, BLOCK};
     use std::arch::x86_64::*;
+
+    /// Folds 16 lanes in halves (8, 4, 2, 1), as [`super::fold16`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fold16_512(v: __m512) -> f32 {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let r8 = _mm256_add_ps(lo, hi);
+        let r4 = _mm_add_ps(_mm256_castps256_ps128(r8), _mm256_extractf128_ps::<1>(r8));
+        let r2 = _mm_add_ps(r4, _mm_movehl_ps(r4, r4));
+        let r1 = _mm_add_ss(r2, _mm_shuffle_ps::<1>(r2, r2));
+        _mm_cvtss_f32(r1)
+    }
+
+    /// In element 0 of each 128-bit lane, `((v0 + v1) + v2) + v3` of that lane
+    /// (the other elements are partial sums the caller ignores).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn seq4(v: __m512) -> __m512 {
+        let s = _mm512_add_ps(v, _mm512_permute_ps::<1>(v));
+        let s = _mm512_add_ps(s, _mm512_permute_ps::<2>(v));
+        _mm512_add_ps(s, _mm512_permute_ps::<3>(v))
+    }
+
+    /// [`super::binary_lut`] in AVX-512: the same operations in the same order per
+    /// lane, so the same bytes and sums (tested against it).
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub(super) fn binary_lut_avx512(q: &[f32], lut: &mut [u8]) -> BinaryLut {
+        assert!(
+            q.len() % 16 == 0 && q.len() <= 1024 && lut.len() >= q.len() * 4,
+            "binary_lut: wrong lengths"
+        );
+        let zero = _mm512_setzero_ps();
+        let (mut ps, mut pn2, mut pneg, mut span) = (zero, zero, zero, zero);
+        // Each group's sum of negative parts, for the second pass.
+        let mut negs = [0f32; 256];
+        let gather = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        let (chunks, _) = q.as_chunks::<16>();
+        for (k, c) in chunks.iter().enumerate() {
+            // SAFETY: `c` is 16 floats; the load has no alignment requirement.
+            let x = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            ps = _mm512_add_ps(ps, x);
+            pn2 = _mm512_add_ps(pn2, _mm512_mul_ps(x, x));
+            // max(0 - x, 0): -x below zero, 0 otherwise and for NaN (max returns
+            // its second operand when either is NaN), as `neg_part`.
+            let nx = _mm512_max_ps(_mm512_sub_ps(zero, x), zero);
+            pneg = _mm512_add_ps(pneg, nx);
+            let abs = seq4(_mm512_abs_ps(x));
+            // Element 0 of each lane is a group's sum; a NaN one leaves `span` as
+            // it was, as the scalar comparison does.
+            span = _mm512_mask_max_ps(span, 0x1111, abs, span);
+            // The four groups' sums to the low quarter (a permute: a compressing
+            // store is microcoded and slow on some CPUs), then stored.
+            let g = _mm512_permutexvar_ps(gather, seq4(nx));
+            negs[4 * k..4 * k + 4].copy_from_slice(&{
+                let mut t = [0f32; 4];
+                // SAFETY: `t` is four floats; the store has no alignment requirement.
+                unsafe { _mm_storeu_ps(t.as_mut_ptr(), _mm512_castps512_ps128(g)) };
+                t
+            });
+        }
+        let span = _mm512_reduce_max_ps(span);
+        let scale = if span > 0.0 && span.is_finite() {
+            255.0 / span
+        } else {
+            1.0
+        };
+        let (quads, _) = q.as_chunks::<4>();
+        let (rows, _) = lut.as_chunks_mut::<16>();
+        let top = _mm512_set1_ps(255.0);
+        for ((quad, row), &neg) in quads.iter().zip(rows).zip(&negs) {
+            let mut v = _mm512_set1_ps(neg * scale + 0.5);
+            // Lane `nib` takes `q_j · scale` where bit j of nib is set.
+            for (&x, mask) in quad.iter().zip([0xAAAAu16, 0xCCCC, 0xF0F0, 0xFF00]) {
+                v = _mm512_mask_add_ps(v, mask, v, _mm512_set1_ps(x * scale));
+            }
+            // `as u8`: at most 255 (min keeps a NaN, as its second operand), truncated,
+            // negatives and NaN (the conversion's indefinite value) to 0.
+            let i = _mm512_cvttps_epi32(_mm512_min_ps(top, v));
+            let b = _mm512_cvtusepi32_epi8(_mm512_max_epi32(i, _mm512_setzero_si512()));
+            // SAFETY: `row` is 16 bytes; the store has no alignment requirement.
+            unsafe { _mm_storeu_si128(row.as_mut_ptr().cast(), b) };
+        }
+        BinaryLut {
+            scale,
+            bias: -fold16_512(pneg),
+            sum: fold16_512(ps),
+            norm_sq: fold16_512(pn2),
+        }
+    }
 
     /// The block's 32 sums as four registers of 8 u16, in vector order (0..8,
     /// 8..16, 16..24, 24..32), from the even/odd-split accumulators: `a` holds
@@ -936,6 +1166,93 @@ mod tests {
                     let want = ((v - lo) * scale + 0.5) as u8;
                     prop_assert_eq!(lut[j * 16 + i], want, "row {} entry {}: {}", j, i, v);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        /// Every ISA's binary table is the scalar one, bit for bit, the odd values
+        /// (NaN, infinities, signed zeros, huge and tiny) included; and the scalar
+        /// one is the definition: entries within half a step of the rounded subset
+        /// sums, the sums within float rounding of f64 ones.
+        #[test]
+        fn binary_lut_equals_scalar_and_the_definition(
+            groups in 1usize..=16,
+            seed in any::<u64>(),
+            odd in 0u8..4,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let d = groups * 64;
+            let mut q: Vec<f32> = (0..d).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+            let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e30, -1e-30];
+            for _ in 0..odd {
+                let i = rng.gen_range(0..d);
+                q[i] = specials[rng.gen_range(0..specials.len())];
+            }
+            let mut want = vec![0u8; d * 4];
+            let w = binary_lut(&q, &mut want);
+            for s in scanners() {
+                let mut got = vec![0u8; d * 4];
+                let g = s.binary_lut(&q, &mut got);
+                prop_assert_eq!(&got, &want, "{}", s.name());
+                prop_assert_eq!(g.scale.to_bits(), w.scale.to_bits(), "{}", s.name());
+                prop_assert_eq!(g.bias.to_bits(), w.bias.to_bits(), "{}", s.name());
+                prop_assert_eq!(g.sum.to_bits(), w.sum.to_bits(), "{}", s.name());
+                prop_assert_eq!(g.norm_sq.to_bits(), w.norm_sq.to_bits(), "{}", s.name());
+            }
+            if odd == 0 {
+                let (sum, n2): (f64, f64) = q.iter().fold((0.0, 0.0), |(a, b), &x| (a + x as f64, b + (x as f64).powi(2)));
+                prop_assert!((w.sum as f64 - sum).abs() < 1e-3, "{} {}", w.sum, sum);
+                prop_assert!((w.norm_sq as f64 - n2).abs() < 1e-3 * n2.max(1.0));
+                let mut bias = 0f64;
+                for (g, quad) in q.chunks_exact(4).enumerate() {
+                    let lo: f64 = quad.iter().map(|&x| (x as f64).min(0.0)).sum();
+                    bias += lo;
+                    for nib in 0..16 {
+                        let e: f64 = (0..4).filter(|j| nib >> j & 1 == 1).map(|j| quad[j] as f64).sum();
+                        let t = (e - lo) * w.scale as f64;
+                        prop_assert!(t <= 255.5 + 1e-3 && (want[g * 16 + nib] as f64 - t).abs() <= 0.5 + 1e-3,
+                            "group {} nib {}: {} vs {}", g, nib, want[g * 16 + nib], t);
+                    }
+                }
+                prop_assert!((w.bias as f64 - bias).abs() < 1e-3, "{} {}", w.bias, bias);
+            }
+        }
+    }
+
+    #[test]
+    fn binary_lut_scans_to_the_subset_sum() {
+        // A code's scanned sum, through the table, is its subset sum of the query
+        // within one half step per group.
+        let d = 64;
+        let q: Vec<f32> = (0..d).map(|i| (i as f32 * 0.61).sin()).collect();
+        let mut lut = vec![0u8; d * 4];
+        let t = binary_lut(&q, &mut lut);
+        let m = d / 4;
+        let mut block = vec![0u8; block_bytes(m)];
+        let codes: Vec<Vec<u8>> = (0..BLOCK)
+            .map(|i| (0..m).map(|j| ((i * 5 + j * 11) % 16) as u8).collect())
+            .collect();
+        for (i, c) in codes.iter().enumerate() {
+            set_codes(&mut block, i, c);
+        }
+        for s in scanners() {
+            let mut sums = [0u16; BLOCK];
+            s.scan_block(&block, &lut, m, &mut sums);
+            for (i, c) in codes.iter().enumerate() {
+                let mut exact = 0f32;
+                for (g, &nib) in c.iter().enumerate() {
+                    for j in (0..4).filter(|j| nib >> j & 1 == 1) {
+                        exact += q[4 * g + j];
+                    }
+                }
+                let approx = t.bias + sums[i] as f32 / t.scale;
+                assert!(
+                    (exact - approx).abs() <= m as f32 * 0.5 / t.scale + 1e-4,
+                    "{}: {exact} vs {approx}",
+                    s.name()
+                );
             }
         }
     }
