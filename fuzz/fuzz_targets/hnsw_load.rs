@@ -8,48 +8,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use omen_core::{
-    Error, SearchParams, SearchRequest, SearchScratch, SlotId, VectorIndex, VectorStorage,
-};
+use omen_core::{Error, SearchParams, SearchRequest, SearchScratch, SlotId, VectorIndex, VectorStorage};
 use omen_hnsw::HnswIndex;
-use std::ops::Range;
 use std::path::Path;
 
-/// Read-only rows, enough for a loaded graph to be walked.
-struct Rows {
-    dim: usize,
-    data: Vec<f32>,
-}
-
-impl VectorStorage for Rows {
-    fn name(&self) -> &'static str {
-        "fuzz"
-    }
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn len(&self) -> usize {
-        self.data.len() / self.dim
-    }
-    fn append(&self, _: &[f32]) -> omen_core::Result<SlotId> {
-        Err(Error::invalid_param("append", "read-only"))
-    }
-    fn append_batch(&self, _: &[f32]) -> omen_core::Result<Range<SlotId>> {
-        Err(Error::invalid_param("append", "read-only"))
-    }
-    fn get(&self, slot: SlotId) -> Option<&[f32]> {
-        let s = slot as usize * self.dim;
-        self.data.get(s..s + self.dim)
-    }
-    fn block(&self, start: SlotId) -> Option<&[f32]> {
-        self.data
-            .get(start as usize * self.dim..)
-            .filter(|b| !b.is_empty())
-    }
-    fn memory_bytes(&self) -> usize {
-        self.data.len() * 4
-    }
-}
+#[path = "common/rows.rs"]
+mod rows;
+use rows::Rows;
 
 fuzz_target!(|data: &[u8]| {
     let file = Path::new("fuzz.hnsw");

@@ -597,6 +597,17 @@ fn corruption_sweep_ivfpq_untrained() {
     );
 }
 
+#[test]
+fn corruption_sweep_qg_trained() {
+    // Trains its codes at 16 slots: the checkpoint holds the graph, the codebooks
+    // and every code.
+    sweep_sim(
+        "qg-trained",
+        omen_qg::QgParams::new().with_m(4).with_train_at(16),
+        false,
+    );
+}
+
 /// The mmap storage on the simulated disk: the same sweep, plus every row byte
 /// and header field of every chunk file (created, grown and synced through the
 /// simulated disk), the checkpoint ending inside the second chunk.

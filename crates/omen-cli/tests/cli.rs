@@ -71,13 +71,17 @@ fn db_commands_round_trip_and_refuse_bad_input() {
         ],
         d,
     );
-    for index in ["flat", "hnsw", "ivfpq"] {
+    for index in ["flat", "hnsw", "ivfpq", "qg"] {
         let db = format!("db-{index}");
         let mut create = vec![
             "db", "create", &db, "--dim", "4", "--metric", "l2", "--index", index,
         ];
         if index == "ivfpq" {
             create.extend(["--nlist", "4", "--pq-m", "2"]);
+        }
+        if index == "qg" {
+            // Trained at the import, so that searches walk the codes.
+            create.extend(["-p", "train_at=16"]);
         }
         ok(&create, d);
         ok(&["db", "import", &db, "ds/base.fbin"], d);
@@ -731,7 +735,7 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
         ),
         (
             &["--index", "diskann"],
-            r#"unknown index kind "diskann"; registered: flat, hnsw, ivfpq"#,
+            r#"unknown index kind "diskann"; registered: flat, hnsw, ivfpq, qg"#,
             "invalid parameter",
         ),
     ];
@@ -838,7 +842,7 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
             "db", "create", "bad", "--dim", "4", "--metric", "l2", "--index", "lsh", "--m", "4",
         ],
         d,
-        r#"invalid parameter index: unknown index kind "lsh"; registered: flat, hnsw, ivfpq"#,
+        r#"invalid parameter index: unknown index kind "lsh"; registered: flat, hnsw, ivfpq, qg"#,
     );
     assert_nothing_created(&d.join("bad"));
 }
@@ -851,12 +855,15 @@ fn db_search_refuses_parameters_the_index_does_not_take() {
     let d = t.path();
     write_fvecs(&d.join("v.fvecs"), 300);
     write_fvecs(&d.join("q.fvecs"), 3);
-    for index in ["flat", "hnsw", "ivfpq"] {
+    for index in ["flat", "hnsw", "ivfpq", "qg"] {
         let mut create = vec![
             "db", "create", index, "--dim", "4", "--metric", "l2", "--index", index,
         ];
         if index == "ivfpq" {
             create.extend(["--nlist", "4", "--pq-m", "2", "--train-size", "256"]);
+        }
+        if index == "qg" {
+            create.extend(["-p", "train_at=16"]);
         }
         ok(&create, d);
         ok(&["db", "import", index, "v.fvecs"], d);

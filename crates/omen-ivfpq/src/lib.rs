@@ -104,10 +104,12 @@
 
 pub use omen_core::simd::fastscan;
 mod kind;
-pub mod kmeans;
+/// k-means, shared with the other indexes (it lives in `omen-core`).
+pub use omen_core::kmeans;
 mod persist;
 mod pool;
-pub mod pq;
+/// Product quantisation, shared with the other indexes (it lives in `omen-core`).
+pub use omen_core::pq;
 
 use fastscan::{Scanner, BLOCK};
 use kmeans::{KMeansInit, KMeansParams};

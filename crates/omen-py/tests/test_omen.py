@@ -72,6 +72,29 @@ def test_hnsw_recall(data, metric):
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_qg_trains_and_walks_codes(data, metric):
+    base, queries = data
+    ix = omen.Index("qg", 16, metric, train_at=1000)
+    assert not ix.is_trained
+    ix.add(base[:500])
+    assert not ix.is_trained
+    ix.add(base[500:], threads=2)
+    assert ix.is_trained
+    want, _ = brute(base, queries, 10, metric)
+    got, _ = ix.search_batch(queries, 10, threads=2, ef=200)
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
+    assert recall > 0.95, recall
+    single = np.stack([ix.search(q, 10, ef=200)[0] for q in queries])
+    np.testing.assert_array_equal(single, got)
+    with pytest.raises(ValueError, match="rerank"):
+        ix.search(queries[0], 10, rerank=0)
+    with pytest.raises(ValueError, match="nprobe"):
+        ix.search(queries[0], 10, nprobe=4)
+    with pytest.raises(ValueError, match="pq_m"):
+        omen.Index("qg", 16, metric, pq_m=5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_ivfpq_train_add_search(data, metric):
     base, queries = data
     ix = omen.Index("ivfpq", 16, metric, nlist=16, m=8, nbits=4, train_size=1000)
@@ -86,10 +109,10 @@ def test_ivfpq_train_add_search(data, metric):
     assert ix.memory_bytes() > 0 and ix.storage_bytes() >= 2000 * 16 * 4
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq", "qg"])
 def test_index_remove(data, kind):
     base, queries = data
-    params = {"nlist": 8, "m": 8, "nbits": 4} if kind == "ivfpq" else {}
+    params = {"nlist": 8, "m": 8, "nbits": 4} if kind == "ivfpq" else ({"train_at": 500} if kind == "qg" else {})
     ix = omen.Index(kind, 16, "l2", **params)
     if not ix.is_trained:
         ix.train(base)
@@ -97,7 +120,7 @@ def test_index_remove(data, kind):
     gone = np.arange(0, 2000, 2)
     ix.remove(gone)
     assert len(ix) == 1000
-    knobs = {"nprobe": 8, "rerank_factor": 10} if kind == "ivfpq" else ({"ef": 128} if kind == "hnsw" else {})
+    knobs = {"nprobe": 8, "rerank_factor": 10} if kind == "ivfpq" else ({"ef": 128} if kind in ("hnsw", "qg") else {})
     ids, _ = ix.search_batch(queries, 10, **knobs)
     assert (ids % 2 == 1).all(), "a removed label came back"
     truth = 1 + 2 * brute(base[1::2], queries, 10, "l2")[0]
@@ -358,7 +381,8 @@ def test_collection_corruption_names_file_and_offset(tmp_path, data):
 
 def test_kinds_lists_the_registry():
     ks = {k["name"]: k for k in omen.kinds()}
-    assert {"flat", "hnsw", "ivfpq"} <= set(ks)
+    assert {"flat", "hnsw", "ivfpq", "qg"} <= set(ks)
+    assert set(ks["qg"]["search"]) == {"ef", "rerank"} and "pq_m" in ks["qg"]["build"]
     assert "ef_construction" in ks["hnsw"]["build"] and set(ks["hnsw"]["search"]) == {"ef"}
     assert set(ks["ivfpq"]["search"]) == {"nprobe", "rerank_factor"}
     assert ks["flat"]["build"] == {} and ks["flat"]["search"] == {}

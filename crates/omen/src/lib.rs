@@ -40,6 +40,7 @@ pub use omen_core::{
 pub use omen_flat::FLAT;
 pub use omen_hnsw::{HnswParams, HNSW};
 pub use omen_ivfpq::{IvfPqParams, IVFPQ};
+pub use omen_qg::{QgParams, QG};
 
 #[cfg(test)]
 #[cfg(not(loom))]

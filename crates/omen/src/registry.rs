@@ -4,7 +4,7 @@
 //! The engine (create, open, checkpoint, verify), the CLI, the bench config and
 //! the Python package find an index kind here by the name a user or a manifest
 //! gives, and hand it key/value [`Params`]; nothing else matches on kind names.
-//! The built-in kinds are [`FLAT`], [`HNSW`] and [`IVFPQ`]; a program (or a test)
+//! The built-in kinds are [`FLAT`], [`HNSW`], [`IVFPQ`] and [`QG`]; a program (or a test)
 //! adds its own with [`register`] before creating or opening a collection of
 //! that kind. See `docs/ADDING_AN_INDEX.md`.
 
@@ -14,9 +14,10 @@ use std::sync::RwLock;
 pub use omen_flat::{FlatKind, FLAT};
 pub use omen_hnsw::{HnswKind, HNSW};
 pub use omen_ivfpq::{IvfPqKind, IVFPQ};
+pub use omen_qg::{QgKind, QG};
 
 /// The kinds every build has, in the order help texts list them.
-static BUILT_IN: [&'static dyn IndexKind; 3] = [&FLAT, &HNSW, &IVFPQ];
+static BUILT_IN: [&'static dyn IndexKind; 4] = [&FLAT, &HNSW, &IVFPQ, &QG];
 
 /// Kinds added at run time. A plain `std` lock: registration is rare, and the
 /// loom models never register.
@@ -242,11 +243,11 @@ mod tests {
 
     #[test]
     fn built_in_kinds_are_found_by_name_and_unknown_ones_are_refused() {
-        for name in ["flat", "hnsw", "ivfpq"] {
+        for name in ["flat", "hnsw", "ivfpq", "qg"] {
             assert_eq!(lookup(name).unwrap().name(), name);
         }
         let e = lookup("diskann").unwrap_err().to_string();
-        assert!(e.contains("registered: flat, hnsw, ivfpq"), "{e}");
+        assert!(e.contains("registered: flat, hnsw, ivfpq, qg"), "{e}");
         assert!(register(&HNSW).is_ok());
         assert_eq!(kinds().iter().filter(|k| k.name() == "hnsw").count(), 1);
         let e = spec("hnsw", &Params::new().with("nlist", 3)).unwrap_err();

@@ -15,8 +15,8 @@
 //!
 //! Everything random comes from one `ChaCha8Rng` seeded with [`KMeansParams::seed`].
 
-use omen_core::simd::Kernels;
-use omen_core::{Error, Result};
+use crate::simd::Kernels;
+use crate::{Error, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -107,7 +107,7 @@ pub fn kmeans(
     dim: usize,
     params: &KMeansParams,
 ) -> Result<KMeans> {
-    let n = omen_core::validate::check_rows(data, dim)?;
+    let n = crate::validate::check_rows(data, dim)?;
     let k = params.k;
     if k == 0 {
         return Err(Error::invalid_param(
@@ -249,7 +249,7 @@ pub fn assign(
 /// few elements the branch is almost always predicted, which measured faster than
 /// a lane-parallel select at the baseline x86_64 target.
 #[inline]
-pub(crate) fn argmin(d: &[f32]) -> (usize, f32) {
+pub fn argmin(d: &[f32]) -> (usize, f32) {
     let mut best = (0, f32::INFINITY);
     for (j, &x) in d.iter().enumerate() {
         if x < best.1 {
@@ -261,7 +261,7 @@ pub(crate) fn argmin(d: &[f32]) -> (usize, f32) {
 
 /// The index and value of the largest element (the first on ties; NaN never wins).
 #[inline]
-pub(crate) fn argmax(d: &[f32]) -> (usize, f32) {
+pub fn argmax(d: &[f32]) -> (usize, f32) {
     let mut best = (0, f32::NEG_INFINITY);
     for (j, &x) in d.iter().enumerate() {
         if x > best.1 {

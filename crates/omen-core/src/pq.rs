@@ -3,8 +3,8 @@
 //! per-sub-space codebook of `2^nbits` centroids (16 or 256).
 
 use crate::kmeans::{kmeans, KMeansInit, KMeansParams};
-use omen_core::simd::Kernels;
-use omen_core::{Error, Result};
+use crate::simd::Kernels;
+use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// A trained product quantizer.
@@ -65,7 +65,7 @@ impl ProductQuantizer {
         iters: usize,
     ) -> Result<Self> {
         Self::check_shape(dim, m, nbits)?;
-        let n = omen_core::validate::check_rows(data, dim)?;
+        let n = crate::validate::check_rows(data, dim)?;
         let ksub = 1usize << nbits;
         if n < ksub {
             return Err(Error::invalid_param(

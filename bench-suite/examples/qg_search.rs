@@ -1,0 +1,91 @@
+//! Searches the quantized-graph index in-process (one query per call, one thread)
+//! over a dataset, for profiling the walk: `QG_INDEX=FILE` keeps the built index
+//! between runs (it is loaded with `QgIndex::from_bytes`, blocks rebuilt).
+//!
+//! ```text
+//! cargo run --release -p omen-bench --example qg_search -- glove-50-l2 2000 64,256 [RERANK]
+//! ```
+
+use omen_core::{SearchParams, SearchRequest, SearchScratch, VectorIndex, VectorStorage};
+use omen_qg::{QgIndex, QgParams};
+use omen_storage::MemoryStorage;
+use std::error::Error;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "glove-50-l2".into());
+    let nq: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let efs: Vec<usize> = args
+        .next()
+        .unwrap_or_else(|| "64".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let rerank: Option<usize> = args.next().map(|s| s.parse()).transpose()?;
+    let k = 10;
+    let ds = omen_datasets::load_named(&name, &omen_datasets::default_data_dir(), k)?;
+    let dim = ds.base.dim();
+    let storage = MemoryStorage::new(dim)?;
+    storage.append_batch(ds.base.data())?;
+    let n = storage.len();
+    let cache = std::env::var("QG_INDEX").ok().map(std::path::PathBuf::from);
+    let index = match cache.as_ref().filter(|p| p.exists()) {
+        Some(p) => QgIndex::from_bytes(&std::fs::read(p)?, p)?,
+        None => {
+            let index = QgIndex::new(dim, ds.metric, QgParams::new())?;
+            let t = Instant::now();
+            index.add(&storage, 0..n as u32)?;
+            eprintln!("built in {:.1} s", t.elapsed().as_secs_f64());
+            if let Some(p) = &cache {
+                std::fs::write(p, index.to_bytes())?;
+            }
+            index
+        }
+    };
+    let gt = ds.ground_truth.as_ref().ok_or("no ground truth")?;
+    let queries: Vec<&[f32]> = ds.queries.iter_rows().take(nq).collect();
+    let mut scratch = SearchScratch::new();
+    let mut out = Vec::new();
+    println!("| ef | rerank | recall@10 | QPS |");
+    for &ef in &efs {
+        let mut p = SearchParams::new().with("ef", ef);
+        if let Some(r) = rerank {
+            p = p.with("rerank", r);
+        }
+        let mut hits = 0;
+        for (qi, q) in queries.iter().enumerate() {
+            index.search(
+                &storage,
+                &SearchRequest::new(q, k, &p),
+                &mut scratch,
+                &mut out,
+            )?;
+            let truth = &gt.query_ids(qi).unwrap_or(&[])[..k];
+            hits += out.iter().filter(|x| truth.contains(&x.slot)).count();
+        }
+        let passes: usize = std::env::var("QG_PASSES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let mut best = 0f64;
+        for _ in 0..passes {
+            let t = Instant::now();
+            for q in &queries {
+                index.search(
+                    &storage,
+                    &SearchRequest::new(q, k, &p),
+                    &mut scratch,
+                    &mut out,
+                )?;
+            }
+            best = best.max(queries.len() as f64 / t.elapsed().as_secs_f64());
+        }
+        println!(
+            "| {ef} | {} | {:.4} | {best:.0} |",
+            rerank.map_or("ef".into(), |r| r.to_string()),
+            hits as f64 / (k * queries.len()) as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,740 @@
+//! Quantized graph ("qg"): an HNSW graph whose layer-0 walk reads only compressed
+//! codes, with exact re-ranking of the best estimates.
+//!
+//! # Design
+//! Every node owns one cache-line-aligned **block**: the ids of its first 32
+//! layer-0 neighbours and their 4-bit PQ codes in the fast-scan layout
+//! ([`omen_core::simd::fastscan`]). A query builds one lookup table (squared L2 or
+//! negated inner product per sub-quantizer centroid, quantised to bytes), descends
+//! the HNSW upper layers exactly as HNSW does, and then runs a beam search of width
+//! `ef` on layer 0 in which visiting a node means reading its block and estimating
+//! all 32 neighbours at once with byte shuffles: no full vector is read during the
+//! walk. The `rerank` best estimates of the final beam are scored exactly from the
+//! storage and the `k` closest returned.
+//!
+//! The design follows the frontier of graph indexes (SymphonyQG, NGT-QG: codes of
+//! the neighbours next to the adjacency list, fast-scan estimation, a small exact
+//! re-rank); the codes here are product-quantised with one component per
+//! sub-quantizer up to 64 dimensions ([`default_pq_m`]), which on GloVe-50 gave
+//! sharper estimates than one-bit RaBitQ codes relative to each node (measured in
+//! `bench-suite/examples/qg_probe.rs`: the RaBitQ walk needs a table or an exact
+//! distance per visited node and ran at 0.5-0.6x omen HNSW; this one at 1.7-1.9x).
+//! The codebooks are the shared [`omen_core::pq`] quantizer.
+//!
+//! # Memory
+//! Per node: the HNSW graph (owned by [`omen_hnsw::HnswIndex`], which also does
+//! insertion, deletion and repair), one code of `m / 2` bytes (kept to rebuild
+//! blocks), and one block of `128 + 16 · m` bytes rounded to a cache line (the
+//! neighbours' codes, duplicated per in-link: the price of reading one region per
+//! visit). [`QgIndex::memory_breakdown`] reports each part.
+//!
+//! # Life cycle
+//! * Before it is trained (fewer than `train_at` present slots and no
+//!   [`VectorIndex::train`]) the index is a plain HNSW: queries walk the graph
+//!   exactly.
+//! * Training fits the codebooks on up to `train_sample` present vectors (or the
+//!   given sample), codes every node and builds every block.
+//! * [`VectorIndex::add`] inserts into the graph, codes the new slots and rebuilds
+//!   the blocks of every node whose list may have changed (the new nodes and their
+//!   layer-0 neighbours, which received back-links), in chunks, each published
+//!   under the layer's write lock: a search sees a block before or after an update,
+//!   never half-written, and a slot becomes reachable through codes once its add
+//!   returns. A repair of the graph after deletions (which rewires other lists)
+//!   rebuilds every block.
+//! * [`VectorIndex::remove`] tombstones the node in the graph; it still routes the
+//!   walk and is skipped by the re-rank.
+//! * Filtered and exhaustive queries, and queries the walk answers with fewer
+//!   than `k` results, are answered by the HNSW search (which has its own exact
+//!   fallbacks), so the [`VectorIndex`] contract holds in every case.
+//!
+//! # Persistence
+//! [`QgIndex::to_bytes`]/[`QgIndex::from_bytes`]: the graph file of
+//! [`omen_hnsw`], the codebooks and every code, under one header and checksum
+//! (`FORMAT.md`). Blocks are rebuilt from the graph and the codes on load, with
+//! no distance computation.
+
+mod kind;
+mod layer;
+mod persist;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+pub use kind::{default_pq_m, QgKind, QgParams, QgSearch, QG};
+
+use layer::{lane_id, Layer, Update, DEGREE, NO_NODE};
+use omen_core::pq::ProductQuantizer;
+use omen_core::simd::fastscan::{self, Scanner, BLOCK};
+use omen_core::simd::{prefetch, Kernels};
+use omen_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use omen_core::sync::{lock, read, write, Mutex, RwLock};
+use omen_core::{
+    Error, IndexStats, Metric, Neighbor, Params, Result, SearchParams, SearchRequest,
+    SearchScratch, SearchStats, SlotId, VectorIndex, VectorStorage,
+};
+use omen_hnsw::HnswIndex;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// k-means iterations of the PQ training.
+const PQ_ITERS: usize = 10;
+/// Blocks rebuilt per write-lock acquisition during an update.
+const UPDATE_CHUNK: usize = 8_192;
+/// Candidates prefetched ahead of the walk (their blocks start loading while the
+/// current block is scanned).
+const PREFETCH_AHEAD: usize = 2;
+
+/// The bytes of each part of a [`QgIndex`] (see [`QgIndex::memory_breakdown`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QgMemory {
+    /// The HNSW graph (links of every layer).
+    pub graph: usize,
+    /// Every node's own code (`m / 2` bytes packed, held as `m` bytes).
+    pub codes: usize,
+    /// The node blocks (neighbour ids and their codes).
+    pub blocks: usize,
+    /// The codebooks.
+    pub codebooks: usize,
+}
+
+/// The quantized-graph index. See the crate documentation.
+pub struct QgIndex {
+    dim: usize,
+    metric: Metric,
+    params: QgParams,
+    graph: HnswIndex,
+    layer: RwLock<Option<Layer>>,
+    /// Serialises adds, training and block rebuilds (searches never take it).
+    writer: Mutex<()>,
+    /// Whether any slot was ever removed: the re-rank checks liveness only then.
+    removed_any: AtomicBool,
+    kernels: &'static Kernels,
+    scanner: Scanner,
+    searches: AtomicU64,
+    search_distances: AtomicU64,
+    build_distances: AtomicU64,
+}
+
+impl std::fmt::Debug for QgIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QgIndex")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A beam entry: estimated (or, for the start, exact walking) distance.
+#[derive(Copy, Clone, Debug)]
+struct Entry {
+    dist: f32,
+    slot: SlotId,
+    expanded: bool,
+}
+
+/// Per-search state kept in [`SearchScratch::extra`].
+#[derive(Default)]
+struct Work {
+    pool: Vec<Entry>,
+    ids: Vec<u32>,
+    table: Vec<f32>,
+    lut: Vec<u8>,
+    visited: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+impl Work {
+    /// Clears the marks of the previous walk (only the words it touched) and sizes
+    /// them for `n` slots.
+    fn reset(&mut self, n: usize) {
+        for &w in &self.touched {
+            if let Some(x) = self.visited.get_mut(w as usize) {
+                *x = 0;
+            }
+        }
+        self.touched.clear();
+        let words = n.div_ceil(64);
+        if self.visited.len() < words {
+            self.visited.resize(words, 0);
+        }
+    }
+
+    /// Marks `v`; returns whether it was unmarked.
+    #[inline]
+    fn visit(&mut self, v: SlotId) -> bool {
+        let (w, bit) = (v as usize / 64, 1u64 << (v % 64));
+        if w >= self.visited.len() {
+            self.visited.resize(w + 1, 0);
+        }
+        let x = &mut self.visited[w];
+        if *x & bit != 0 {
+            return false;
+        }
+        if *x == 0 {
+            self.touched.push(w as u32);
+        }
+        *x |= bit;
+        true
+    }
+}
+
+/// Inserts `e` into the sorted beam of capacity `ef`; returns its position, or
+/// `None` when it does not make the beam.
+#[inline]
+fn pool_insert(pool: &mut Vec<Entry>, ef: usize, e: Entry) -> Option<usize> {
+    if pool.len() >= ef && pool.last().is_some_and(|l| e.dist >= l.dist) {
+        return None;
+    }
+    let at = pool.partition_point(|p| p.dist <= e.dist);
+    if pool.len() >= ef {
+        pool.pop();
+    }
+    pool.insert(at, e);
+    Some(at)
+}
+
+impl QgIndex {
+    /// An empty index; `InvalidParameter` for a parameter out of range (a `pq_m`
+    /// that does not divide `dim`, among others).
+    pub fn new(dim: usize, metric: Metric, params: QgParams) -> Result<QgIndex> {
+        params.validate(dim)?;
+        let graph = HnswIndex::new(dim, metric, params.hnsw())?;
+        Ok(Self::from_parts(dim, metric, params, graph, None))
+    }
+
+    fn from_parts(
+        dim: usize,
+        metric: Metric,
+        params: QgParams,
+        graph: HnswIndex,
+        layer: Option<Layer>,
+    ) -> QgIndex {
+        QgIndex {
+            dim,
+            metric,
+            params,
+            graph,
+            layer: RwLock::new(layer),
+            writer: Mutex::new(()),
+            // Set by `remove`, and by a load that finds removed nodes.
+            removed_any: AtomicBool::new(false),
+            kernels: Kernels::best(),
+            scanner: Scanner::best(),
+            searches: AtomicU64::new(0),
+            search_distances: AtomicU64::new(0),
+            build_distances: AtomicU64::new(0),
+        }
+    }
+
+    /// The parameters the index was built with.
+    pub fn params(&self) -> &QgParams {
+        &self.params
+    }
+
+    /// The HNSW graph underneath (for tools that read it).
+    pub fn graph(&self) -> &HnswIndex {
+        &self.graph
+    }
+
+    /// Bytes of each part of the index (the storage's vectors not included).
+    pub fn memory_breakdown(&self) -> QgMemory {
+        let l = read(&self.layer);
+        QgMemory {
+            graph: self.graph.memory_bytes(),
+            codes: l.as_ref().map_or(0, |l| l.codes.capacity()),
+            blocks: l.as_ref().map_or(0, |l| l.blocks.memory_bytes()),
+            codebooks: l.as_ref().map_or(0, |l| l.pq.memory_bytes()),
+        }
+    }
+
+    /// The distance the walk ranks by: squared L2, or `1 - a·b` for the
+    /// inner-product metrics (the engine hands cosine collections unit vectors).
+    #[inline]
+    fn walk_dist(&self, a: &[f32], b: &[f32]) -> f32 {
+        match self.metric {
+            Metric::L2 => self.kernels.l2_sq(a, b),
+            _ => 1.0 - self.kernels.dot(a, b),
+        }
+    }
+
+    /// Codes `slots` (their vectors from `storage`) in parallel.
+    fn encode(
+        &self,
+        pq: &ProductQuantizer,
+        storage: &dyn VectorStorage,
+        slots: &[SlotId],
+    ) -> Result<Vec<u8>> {
+        let m = pq.m();
+        let mut codes = vec![0u8; slots.len() * m];
+        codes
+            .par_chunks_mut(m.max(1))
+            .zip(slots.par_iter())
+            .map_init(Vec::new, |scratch, (code, &s)| {
+                let v = storage.get(s).ok_or(Error::UnknownSlot { slot: s })?;
+                pq.encode(self.kernels, v, code, scratch);
+                Ok(())
+            })
+            .collect::<Result<()>>()?;
+        Ok(codes)
+    }
+
+    /// Rebuilds the blocks of `nodes` from the graph's current lists and the
+    /// layer's codes, in chunks, each applied under the write lock.
+    fn rebuild_blocks(&self, nodes: &[SlotId], slots: usize) {
+        for chunk in nodes.chunks(UPDATE_CHUNK) {
+            let update = {
+                let guard = read(&self.layer);
+                let Some(layer) = guard.as_ref() else { return };
+                let stride = layer::stride_for(layer.m());
+                let blocks: Vec<(SlotId, Vec<u8>)> = chunk
+                    .par_iter()
+                    .map_init(Vec::new, |ids, &u| {
+                        self.graph.links(u, 0, ids);
+                        let mut b = Vec::with_capacity(stride);
+                        layer.make_block(ids, &mut b);
+                        (u, b)
+                    })
+                    .collect();
+                Update {
+                    codes: Vec::new(),
+                    blocks,
+                    slots,
+                }
+            };
+            if let Some(layer) = write(&self.layer).as_mut() {
+                layer.apply(update);
+            }
+        }
+    }
+
+    /// Every slot the graph holds (present, removed or reserved), below `bound`.
+    fn graph_nodes(&self, bound: usize) -> Vec<SlotId> {
+        let mut ids = Vec::new();
+        (0..bound as u32)
+            .filter(|&s| self.graph.links(s, 0, &mut ids))
+            .collect()
+    }
+
+    /// Trains the codebooks on `sample` (or, when `None`, on up to `train_sample`
+    /// present vectors of `storage`), codes every node and builds every block.
+    /// Called with the writer lock held.
+    fn train_layer(&self, storage: &dyn VectorStorage, sample: Option<&[f32]>) -> Result<()> {
+        let m = self.params.pq_m_for(self.dim);
+        let owned;
+        let sample = match sample {
+            Some(s) => s,
+            None => {
+                let mut rows = Vec::new();
+                for s in 0..storage.len() as u32 {
+                    if rows.len() >= self.params.train_sample * self.dim {
+                        break;
+                    }
+                    if self.graph.contains(s) {
+                        if let Some(v) = storage.get(s) {
+                            rows.extend_from_slice(v);
+                        }
+                    }
+                }
+                owned = rows;
+                &owned
+            }
+        };
+        let pq = ProductQuantizer::train(
+            self.kernels,
+            sample,
+            self.dim,
+            m,
+            4,
+            self.params.seed,
+            PQ_ITERS,
+        )?;
+        let bound = storage.len();
+        let nodes = self.graph_nodes(bound);
+        let codes = self.encode(&pq, storage, &nodes)?;
+        let mut layer = Layer::new(pq);
+        for (s, c) in nodes.iter().zip(codes.chunks_exact(m)) {
+            layer.set_code(*s, c);
+        }
+        layer.blocks.grow_to(bound);
+        *write(&self.layer) = Some(layer);
+        self.rebuild_blocks(&nodes, bound);
+        Ok(())
+    }
+
+    /// After the graph took `slots`: codes them and rebuilds the blocks whose
+    /// lists may have changed. Called with the writer lock held.
+    fn absorb(
+        &self,
+        storage: &dyn VectorStorage,
+        slots: Range<SlotId>,
+        repaired: bool,
+    ) -> Result<()> {
+        let new: Vec<SlotId> = slots.clone().collect();
+        let codes = {
+            let guard = read(&self.layer);
+            let Some(layer) = guard.as_ref() else {
+                return Ok(());
+            };
+            self.encode(&layer.pq, storage, &new)?
+        };
+        let bound = (slots.end as usize).max(storage.len());
+        if let Some(layer) = write(&self.layer).as_mut() {
+            let m = layer.m();
+            layer.apply(Update {
+                codes: new
+                    .iter()
+                    .zip(codes.chunks_exact(m))
+                    .map(|(&s, c)| (s, c.to_vec()))
+                    .collect(),
+                blocks: Vec::new(),
+                slots: bound,
+            });
+        }
+        let affected = if repaired {
+            // A repair rewired lists anywhere in the graph.
+            self.graph_nodes(bound)
+        } else {
+            let mut affected = new.clone();
+            let mut ids = Vec::new();
+            for &s in &new {
+                self.graph.links(s, 0, &mut ids);
+                affected.extend_from_slice(&ids);
+            }
+            affected.sort_unstable();
+            affected.dedup();
+            affected
+        };
+        self.rebuild_blocks(&affected, bound);
+        Ok(())
+    }
+
+    /// The walk on codes; `None` when the walk cannot answer (no entry point yet).
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        layer: &Layer,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        rerank: usize,
+        work: &mut Work,
+        out: &mut Vec<Neighbor>,
+    ) -> Option<u64> {
+        out.clear();
+        // Greedy descent through the upper layers, exact (as HNSW).
+        let ep = self.graph.entry_point()?;
+        let top = self.graph.top_level()?;
+        let mut dc = 1u64;
+        let mut cur = (ep, self.walk_dist(q, storage.get(ep)?));
+        for level in (1..=top).rev() {
+            loop {
+                let mut moved = false;
+                self.graph.links(cur.0, level, &mut work.ids);
+                for &v in &work.ids {
+                    if let Some(x) = storage.get(v) {
+                        dc += 1;
+                        let d = self.walk_dist(q, x);
+                        if d < cur.1 {
+                            cur = (v, d);
+                            moved = true;
+                        }
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        // One table for the query; estimates are on the walk's scale.
+        let m = layer.m();
+        work.table.resize(m * layer.pq.ksub(), 0.0);
+        let offset = match self.metric {
+            Metric::L2 => {
+                layer.pq.l2_table(self.kernels, q, &mut work.table);
+                0.0
+            }
+            _ => {
+                layer.pq.neg_ip_table(self.kernels, q, &mut work.table);
+                1.0
+            }
+        };
+        let (scale, bias) = fastscan::quantize_lut(&work.table, m, &mut work.lut);
+        let (base, inv) = (offset + bias, 1.0 / scale);
+        let cb = fastscan::block_bytes(m);
+        work.reset(layer.blocks.slots().max(storage.len()));
+        work.pool.clear();
+        work.visit(cur.0);
+        work.pool.push(Entry {
+            dist: cur.1,
+            slot: cur.0,
+            expanded: false,
+        });
+        let mut est = [0f32; BLOCK];
+        let mut cursor = 0;
+        while cursor < work.pool.len() {
+            let u = work.pool[cursor].slot;
+            work.pool[cursor].expanded = true;
+            let mut next = cursor + 1;
+            if let Some(b) = layer.blocks.get(u) {
+                let thr = if work.pool.len() >= ef {
+                    work.pool.last().map_or(f32::INFINITY, |l| l.dist)
+                } else {
+                    f32::INFINITY
+                };
+                // The estimates of all 32 lanes and the mask of those that would make
+                // the beam, in one pass. A neighbour is not marked unless it passes:
+                // its estimate is the same from every block (one codebook, one table)
+                // and the beam's bar only rises, so one that fails now fails again.
+                let mut mask = self.scanner.scan_filter(
+                    &b[4 * DEGREE..4 * DEGREE + cb],
+                    &work.lut,
+                    m,
+                    base,
+                    inv,
+                    None,
+                    thr,
+                    &mut est,
+                );
+                dc += DEGREE as u64;
+                while mask != 0 {
+                    let lane = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let v = lane_id(b, lane);
+                    if v == NO_NODE || !work.visit(v) {
+                        continue;
+                    }
+                    if let Some(p) = pool_insert(
+                        &mut work.pool,
+                        ef,
+                        Entry {
+                            dist: est[lane],
+                            slot: v,
+                            expanded: false,
+                        },
+                    ) {
+                        next = next.min(p);
+                    }
+                }
+            } else {
+                // No block yet (its add is in flight): expand from the graph's
+                // list with exact distances.
+                self.graph.links(u, 0, &mut work.ids);
+                for i in 0..work.ids.len() {
+                    let v = work.ids[i];
+                    if !work.visit(v) {
+                        continue;
+                    }
+                    let Some(x) = storage.get(v) else { continue };
+                    dc += 1;
+                    let d = self.walk_dist(q, x);
+                    if let Some(p) = pool_insert(
+                        &mut work.pool,
+                        ef,
+                        Entry {
+                            dist: d,
+                            slot: v,
+                            expanded: false,
+                        },
+                    ) {
+                        next = next.min(p);
+                    }
+                }
+            }
+            cursor = next;
+            while cursor < work.pool.len() && work.pool[cursor].expanded {
+                cursor += 1;
+            }
+            for e in work.pool[cursor..]
+                .iter()
+                .filter(|e| !e.expanded)
+                .take(PREFETCH_AHEAD)
+            {
+                if let Some(b) = layer.blocks.get(e.slot) {
+                    prefetch(b);
+                }
+            }
+        }
+        // Exact re-rank of the best estimates.
+        let check_live = self.removed_any.load(Ordering::Acquire);
+        let r = rerank.min(work.pool.len());
+        for e in &work.pool[..r] {
+            if let Some(v) = storage.get(e.slot) {
+                prefetch(v);
+            }
+        }
+        for e in &work.pool[..r] {
+            // The start node may be one whose add is still in flight; the others
+            // were published by a finished add.
+            if (check_live || e.slot == cur.0) && !self.graph.contains(e.slot) {
+                continue;
+            }
+            if let Some(v) = storage.get(e.slot) {
+                dc += 1;
+                out.push(Neighbor::new(
+                    e.slot,
+                    self.metric.distance(self.kernels, q, v),
+                ));
+            }
+        }
+        out.sort_unstable();
+        out.truncate(k);
+        Some(dc)
+    }
+
+    /// The HNSW search with `ef` (filtered, exhaustive and untrained queries).
+    fn graph_search(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        ef: Option<usize>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        let mut params = SearchParams::new();
+        params.exhaustive = req.params.exhaustive;
+        if let Some(ef) = ef {
+            params = params.with("ef", ef);
+        }
+        let mut r = SearchRequest::new(req.query, req.k, &params);
+        r.filter = req.filter;
+        self.graph.search_unchecked(storage, &r, scratch, out)
+    }
+}
+
+impl VectorIndex for QgIndex {
+    fn name(&self) -> &'static str {
+        "qg"
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn add(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
+        let _w = lock(&self.writer);
+        let tombstones = self.graph.tombstones();
+        self.graph.add(storage, slots.clone())?;
+        let dc = self.graph.stats().build_distance_computations;
+        self.build_distances.store(dc, Ordering::Relaxed);
+        let trained = read(&self.layer).is_some();
+        if !trained {
+            if self.graph.len() >= self.params.train_at {
+                self.train_layer(storage, None)?;
+            }
+            return Ok(());
+        }
+        // A repair (it runs inside the graph's add) lowered the tombstones.
+        let repaired = self.graph.tombstones() < tombstones;
+        self.absorb(storage, slots, repaired)
+    }
+
+    fn remove(&self, slot: SlotId) -> Result<()> {
+        self.graph.remove(slot)?;
+        self.removed_any.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn contains(&self, slot: SlotId) -> bool {
+        self.graph.contains(slot)
+    }
+
+    fn len(&self) -> usize {
+        self.graph.len()
+    }
+
+    fn build_params(&self) -> Params {
+        self.params.to_params(self.dim)
+    }
+
+    fn check_search_params(&self, params: &SearchParams) -> Result<()> {
+        QgSearch::from_params(params).map(|_| ())
+    }
+
+    fn search_unchecked(
+        &self,
+        storage: &dyn VectorStorage,
+        req: &SearchRequest<'_>,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        let knobs = QgSearch::from_params(req.params)?;
+        omen_core::validate::check_storage_dim(self.dim, storage)?;
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        let (ef, rerank) = knobs.resolve(req.k, self.params.ef_search);
+        let stats = 'walk: {
+            if req.filter.is_some() || req.params.exhaustive {
+                break 'walk None;
+            }
+            let guard = read(&self.layer);
+            let Some(layer) = guard.as_ref() else {
+                break 'walk None;
+            };
+            let work = scratch.extra_or_insert_with(Work::default);
+            let dc = self.walk(layer, storage, req.query, req.k, ef, rerank, work, out);
+            match dc {
+                // Fewer than k found while more are present: the graph search,
+                // with its exact fallbacks, settles it.
+                Some(dc) if out.len() >= req.k.min(self.graph.len()) => Some(SearchStats {
+                    distance_computations: dc,
+                }),
+                _ => None,
+            }
+        };
+        let stats = match stats {
+            Some(s) => s,
+            None => self.graph_search(storage, req, Some(ef), scratch, out)?,
+        };
+        self.search_distances
+            .fetch_add(stats.distance_computations, Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    fn is_trained(&self) -> bool {
+        read(&self.layer).is_some()
+    }
+
+    fn train(&self, storage: &dyn VectorStorage, sample: &[f32]) -> Result<()> {
+        let _w = lock(&self.writer);
+        if read(&self.layer).is_some() {
+            return Err(Error::invalid_param(
+                "train",
+                "the qg index is already trained",
+            ));
+        }
+        omen_core::validate::check_storage_dim(self.dim, storage)?;
+        let rows = omen_core::validate::check_rows(sample, self.dim)?;
+        if rows < 16 {
+            return Err(Error::invalid_param(
+                "train",
+                format!("a 4-bit codebook needs at least 16 sample rows, got {rows}"),
+            ));
+        }
+        self.train_layer(storage, Some(sample))
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let m = self.memory_breakdown();
+        std::mem::size_of::<Self>() + m.graph + m.codes + m.blocks + m.codebooks
+    }
+
+    fn stats(&self) -> IndexStats {
+        IndexStats {
+            searches: self.searches.load(Ordering::Relaxed),
+            search_distance_computations: self.search_distances.load(Ordering::Relaxed),
+            build_distance_computations: self.build_distances.load(Ordering::Relaxed),
+        }
+    }
+
+    fn persist(&self) -> Option<Vec<u8>> {
+        Some(self.to_bytes())
+    }
+}
