@@ -47,7 +47,7 @@ const SEARCH: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "rerank",
-        "best estimates re-ranked with exact distances (k..=ef; a larger value widens the beam) [ef]",
+        "best estimates re-ranked with exact distances (k..=ef; a larger value widens the beam) [min(ef, 10k)]",
     ),
 ];
 
@@ -159,7 +159,10 @@ impl QgParams {
         }
         let m = self.pq_m_for(dim);
         omen_core::pq::ProductQuantizer::check_shape(dim, m, 4).map_err(|e| {
-            Error::invalid_param("pq_m", format!("{m} sub-quantizers for {dim} dimensions: {e}"))
+            Error::invalid_param(
+                "pq_m",
+                format!("{m} sub-quantizers for {dim} dimensions: {e}"),
+            )
         })?;
         if self.train_at < 16 {
             return Err(Error::invalid_param(
@@ -247,6 +250,9 @@ impl From<&'static QgKind> for IndexSpec {
     }
 }
 
+/// The default re-rank is at most this many times `k`.
+pub const DEFAULT_RERANK_PER_K: usize = 10;
+
 /// The knobs of one search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -279,10 +285,16 @@ impl QgSearch {
 
     /// The beam width and the re-ranked count for a query of `k` under an index
     /// whose default beam is `ef_search`: `ef >= k`, `k <= rerank <= ef` (a rerank
-    /// above the beam widens the beam).
+    /// above the beam widens the beam). The default rerank is the beam up to
+    /// `10 k`: past that, re-ranking more of a wide beam found no more neighbours
+    /// on GloVe-50 (recall 0.9918 from 100, 150 and 384 of a 384-wide beam) and
+    /// cost a full-vector distance each.
     pub fn resolve(&self, k: usize, ef_search: usize) -> (usize, usize) {
         let ef = self.ef.unwrap_or(ef_search).max(k);
-        let rerank = self.rerank.unwrap_or(ef).max(k);
+        let rerank = self
+            .rerank
+            .unwrap_or(ef.min(DEFAULT_RERANK_PER_K.saturating_mul(k)))
+            .max(k);
         (ef.max(rerank), rerank)
     }
 }

@@ -62,7 +62,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use kind::{default_pq_m, QgKind, QgParams, QgSearch, QG};
+pub use kind::{default_pq_m, QgKind, QgParams, QgSearch, DEFAULT_RERANK_PER_K, QG};
 
 use layer::{lane_id, Layer, Update, DEGREE, NO_NODE};
 use omen_core::pq::ProductQuantizer;
@@ -128,49 +128,67 @@ impl std::fmt::Debug for QgIndex {
     }
 }
 
-/// A beam entry: estimated (or, for the start, exact walking) distance.
-#[derive(Copy, Clone, Debug)]
-struct Entry {
-    dist: f32,
-    slot: SlotId,
-    expanded: bool,
+/// A beam entry packed in a `u64` whose integer order is (distance, slot) order:
+/// the distance's bits made monotone in the high half, the slot in the low half.
+/// The beam's binary search then compares one integer, and moves 8 bytes an entry.
+#[inline]
+fn entry(dist: f32, slot: SlotId) -> u64 {
+    let b = dist.to_bits();
+    let ordered = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
+    ((ordered as u64) << 32) | slot as u64
 }
 
-/// Per-search state kept in [`SearchScratch::extra`].
+/// The distance of an [`entry`].
+#[inline]
+fn entry_dist(e: u64) -> f32 {
+    let o = (e >> 32) as u32;
+    f32::from_bits(if o & 0x8000_0000 != 0 {
+        o & 0x7fff_ffff
+    } else {
+        !o
+    })
+}
+
+/// The slot of an [`entry`].
+#[inline]
+fn entry_slot(e: u64) -> SlotId {
+    e as u32
+}
+
+/// One mark per slot, cleared per walk by zeroing only the words it touched.
 #[derive(Default)]
-struct Work {
-    pool: Vec<Entry>,
-    ids: Vec<u32>,
-    table: Vec<f32>,
-    lut: Vec<u8>,
-    visited: Vec<u64>,
+struct Marks {
+    bits: Vec<u64>,
     touched: Vec<u32>,
 }
 
-impl Work {
-    /// Clears the marks of the previous walk (only the words it touched) and sizes
-    /// them for `n` slots.
+impl Marks {
+    /// Clears the previous walk's marks and sizes them for `n` slots.
     fn reset(&mut self, n: usize) {
         for &w in &self.touched {
-            if let Some(x) = self.visited.get_mut(w as usize) {
+            if let Some(x) = self.bits.get_mut(w as usize) {
                 *x = 0;
             }
         }
         self.touched.clear();
         let words = n.div_ceil(64);
-        if self.visited.len() < words {
-            self.visited.resize(words, 0);
+        if self.bits.len() < words {
+            self.bits.resize(words, 0);
         }
     }
 
     /// Marks `v`; returns whether it was unmarked.
     #[inline]
-    fn visit(&mut self, v: SlotId) -> bool {
+    fn insert(&mut self, v: SlotId) -> bool {
         let (w, bit) = (v as usize / 64, 1u64 << (v % 64));
-        if w >= self.visited.len() {
-            self.visited.resize(w + 1, 0);
+        if w >= self.bits.len() {
+            self.bits.resize(w + 1, 0);
         }
-        let x = &mut self.visited[w];
+        let x = &mut self.bits[w];
         if *x & bit != 0 {
             return false;
         }
@@ -180,16 +198,37 @@ impl Work {
         *x |= bit;
         true
     }
+
+    #[inline]
+    fn contains(&self, v: SlotId) -> bool {
+        self.bits
+            .get(v as usize / 64)
+            .is_some_and(|x| x >> (v % 64) & 1 == 1)
+    }
+}
+
+/// Per-search state kept in [`SearchScratch::extra`].
+#[derive(Default)]
+struct Work {
+    /// The beam: at most `ef` [`entry`]s, sorted.
+    pool: Vec<u64>,
+    ids: Vec<u32>,
+    table: Vec<f32>,
+    lut: Vec<u8>,
+    /// Slots estimated (or scored) in this walk.
+    seen: Marks,
+    /// Slots expanded in this walk.
+    done: Marks,
 }
 
 /// Inserts `e` into the sorted beam of capacity `ef`; returns its position, or
 /// `None` when it does not make the beam.
 #[inline]
-fn pool_insert(pool: &mut Vec<Entry>, ef: usize, e: Entry) -> Option<usize> {
-    if pool.len() >= ef && pool.last().is_some_and(|l| e.dist >= l.dist) {
+fn pool_insert(pool: &mut Vec<u64>, ef: usize, e: u64) -> Option<usize> {
+    if pool.len() >= ef && pool.last().is_some_and(|&l| e >= l) {
         return None;
     }
-    let at = pool.partition_point(|p| p.dist <= e.dist);
+    let at = pool.partition_point(|&p| p <= e);
     if pool.len() >= ef {
         pool.pop();
     }
@@ -466,23 +505,21 @@ impl QgIndex {
         let (scale, bias) = fastscan::quantize_lut(&work.table, m, &mut work.lut);
         let (base, inv) = (offset + bias, 1.0 / scale);
         let cb = fastscan::block_bytes(m);
-        work.reset(layer.blocks.slots().max(storage.len()));
+        let bound = layer.blocks.slots().max(storage.len());
+        work.seen.reset(bound);
+        work.done.reset(bound);
         work.pool.clear();
-        work.visit(cur.0);
-        work.pool.push(Entry {
-            dist: cur.1,
-            slot: cur.0,
-            expanded: false,
-        });
+        work.seen.insert(cur.0);
+        work.pool.push(entry(cur.1, cur.0));
         let mut est = [0f32; BLOCK];
         let mut cursor = 0;
         while cursor < work.pool.len() {
-            let u = work.pool[cursor].slot;
-            work.pool[cursor].expanded = true;
+            let u = entry_slot(work.pool[cursor]);
+            work.done.insert(u);
             let mut next = cursor + 1;
             if let Some(b) = layer.blocks.get(u) {
                 let thr = if work.pool.len() >= ef {
-                    work.pool.last().map_or(f32::INFINITY, |l| l.dist)
+                    work.pool.last().map_or(f32::INFINITY, |&l| entry_dist(l))
                 } else {
                     f32::INFINITY
                 };
@@ -505,18 +542,10 @@ impl QgIndex {
                     let lane = mask.trailing_zeros() as usize;
                     mask &= mask - 1;
                     let v = lane_id(b, lane);
-                    if v == NO_NODE || !work.visit(v) {
+                    if v == NO_NODE || !work.seen.insert(v) {
                         continue;
                     }
-                    if let Some(p) = pool_insert(
-                        &mut work.pool,
-                        ef,
-                        Entry {
-                            dist: est[lane],
-                            slot: v,
-                            expanded: false,
-                        },
-                    ) {
+                    if let Some(p) = pool_insert(&mut work.pool, ef, entry(est[lane], v)) {
                         next = next.min(p);
                     }
                 }
@@ -526,35 +555,27 @@ impl QgIndex {
                 self.graph.links(u, 0, &mut work.ids);
                 for i in 0..work.ids.len() {
                     let v = work.ids[i];
-                    if !work.visit(v) {
+                    if !work.seen.insert(v) {
                         continue;
                     }
                     let Some(x) = storage.get(v) else { continue };
                     dc += 1;
                     let d = self.walk_dist(q, x);
-                    if let Some(p) = pool_insert(
-                        &mut work.pool,
-                        ef,
-                        Entry {
-                            dist: d,
-                            slot: v,
-                            expanded: false,
-                        },
-                    ) {
+                    if let Some(p) = pool_insert(&mut work.pool, ef, entry(d, v)) {
                         next = next.min(p);
                     }
                 }
             }
             cursor = next;
-            while cursor < work.pool.len() && work.pool[cursor].expanded {
+            while cursor < work.pool.len() && work.done.contains(entry_slot(work.pool[cursor])) {
                 cursor += 1;
             }
-            for e in work.pool[cursor..]
+            for &e in work.pool[cursor..]
                 .iter()
-                .filter(|e| !e.expanded)
+                .filter(|&&e| !work.done.contains(entry_slot(e)))
                 .take(PREFETCH_AHEAD)
             {
-                if let Some(b) = layer.blocks.get(e.slot) {
+                if let Some(b) = layer.blocks.get(entry_slot(e)) {
                     prefetch(b);
                 }
             }
@@ -562,21 +583,22 @@ impl QgIndex {
         // Exact re-rank of the best estimates.
         let check_live = self.removed_any.load(Ordering::Acquire);
         let r = rerank.min(work.pool.len());
-        for e in &work.pool[..r] {
-            if let Some(v) = storage.get(e.slot) {
+        for &e in &work.pool[..r] {
+            if let Some(v) = storage.get(entry_slot(e)) {
                 prefetch(v);
             }
         }
-        for e in &work.pool[..r] {
+        for &e in &work.pool[..r] {
+            let slot = entry_slot(e);
             // The start node may be one whose add is still in flight; the others
             // were published by a finished add.
-            if (check_live || e.slot == cur.0) && !self.graph.contains(e.slot) {
+            if (check_live || slot == cur.0) && !self.graph.contains(slot) {
                 continue;
             }
-            if let Some(v) = storage.get(e.slot) {
+            if let Some(v) = storage.get(slot) {
                 dc += 1;
                 out.push(Neighbor::new(
-                    e.slot,
+                    slot,
                     self.metric.distance(self.kernels, q, v),
                 ));
             }

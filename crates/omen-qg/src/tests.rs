@@ -296,6 +296,8 @@ fn bad_parameters_are_refused_by_name() {
         assert!(e.to_string().contains(key), "{e}");
     }
     assert_eq!(QgSearch::default().resolve(10, 64), (64, 64));
+    assert_eq!(QgSearch::default().resolve(10, 384), (384, 100));
+    assert_eq!(QgSearch::default().resolve(500, 64), (500, 500));
     let knobs =
         QgSearch::from_params(&SearchParams::new().with("ef", 5).with("rerank", 80)).unwrap();
     assert_eq!(knobs.resolve(10, 64), (80, 80));
