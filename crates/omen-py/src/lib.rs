@@ -553,7 +553,7 @@ fn labels_and_distances<'py>(
 impl PyIndex {
     /// Index(kind, dim, metric="l2", **params)
     ///
-    /// kind: a registered index kind ("flat", "hnsw", "ivfpq", ...); params:
+    /// kind: a registered index kind ("flat", "hnsw", "ivfpq", "qg", ...); params:
     /// its build parameters (`omen.kinds()` lists each kind's keys).
     /// metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine".
     #[new]
@@ -586,7 +586,7 @@ impl PyIndex {
         })
     }
 
-    /// The index kind ("flat", "hnsw", "ivfpq").
+    /// The index kind ("flat", "hnsw", "ivfpq", "qg").
     #[getter]
     fn kind(&self) -> &str {
         &self.kind
@@ -701,7 +701,7 @@ impl PyIndex {
     /// search(query, k=10, *, filter=None, **params) -> (labels, distances): the
     /// k nearest rows to one query (1-D, dim values), closest first; labels are
     /// int64 (-1 past the rows there are), distances float32. params: hnsw ef;
-    /// ivfpq nprobe, rerank_factor.
+    /// ivfpq nprobe, rerank_factor; qg ef, rerank.
     ///
     /// filter: None, an omen.Filter, or a 1-D numpy array of dtype bool or
     /// uint8, one entry per label ever added (len(index) until a remove);
@@ -947,7 +947,7 @@ impl PyCollection {
         self.with(|c| Ok(c.metric().name()))
     }
 
-    /// The index kind ("flat", "hnsw", "ivfpq").
+    /// The index kind ("flat", "hnsw", "ivfpq", "qg").
     #[getter]
     fn index(&self) -> PyResult<&'static str> {
         self.with(|c| Ok(c.index_name()))
@@ -1048,7 +1048,8 @@ impl PyCollection {
     }
 
     /// search(query, k=10, **params) -> list[(id, distance)]: the k nearest live
-    /// ids, closest first. params: hnsw ef; ivfpq nprobe, rerank_factor.
+    /// ids, closest first. params: hnsw ef; ivfpq nprobe, rerank_factor; qg ef,
+    /// rerank.
     #[pyo3(signature = (query, k = 10, **params))]
     fn search<'py>(
         &self,

@@ -41,8 +41,9 @@ class Index:
     """An index over in-memory storage with integer labels (row numbers in insertion order)."""
 
     def __init__(self, kind: str, dim: int, metric: str = "l2", **params: Union[int, float, bool]) -> None:
-        """kind: "flat", "hnsw" (m, ef_construction, ef_search, seed) or "ivfpq"
-        (nlist, m, nbits, train_size, nprobe, rerank_factor, seed).
+        """kind: "flat", "hnsw" (m, ef_construction, ef_search, seed), "ivfpq"
+        (nlist, m, nbits, train_size, nprobe, rerank_factor, seed) or "qg" (m,
+        ef_construction, ef_search, seed, keep_pruned, pq_m, train_at, train_sample).
         metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine"."""
     @property
     def kind(self) -> str: ...
@@ -69,7 +70,7 @@ class Index:
         **params: Union[int, float, bool],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The k nearest rows to one query: (labels, distances), each of length k
-        (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor.
+        (-1 / inf past the rows there are). params: hnsw ef; ivfpq nprobe, rerank_factor; qg ef, rerank.
 
         filter: None, an omen.Filter, or a 1-D numpy array of dtype bool or uint8,
         with len(index) entries; row i may be returned iff filter[i] != 0. Fewer than
