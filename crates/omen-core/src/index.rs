@@ -145,23 +145,7 @@ pub trait VectorIndex: Send + Sync {
         filter: Option<&dyn SlotFilter>,
         out: &mut Vec<Vec<Neighbor>>,
     ) -> Result<SearchStats> {
-        let dim = self.dim();
-        let nq = queries.len() / dim.max(1);
-        out.resize_with(nq, Vec::new);
-        let results: Result<Vec<SearchStats>> = queries
-            .par_chunks_exact(dim)
-            .zip(out.par_iter_mut())
-            .map_init(SearchScratch::new, |scratch, (q, o)| {
-                let mut req = SearchRequest::new(q, k, params);
-                req.filter = filter;
-                self.search_unchecked(storage, &req, scratch, o)
-            })
-            .collect();
-        let mut total = SearchStats::default();
-        for s in results? {
-            total += s;
-        }
-        Ok(total)
+        search_each(self, storage, queries, k, params, filter, out)
     }
 
     /// Every build parameter of this index by name, defaults included (what
@@ -203,6 +187,38 @@ pub trait VectorIndex: Send + Sync {
     fn persist(&self) -> Option<Vec<u8>> {
         None
     }
+}
+
+/// The default [`VectorIndex::search_batch_unchecked`]:
+/// [`search_unchecked`](VectorIndex::search_unchecked) per query, in parallel
+/// over queries with rayon, one scratch per worker. For an override that keeps
+/// this path for the requests it does not specialise (a filter, say).
+pub fn search_each<I: VectorIndex + ?Sized>(
+    index: &I,
+    storage: &dyn VectorStorage,
+    queries: &[f32],
+    k: usize,
+    params: &SearchParams,
+    filter: Option<&dyn SlotFilter>,
+    out: &mut Vec<Vec<Neighbor>>,
+) -> Result<SearchStats> {
+    let dim = index.dim();
+    let nq = queries.len() / dim.max(1);
+    out.resize_with(nq, Vec::new);
+    let results: Result<Vec<SearchStats>> = queries
+        .par_chunks_exact(dim)
+        .zip(out.par_iter_mut())
+        .map_init(SearchScratch::new, |scratch, (q, o)| {
+            let mut req = SearchRequest::new(q, k, params);
+            req.filter = filter;
+            index.search_unchecked(storage, &req, scratch, o)
+        })
+        .collect();
+    let mut total = SearchStats::default();
+    for s in results? {
+        total += s;
+    }
+    Ok(total)
 }
 
 /// Adds `slots` (any order, no duplicates) to `index` in runs of consecutive

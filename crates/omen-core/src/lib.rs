@@ -30,7 +30,7 @@ pub mod sync;
 pub mod validate;
 
 pub use error::{Error, Result};
-pub use index::{add_slots, IndexStats, SearchStats, VectorIndex};
+pub use index::{add_slots, search_each, IndexStats, SearchStats, VectorIndex};
 pub use keyvalue::{ParamSpec, ParamValue, Params};
 pub use kind::{IndexKind, IndexSpec};
 pub use metric::Metric;

@@ -51,13 +51,19 @@ impl Blocks {
     /// per visit).
     #[inline]
     pub(crate) fn get(&self, u: SlotId) -> Option<&[u8]> {
+        self.bytes(u).filter(|b| lane_id(b, 0) != UNBUILT)
+    }
+
+    /// Block `u`'s bytes, built or not, without reading them: what a prefetch
+    /// takes (reading the mark there would wait for the very miss the prefetch
+    /// is meant to hide).
+    #[inline]
+    pub(crate) fn bytes(&self, u: SlotId) -> Option<&[u8]> {
         let at = self.off + u as usize * self.stride;
         if (u as usize) >= self.slots {
             return None;
         }
-        self.buf
-            .get(at..at + self.stride)
-            .filter(|b| lane_id(b, 0) != UNBUILT)
+        self.buf.get(at..at + self.stride)
     }
 
     /// Grows to `slots` blocks (new ones empty: every lane [`NO_NODE`]). Capacity

@@ -12,6 +12,13 @@
 //! walk. The `rerank` best estimates of the final beam are scored exactly from the
 //! storage and the `k` closest returned.
 //!
+//! The walk prefetches the blocks of the next unexpanded beam entries. The node
+//! expanded next is most often one the current visit has just found, so a lone
+//! walk still waits for much of its block; a batch search therefore runs four
+//! walks per worker, each taking one visit in turn, so that the block a walk needs
+//! loads while the others take theirs (each answer is the one a single search
+//! gives).
+//!
 //! The design follows the frontier of graph indexes (SymphonyQG, NGT-QG: codes of
 //! the neighbours next to the adjacency list, fast-scan estimation, a small exact
 //! re-rank); the codes here are product-quantised with one component per
@@ -72,7 +79,7 @@ use omen_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
 use omen_core::{
     Error, IndexStats, Metric, Neighbor, Params, Result, SearchParams, SearchRequest,
-    SearchScratch, SearchStats, SlotId, VectorIndex, VectorStorage,
+    SearchScratch, SearchStats, SlotFilter, SlotId, VectorIndex, VectorStorage,
 };
 use omen_hnsw::HnswIndex;
 use rayon::prelude::*;
@@ -82,9 +89,18 @@ use std::ops::Range;
 const PQ_ITERS: usize = 10;
 /// Blocks rebuilt per write-lock acquisition during an update.
 const UPDATE_CHUNK: usize = 8_192;
-/// Candidates prefetched ahead of the walk (their blocks start loading while the
-/// current block is scanned).
+/// Candidates prefetched ahead of a lone walk (their blocks start loading while
+/// the current block is scanned).
 const PREFETCH_AHEAD: usize = 2;
+/// ... and of each interleaved walk: the other walks' steps cover the wait, and
+/// more blocks in flight (15 lines each at GloVe-50) fill the miss buffers
+/// (measured on GloVe-50 L2, 10,000 queries: 2 ahead was 10-25 % slower here
+/// and 15 % faster alone).
+const PREFETCH_AHEAD_INTERLEAVED: usize = 1;
+/// Walks a batch search interleaves on one thread: each takes one step in turn,
+/// so the block a walk will expand next (most often a neighbour it has just
+/// found) loads while the other walks take theirs.
+const WALKS: usize = 4;
 
 /// The bytes of each part of a [`QgIndex`] (see [`QgIndex::memory_breakdown`]).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -219,7 +235,20 @@ struct Work {
     seen: Marks,
     /// Slots expanded in this walk.
     done: Marks,
+    /// The beam position expanded next.
+    cursor: usize,
+    /// Estimate = `base + inv * table sum` (the quantised table's offset and scale).
+    base: f32,
+    inv: f32,
+    /// The node the layer-0 beam started from.
+    start: SlotId,
+    /// Distances and estimates made by this walk.
+    dc: u64,
 }
+
+/// Per-worker state of a batch search: one [`Work`] per interleaved walk.
+#[derive(Default)]
+struct Walks(Vec<Work>);
 
 /// Inserts `e` into the sorted beam of capacity `ef`; returns its position, or
 /// `None` when it does not make the beam.
@@ -465,7 +494,21 @@ impl QgIndex {
         out: &mut Vec<Neighbor>,
     ) -> Option<u64> {
         out.clear();
-        // Greedy descent through the upper layers, exact (as HNSW).
+        self.walk_start(layer, storage, q, work)?;
+        while self.walk_step(layer, storage, q, ef, PREFETCH_AHEAD, work) {}
+        Some(self.walk_finish(storage, q, k, rerank, work, out))
+    }
+
+    /// A walk's first part: the exact greedy descent of the upper layers, the
+    /// query's table, and a beam holding the layer-0 start node. `None` when the
+    /// graph is empty.
+    fn walk_start(
+        &self,
+        layer: &Layer,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        work: &mut Work,
+    ) -> Option<()> {
         let ep = self.graph.entry_point()?;
         let top = self.graph.top_level()?;
         let mut dc = 1u64;
@@ -503,84 +546,121 @@ impl QgIndex {
             }
         };
         let (scale, bias) = fastscan::quantize_lut(&work.table, m, &mut work.lut);
-        let (base, inv) = (offset + bias, 1.0 / scale);
-        let cb = fastscan::block_bytes(m);
+        (work.base, work.inv) = (offset + bias, 1.0 / scale);
         let bound = layer.blocks.slots().max(storage.len());
         work.seen.reset(bound);
         work.done.reset(bound);
         work.pool.clear();
         work.seen.insert(cur.0);
         work.pool.push(entry(cur.1, cur.0));
-        let mut est = [0f32; BLOCK];
-        let mut cursor = 0;
-        while cursor < work.pool.len() {
-            let u = entry_slot(work.pool[cursor]);
-            work.done.insert(u);
-            let mut next = cursor + 1;
-            if let Some(b) = layer.blocks.get(u) {
-                let thr = if work.pool.len() >= ef {
-                    work.pool.last().map_or(f32::INFINITY, |&l| entry_dist(l))
-                } else {
-                    f32::INFINITY
-                };
-                // The estimates of all 32 lanes and the mask of those that would make
-                // the beam, in one pass. A neighbour is not marked unless it passes:
-                // its estimate is the same from every block (one codebook, one table)
-                // and the beam's bar only rises, so one that fails now fails again.
-                let mut mask = self.scanner.scan_filter(
-                    &b[4 * DEGREE..4 * DEGREE + cb],
-                    &work.lut,
-                    m,
-                    base,
-                    inv,
-                    None,
-                    thr,
-                    &mut est,
-                );
-                dc += DEGREE as u64;
-                while mask != 0 {
-                    let lane = mask.trailing_zeros() as usize;
-                    mask &= mask - 1;
-                    let v = lane_id(b, lane);
-                    if v == NO_NODE || !work.seen.insert(v) {
-                        continue;
-                    }
-                    if let Some(p) = pool_insert(&mut work.pool, ef, entry(est[lane], v)) {
-                        next = next.min(p);
-                    }
-                }
+        work.cursor = 0;
+        work.start = cur.0;
+        work.dc = dc;
+        if let Some(b) = layer.blocks.bytes(cur.0) {
+            prefetch(b);
+        }
+        Some(())
+    }
+
+    /// Expands the beam's first unexpanded node and prefetches the blocks of the
+    /// next `ahead`; returns whether any node is left to expand.
+    #[inline]
+    fn walk_step(
+        &self,
+        layer: &Layer,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        ef: usize,
+        ahead: usize,
+        work: &mut Work,
+    ) -> bool {
+        let Some(&e) = work.pool.get(work.cursor) else {
+            return false;
+        };
+        let m = layer.m();
+        let cb = fastscan::block_bytes(m);
+        let u = entry_slot(e);
+        work.done.insert(u);
+        let mut next = work.cursor + 1;
+        if let Some(b) = layer.blocks.get(u) {
+            let thr = if work.pool.len() >= ef {
+                work.pool.last().map_or(f32::INFINITY, |&l| entry_dist(l))
             } else {
-                // No block yet (its add is in flight): expand from the graph's
-                // list with exact distances.
-                self.graph.links(u, 0, &mut work.ids);
-                for i in 0..work.ids.len() {
-                    let v = work.ids[i];
-                    if !work.seen.insert(v) {
-                        continue;
-                    }
-                    let Some(x) = storage.get(v) else { continue };
-                    dc += 1;
-                    let d = self.walk_dist(q, x);
-                    if let Some(p) = pool_insert(&mut work.pool, ef, entry(d, v)) {
-                        next = next.min(p);
-                    }
+                f32::INFINITY
+            };
+            // The estimates of all 32 lanes and the mask of those that would make
+            // the beam, in one pass. A neighbour is not marked unless it passes:
+            // its estimate is the same from every block (one codebook, one table)
+            // and the beam's bar only rises, so one that fails now fails again.
+            let mut est = [0f32; BLOCK];
+            let mut mask = self.scanner.scan_filter(
+                &b[4 * DEGREE..4 * DEGREE + cb],
+                &work.lut,
+                m,
+                work.base,
+                work.inv,
+                None,
+                thr,
+                &mut est,
+            );
+            work.dc += DEGREE as u64;
+            while mask != 0 {
+                let lane = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let v = lane_id(b, lane);
+                if v == NO_NODE || !work.seen.insert(v) {
+                    continue;
+                }
+                if let Some(p) = pool_insert(&mut work.pool, ef, entry(est[lane], v)) {
+                    next = next.min(p);
                 }
             }
-            cursor = next;
-            while cursor < work.pool.len() && work.done.contains(entry_slot(work.pool[cursor])) {
-                cursor += 1;
-            }
-            for &e in work.pool[cursor..]
-                .iter()
-                .filter(|&&e| !work.done.contains(entry_slot(e)))
-                .take(PREFETCH_AHEAD)
-            {
-                if let Some(b) = layer.blocks.get(entry_slot(e)) {
-                    prefetch(b);
+        } else {
+            // No block yet (its add is in flight): expand from the graph's
+            // list with exact distances.
+            self.graph.links(u, 0, &mut work.ids);
+            for i in 0..work.ids.len() {
+                let v = work.ids[i];
+                if !work.seen.insert(v) {
+                    continue;
+                }
+                let Some(x) = storage.get(v) else { continue };
+                work.dc += 1;
+                let d = self.walk_dist(q, x);
+                if let Some(p) = pool_insert(&mut work.pool, ef, entry(d, v)) {
+                    next = next.min(p);
                 }
             }
         }
-        // Exact re-rank of the best estimates.
+        let mut cursor = next;
+        while cursor < work.pool.len() && work.done.contains(entry_slot(work.pool[cursor])) {
+            cursor += 1;
+        }
+        work.cursor = cursor;
+        for &e in work.pool[cursor..]
+            .iter()
+            .filter(|&&e| !work.done.contains(entry_slot(e)))
+            .take(ahead)
+        {
+            if let Some(b) = layer.blocks.bytes(entry_slot(e)) {
+                prefetch(b);
+            }
+        }
+        cursor < work.pool.len()
+    }
+
+    /// A walk's last part: the exact re-rank of the beam's best `rerank`
+    /// estimates into `out` (the `k` closest); returns the walk's distance count.
+    fn walk_finish(
+        &self,
+        storage: &dyn VectorStorage,
+        q: &[f32],
+        k: usize,
+        rerank: usize,
+        work: &mut Work,
+        out: &mut Vec<Neighbor>,
+    ) -> u64 {
+        out.clear();
         let check_live = self.removed_any.load(Ordering::Acquire);
         let r = rerank.min(work.pool.len());
         for &e in &work.pool[..r] {
@@ -592,11 +672,11 @@ impl QgIndex {
             let slot = entry_slot(e);
             // The start node may be one whose add is still in flight; the others
             // were published by a finished add.
-            if (check_live || slot == cur.0) && !self.graph.contains(slot) {
+            if (check_live || slot == work.start) && !self.graph.contains(slot) {
                 continue;
             }
             if let Some(v) = storage.get(slot) {
-                dc += 1;
+                work.dc += 1;
                 out.push(Neighbor::new(
                     slot,
                     self.metric.distance(self.kernels, q, v),
@@ -605,7 +685,89 @@ impl QgIndex {
         }
         out.sort_unstable();
         out.truncate(k);
-        Some(dc)
+        work.dc
+    }
+
+    /// The queries `qs` of one batch chunk (answers into `outs`), [`WALKS`] walks
+    /// at a time taking one step each in turn; queries the walk cannot answer go
+    /// to the HNSW search, as in a single search. Returns the distances made.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_many(
+        &self,
+        storage: &dyn VectorStorage,
+        qs: &[f32],
+        k: usize,
+        ef: usize,
+        rerank: usize,
+        params: &SearchParams,
+        scratch: &mut SearchScratch,
+        outs: &mut [Vec<Neighbor>],
+    ) -> Result<u64> {
+        let dim = self.dim;
+        let q = |j: usize| qs.get(j * dim..(j + 1) * dim).unwrap_or(&[]);
+        let mut dc = 0u64;
+        let mut fallback = Vec::new();
+        {
+            let guard = read(&self.layer);
+            if let Some(layer) = guard.as_ref() {
+                let works = &mut scratch.extra_or_insert_with(Walks::default).0;
+                works.resize_with(WALKS, Work::default);
+                // The query each walk answers (`usize::MAX`: none).
+                let mut lane = [usize::MAX; WALKS];
+                let mut next = 0;
+                let n = outs.len();
+                let start = |work: &mut Work, next: &mut usize, fallback: &mut Vec<usize>| {
+                    while *next < n {
+                        let j = *next;
+                        *next += 1;
+                        if self.walk_start(layer, storage, q(j), work).is_some() {
+                            return j;
+                        }
+                        fallback.push(j);
+                    }
+                    usize::MAX
+                };
+                for (l, w) in lane.iter_mut().zip(works.iter_mut()) {
+                    *l = start(w, &mut next, &mut fallback);
+                }
+                let want = k.min(self.graph.len());
+                while lane.iter().any(|&j| j != usize::MAX) {
+                    for (l, w) in lane.iter_mut().zip(works.iter_mut()) {
+                        let j = *l;
+                        if j == usize::MAX
+                            || self.walk_step(
+                                layer,
+                                storage,
+                                q(j),
+                                ef,
+                                PREFETCH_AHEAD_INTERLEAVED,
+                                w,
+                            )
+                        {
+                            continue;
+                        }
+                        let Some(out) = outs.get_mut(j) else { continue };
+                        let d = self.walk_finish(storage, q(j), k, rerank, w, out);
+                        if out.len() >= want {
+                            dc += d;
+                        } else {
+                            fallback.push(j);
+                        }
+                        *l = start(w, &mut next, &mut fallback);
+                    }
+                }
+            } else {
+                fallback.extend(0..outs.len());
+            }
+        }
+        for j in fallback {
+            let Some(out) = outs.get_mut(j) else { continue };
+            let req = SearchRequest::new(q(j), k, params);
+            dc += self
+                .graph_search(storage, &req, Some(ef), scratch, out)?
+                .distance_computations;
+        }
+        Ok(dc)
     }
 
     /// The HNSW search with `ef` (filtered, exhaustive and untrained queries).
@@ -718,6 +880,45 @@ impl VectorIndex for QgIndex {
         self.search_distances
             .fetch_add(stats.distance_computations, Ordering::Relaxed);
         Ok(stats)
+    }
+
+    /// Without a filter, on a trained index: [`WALKS`] walks interleaved per
+    /// worker ([`QgIndex::walk_many`]); otherwise one search per query.
+    fn search_batch_unchecked(
+        &self,
+        storage: &dyn VectorStorage,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<&dyn SlotFilter>,
+        out: &mut Vec<Vec<Neighbor>>,
+    ) -> Result<SearchStats> {
+        let knobs = QgSearch::from_params(params)?;
+        if filter.is_some() || params.exhaustive || !self.is_trained() {
+            return omen_core::search_each(self, storage, queries, k, params, filter, out);
+        }
+        omen_core::validate::check_storage_dim(self.dim, storage)?;
+        let (ef, rerank) = knobs.resolve(k, self.params.ef_search);
+        let dim = self.dim;
+        let nq = queries.len() / dim;
+        out.resize_with(nq, Vec::new);
+        // Chunks for rayon to balance, each long enough to keep every walk busy.
+        let chunk = (nq / (8 * rayon::current_num_threads()))
+            .max(4 * WALKS)
+            .min(nq.max(1));
+        let dcs: Result<Vec<u64>> = queries
+            .par_chunks(chunk * dim)
+            .zip(out.par_chunks_mut(chunk))
+            .map_init(SearchScratch::new, |scratch, (qs, outs)| {
+                self.walk_many(storage, qs, k, ef, rerank, params, scratch, outs)
+            })
+            .collect();
+        let dc: u64 = dcs?.iter().sum();
+        self.searches.fetch_add(nq as u64, Ordering::Relaxed);
+        self.search_distances.fetch_add(dc, Ordering::Relaxed);
+        Ok(SearchStats {
+            distance_computations: dc,
+        })
     }
 
     fn is_trained(&self) -> bool {

@@ -404,3 +404,50 @@ fn searches_during_adds_find_every_finished_add() {
     });
     assert_eq!(index.len(), n);
 }
+
+/// The batch path interleaves walks; each answer must be the one a single search
+/// gives, whatever the pool size, the number of queries (fewer than, and many
+/// times, the interleaved walks), removals, filters and ef.
+#[test]
+fn batch_answers_equal_single_searches() {
+    let s = setup(3_000, 16, Metric::L2, QgParams::new().with_train_at(500));
+    for slot in (0..3_000u32).step_by(7) {
+        s.index.remove(slot).unwrap();
+    }
+    let dim = 16;
+    let nq = s.queries.len() / dim;
+    assert!(nq > 8 * WALKS);
+    let odd = omen_core::SlotBitmap::from_slots((0..3_000u32).filter(|x| x % 2 == 1));
+    let mut scratch = SearchScratch::new();
+    let mut one = Vec::new();
+    for (ef, k) in [(16usize, 10usize), (64, 10), (200, 1), (32, 40)] {
+        let p = SearchParams::new().with("ef", ef);
+        for filter in [None, Some(&odd as &dyn SlotFilter)] {
+            for &n in &[1usize, WALKS - 1, WALKS + 1, nq] {
+                let qs = &s.queries[..n * dim];
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut batch = Vec::new();
+                    pool.install(|| {
+                        s.index
+                            .search_batch(&s.storage, qs, k, &p, filter, &mut batch)
+                    })
+                    .unwrap();
+                    assert_eq!(batch.len(), n);
+                    for (i, q) in qs.chunks_exact(dim).enumerate() {
+                        let mut req = SearchRequest::new(q, k, &p);
+                        req.filter = filter;
+                        s.index
+                            .search(&s.storage, &req, &mut scratch, &mut one)
+                            .unwrap();
+                        assert_eq!(batch[i], one, "ef {ef} k {k} n {n} query {i}");
+                        assert!(batch[i].iter().all(|x| x.slot % 7 != 0));
+                    }
+                }
+            }
+        }
+    }
+}
