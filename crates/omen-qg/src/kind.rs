@@ -214,13 +214,21 @@ impl QgParams {
 
     /// Every parameter by name, `pq_m` resolved for `dim`.
     pub fn to_params(&self, dim: usize) -> Params {
-        Params::new()
+        self.keys(Some(self.pq_m_for(dim)))
+    }
+
+    /// Every key, `pq_m` only when given.
+    fn keys(&self, pq_m: Option<usize>) -> Params {
+        let mut params = Params::new()
             .with("m", self.m)
             .with("ef_construction", self.ef_construction)
             .with("ef_search", self.ef_search)
             .with("seed", self.seed)
-            .with("keep_pruned", self.keep_pruned)
-            .with("pq_m", self.pq_m_for(dim))
+            .with("keep_pruned", self.keep_pruned);
+        if let Some(m) = pq_m {
+            params = params.with("pq_m", m);
+        }
+        params
             .with("train_at", self.train_at)
             .with("train_sample", self.train_sample)
     }
@@ -228,18 +236,7 @@ impl QgParams {
 
 impl From<QgParams> for IndexSpec {
     fn from(p: QgParams) -> IndexSpec {
-        let mut params = Params::new()
-            .with("m", p.m)
-            .with("ef_construction", p.ef_construction)
-            .with("ef_search", p.ef_search)
-            .with("seed", p.seed)
-            .with("keep_pruned", p.keep_pruned)
-            .with("train_at", p.train_at)
-            .with("train_sample", p.train_sample);
-        if let Some(m) = p.pq_m {
-            params = params.with("pq_m", m);
-        }
-        IndexSpec::new(&QG, params)
+        IndexSpec::new(&QG, p.keys(p.pq_m))
     }
 }
 
