@@ -1196,10 +1196,15 @@ mod tests {
                 let mut got = vec![0u8; d * 4];
                 let g = s.binary_lut(&q, &mut got);
                 prop_assert_eq!(&got, &want, "{}", s.name());
-                prop_assert_eq!(g.scale.to_bits(), w.scale.to_bits(), "{}", s.name());
-                prop_assert_eq!(g.bias.to_bits(), w.bias.to_bits(), "{}", s.name());
-                prop_assert_eq!(g.sum.to_bits(), w.sum.to_bits(), "{}", s.name());
-                prop_assert_eq!(g.norm_sq.to_bits(), w.norm_sq.to_bits(), "{}", s.name());
+                // Bit for bit, except that every NaN is one NaN: x86 gives the sign
+                // of whichever NaN operand comes first, and the SIMD sums add in
+                // another order than the scalar loop (a NaN query is refused above
+                // this layer; the kernels only have to agree that it is NaN).
+                let canon = |x: f32| if x.is_nan() { f32::NAN.to_bits() } else { x.to_bits() };
+                prop_assert_eq!(canon(g.scale), canon(w.scale), "{} scale", s.name());
+                prop_assert_eq!(canon(g.bias), canon(w.bias), "{} bias", s.name());
+                prop_assert_eq!(canon(g.sum), canon(w.sum), "{} sum", s.name());
+                prop_assert_eq!(canon(g.norm_sq), canon(w.norm_sq), "{} norm_sq", s.name());
             }
             if odd == 0 {
                 let (sum, n2): (f64, f64) = q.iter().fold((0.0, 0.0), |(a, b), &x| (a + x as f64, b + (x as f64).powi(2)));
