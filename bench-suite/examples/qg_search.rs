@@ -1,7 +1,8 @@
 //! Searches the quantized-graph index in-process (one query per call, one thread;
 //! then the same queries in one `search_batch` call on a one-thread pool) over a
 //! dataset, for profiling the walk: `QG_INDEX=FILE` keeps the built index
-//! between runs (it is loaded with `QgIndex::from_bytes`, blocks rebuilt).
+//! between runs (it is loaded with `QgIndex::from_bytes`, blocks rebuilt);
+//! `QG_PQ_M=M` builds with `M` sub-quantizers instead of the default.
 //!
 //! ```text
 //! cargo run --release -p omen-bench --example qg_search -- glove-50-l2 2000 64,256 [RERANK]
@@ -34,7 +35,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let index = match cache.as_ref().filter(|p| p.exists()) {
         Some(p) => QgIndex::from_bytes(&std::fs::read(p)?, p)?,
         None => {
-            let index = QgIndex::new(dim, ds.metric, QgParams::new())?;
+            let mut params = QgParams::new();
+            if let Some(m) = std::env::var("QG_PQ_M").ok().and_then(|m| m.parse().ok()) {
+                params = params.with_pq_m(m);
+            }
+            let index = QgIndex::new(dim, ds.metric, params)?;
             let t = Instant::now();
             index.add(&storage, 0..n as u32)?;
             eprintln!("built in {:.1} s", t.elapsed().as_secs_f64());

@@ -47,7 +47,7 @@ const SEARCH: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "rerank",
-        "best estimates re-ranked with exact distances (k..=ef; a larger value widens the beam) [min(ef, 10k)]",
+        "score exactly only the nodes expanded at the first `rerank` beam positions (at least k; above ef it widens the beam) [every expanded node]",
     ),
 ];
 
@@ -91,10 +91,11 @@ impl Default for QgParams {
 }
 
 /// The default number of sub-quantizers for `dim`: the largest divisor of `dim`
-/// at most 64 (one component per sub-quantizer up to 64 dimensions, which is
-/// what makes the walk's estimates sharp on GloVe-50; two for 128, …).
+/// at most 128 (one component per sub-quantizer, 4 bits per dimension, up to 128
+/// dimensions: what makes the walk's estimates sharp on GloVe-50 and on 1M x 128
+/// alike; two for 256, …).
 pub fn default_pq_m(dim: usize) -> usize {
-    (1..=dim.min(64)).rev().find(|m| dim % m == 0).unwrap_or(1)
+    (1..=dim.min(128)).rev().find(|m| dim % m == 0).unwrap_or(1)
 }
 
 impl QgParams {
@@ -247,16 +248,14 @@ impl From<&'static QgKind> for IndexSpec {
     }
 }
 
-/// The default re-rank is at most this many times `k`.
-pub const DEFAULT_RERANK_PER_K: usize = 10;
-
 /// The knobs of one search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QgSearch {
     /// Beam width; `None` for the index's `ef_search`.
     pub ef: Option<usize>,
-    /// Estimates re-ranked exactly; `None` for the beam width.
+    /// Only nodes expanded at beam positions below this are scored exactly;
+    /// `None` scores every expanded node.
     pub rerank: Option<usize>,
 }
 
@@ -280,19 +279,19 @@ impl QgSearch {
         Ok(QgSearch { ef, rerank })
     }
 
-    /// The beam width and the re-ranked count for a query of `k` under an index
-    /// whose default beam is `ef_search`: `ef >= k`, `k <= rerank <= ef` (a rerank
-    /// above the beam widens the beam). The default rerank is the beam up to
-    /// `10 k`: past that, re-ranking more of a wide beam found no more neighbours
-    /// on GloVe-50 (recall 0.9918 from 100, 150 and 384 of a 384-wide beam) and
-    /// cost a full-vector distance each.
-    pub fn resolve(&self, k: usize, ef_search: usize) -> (usize, usize) {
+    /// The beam width and the re-rank for a query of `k` under an index whose
+    /// default beam is `ef_search`: `ef >= k`; `None` scores every node the walk
+    /// expands exactly (the default), `Some(r)` (`k <= r`, and a beam of at least
+    /// `r`) only those expanded at the first `r` beam positions.
+    pub fn resolve(&self, k: usize, ef_search: usize) -> (usize, Option<usize>) {
         let ef = self.ef.unwrap_or(ef_search).max(k);
-        let rerank = self
-            .rerank
-            .unwrap_or(ef.min(DEFAULT_RERANK_PER_K.saturating_mul(k)))
-            .max(k);
-        (ef.max(rerank), rerank)
+        match self.rerank {
+            None => (ef, None),
+            Some(r) => {
+                let r = r.max(k);
+                (ef.max(r), Some(r))
+            }
+        }
     }
 }
 
