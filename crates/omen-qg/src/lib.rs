@@ -23,10 +23,11 @@
 //!
 //! The walk prefetches the blocks of the next unexpanded beam entries. The node
 //! expanded next is most often one the current visit has just found, so a lone
-//! walk still waits for much of its block; a batch search therefore runs four
+//! walk still waits for much of its block; a batch search therefore runs two
 //! walks per worker, each taking one visit in turn, so that the block a walk needs
-//! loads while the others take theirs (each answer is the one a single search
-//! gives).
+//! loads while the other takes its own (each answer is the one a single search
+//! gives). Blocks over 1 KiB (more than 56 sub-quantizers) fill the miss buffers
+//! alone, and their batches walk one query at a time.
 //!
 //! The design follows the frontier of graph indexes (SymphonyQG, NGT-QG: codes of
 //! the neighbours next to the adjacency list, fast-scan estimation, a small exact
@@ -111,8 +112,15 @@ const PREFETCH_AHEAD: usize = 2;
 const PREFETCH_AHEAD_INTERLEAVED: usize = 1;
 /// Walks a batch search interleaves on one thread: each takes one step in turn,
 /// so the block a walk will expand next (most often a neighbour it has just
-/// found) loads while the other walks take theirs.
-const WALKS: usize = 4;
+/// found) loads while the other walks take theirs. With each step reading a block
+/// and a full vector (GloVe-50: 15 + 4 lines), two walks did best (in-process,
+/// 10,000 queries, ef 32/64/256: 65k/38.6k/11.4k QPS against 58-62k/34-38k/
+/// 9.7-10.4k with four and 52-58k/33-36k/10.0-10.3k with one).
+const WALKS: usize = 2;
+/// Blocks longer than this are walked one query at a time in a batch too: at
+/// 128 sub-quantizers (34 lines a block, 8 a vector) interleaving filled the
+/// miss buffers and ran 10-30 % below a lone walk (1M x 128, ef 32-256).
+const INTERLEAVE_MAX_BLOCK: usize = 1024;
 
 /// The bytes of each part of a [`QgIndex`] (see [`QgIndex::memory_breakdown`]).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -723,7 +731,7 @@ impl QgIndex {
         work.dc
     }
 
-    /// The queries `qs` of one batch chunk (answers into `outs`), [`WALKS`] walks
+    /// The queries `qs` of one batch chunk (answers into `outs`), up to [`WALKS`] walks
     /// at a time taking one step each in turn; queries the walk cannot answer go
     /// to the HNSW search, as in a single search. Returns the distances made.
     #[allow(clippy::too_many_arguments)]
@@ -746,7 +754,12 @@ impl QgIndex {
             let guard = read(&self.layer);
             if let Some(layer) = guard.as_ref() {
                 let works = &mut scratch.extra_or_insert_with(Walks::default).0;
-                works.resize_with(WALKS, Work::default);
+                let (walks, ahead) = if layer::stride_for(layer.m()) <= INTERLEAVE_MAX_BLOCK {
+                    (WALKS, PREFETCH_AHEAD_INTERLEAVED)
+                } else {
+                    (1, PREFETCH_AHEAD)
+                };
+                works.resize_with(walks, Work::default);
                 for w in works.iter_mut() {
                     w.set_query(k, rerank);
                 }
@@ -778,7 +791,7 @@ impl QgIndex {
                                 storage,
                                 q(j),
                                 ef,
-                                PREFETCH_AHEAD_INTERLEAVED,
+                                ahead,
                                 w,
                             )
                         {
@@ -920,7 +933,7 @@ impl VectorIndex for QgIndex {
         Ok(stats)
     }
 
-    /// Without a filter, on a trained index: [`WALKS`] walks interleaved per
+    /// Without a filter, on a trained index: up to [`WALKS`] walks interleaved per
     /// worker ([`QgIndex::walk_many`]); otherwise one search per query.
     fn search_batch_unchecked(
         &self,
