@@ -933,7 +933,7 @@ impl VectorIndex for QgIndex {
         Ok(stats)
     }
 
-    /// Without a filter, on a trained index: up to [`WALKS`] walks interleaved per
+    /// Without a filter, on a trained index: up to two walks interleaved per
     /// worker ([`QgIndex::walk_many`]); otherwise one search per query.
     fn search_batch_unchecked(
         &self,
