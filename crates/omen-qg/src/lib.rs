@@ -785,16 +785,7 @@ impl QgIndex {
                 while lane.iter().any(|&j| j != usize::MAX) {
                     for (l, w) in lane.iter_mut().zip(works.iter_mut()) {
                         let j = *l;
-                        if j == usize::MAX
-                            || self.walk_step(
-                                layer,
-                                storage,
-                                q(j),
-                                ef,
-                                ahead,
-                                w,
-                            )
-                        {
+                        if j == usize::MAX || self.walk_step(layer, storage, q(j), ef, ahead, w) {
                             continue;
                         }
                         let Some(out) = outs.get_mut(j) else { continue };

@@ -107,7 +107,10 @@ fn the_walk_on_codes_finds_the_neighbours_on_every_metric() {
         // A narrow re-rank costs recall: the parameter is honoured.
         let narrow = SearchParams::new().with("ef", 64).with("rerank", 10);
         let r10 = recall(&s, &s.index, 10, &narrow);
-        assert!(r10 < r64, "{metric:?}: rerank 10 {r10} vs every expanded node {r64}");
+        assert!(
+            r10 < r64,
+            "{metric:?}: rerank 10 {r10} vs every expanded node {r64}"
+        );
     }
 }
 
@@ -123,7 +126,12 @@ fn scoring_every_expanded_node_dominates_a_rerank() {
         let mut answer = |p: &SearchParams, q: &[f32]| {
             let mut out = Vec::new();
             s.index
-                .search(&s.storage, &SearchRequest::new(q, 10, p), &mut scratch, &mut out)
+                .search(
+                    &s.storage,
+                    &SearchRequest::new(q, 10, p),
+                    &mut scratch,
+                    &mut out,
+                )
                 .unwrap();
             out
         };
