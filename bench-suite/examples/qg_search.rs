@@ -49,6 +49,23 @@ fn main() -> Result<(), Box<dyn Error>> {
             index
         }
     };
+    {
+        // Layer-0 out-degree: a block has 32 lanes, the graph's list fills some.
+        let mut ids = Vec::new();
+        let (mut nodes, mut links, mut full) = (0usize, 0usize, 0usize);
+        for s in 0..n as u32 {
+            if index.graph().links(s, 0, &mut ids) {
+                nodes += 1;
+                links += ids.len().min(32);
+                full += usize::from(ids.len() >= 32);
+            }
+        }
+        eprintln!(
+            "layer-0 out-degree: mean {:.2} over {nodes} nodes, {:.1} % with 32 or more",
+            links as f64 / nodes.max(1) as f64,
+            100.0 * full as f64 / nodes.max(1) as f64
+        );
+    }
     let gt = ds.ground_truth.as_ref().ok_or("no ground truth")?;
     let queries: Vec<&[f32]> = ds.queries.iter_rows().take(nq).collect();
     let mut scratch = SearchScratch::new();
