@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     storage.append_batch(ds.base.data())?;
     let n = storage.len();
     let metric: Metric = ds.metric;
-    println!("dataset {name}: {n} x {dim}, {metric:?}; QgParams defaults (M 16, ef_construction 200, keep_pruned, pq_m {})", omen_qg::default_pq_m(dim));
+    println!("dataset {name}: {n} x {dim}, {metric:?}; QgParams defaults (M 16, ef_construction 200, keep_pruned, fill_layer0, pq_m {})", omen_qg::default_pq_m(dim));
     println!("| threads | build s | vectors/s | graph B/vec | codes B/vec | blocks B/vec | codebooks B | full vectors B/vec |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &t in &threads {

@@ -2,7 +2,9 @@
 //! then the same queries in one `search_batch` call on a one-thread pool) over a
 //! dataset, for profiling the walk: `QG_INDEX=FILE` keeps the built index
 //! between runs (it is loaded with `QgIndex::from_bytes`, blocks rebuilt);
-//! `QG_PQ_M=M` builds with `M` sub-quantizers instead of the default.
+//! `QG_PQ_M=M` builds with `M` sub-quantizers instead of the default, and
+//! `QG_FILL=0` without `fill_layer0` (plain HNSW layer-0 lists, about 24 of a
+//! block's 32 lanes filled).
 //!
 //! ```text
 //! cargo run --release -p omen-bench --example qg_search -- glove-50-l2 2000 64,256 [RERANK]
@@ -38,6 +40,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             let mut params = QgParams::new();
             if let Some(m) = std::env::var("QG_PQ_M").ok().and_then(|m| m.parse().ok()) {
                 params = params.with_pq_m(m);
+            }
+            if std::env::var("QG_FILL").is_ok_and(|v| v == "0") {
+                params = params.with_fill_layer0(false);
             }
             let index = QgIndex::new(dim, ds.metric, params)?;
             let t = Instant::now();

@@ -650,7 +650,8 @@ fn db_create_refuses_parameters_the_index_does_not_take() {
     let d = t.path();
     let ivfpq_takes =
         "(valid: nlist, m, nbits, train_size, nprobe, rerank_factor, seed, kmeans_iters)";
-    let hnsw_takes = "(valid: m, ef_construction, ef_search, seed, keep_pruned, repair_threshold)";
+    let hnsw_takes =
+        "(valid: m, ef_construction, ef_search, seed, keep_pruned, fill_layer0, repair_threshold)";
     let flat_takes = "(it takes none)";
     let cases: &[(&[&str], &str, &str)] = &[
         (

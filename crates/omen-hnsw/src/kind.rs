@@ -27,6 +27,10 @@ const BUILD: &[ParamSpec] = &[
         "fill neighbour lists with pruned candidates (keepPrunedConnections) [false]",
     ),
     ParamSpec::new(
+        "fill_layer0",
+        "a new node chooses up to 2M layer-0 neighbours, not M (with keep_pruned: a fixed out-degree 2M) [false]",
+    ),
+    ParamSpec::new(
         "repair_threshold",
         "fraction of removed nodes that triggers link repair, (0, 1] [0.1]",
     ),
@@ -51,6 +55,7 @@ impl HnswParams {
             ef_search: params.usize("ef_search")?.unwrap_or(d.ef_search),
             seed: params.u64("seed")?.unwrap_or(d.seed),
             keep_pruned: params.bool("keep_pruned")?.unwrap_or(d.keep_pruned),
+            fill_layer0: params.bool("fill_layer0")?.unwrap_or(d.fill_layer0),
             repair_threshold: params
                 .f64("repair_threshold")?
                 .unwrap_or(d.repair_threshold),
@@ -67,6 +72,7 @@ impl HnswParams {
             .with("ef_search", self.ef_search)
             .with("seed", self.seed)
             .with("keep_pruned", self.keep_pruned)
+            .with("fill_layer0", self.fill_layer0)
             .with("repair_threshold", self.repair_threshold)
     }
 }

@@ -371,10 +371,15 @@ impl HnswIndex {
                 work.found.extend_from_slice(&eps);
             }
             let found = std::mem::take(&mut work.found);
+            let m = if lc == 0 && self.params.fill_layer0 {
+                self.params.m0()
+            } else {
+                self.params.m
+            };
             self.select(
                 storage,
                 &found,
-                self.params.m,
+                m,
                 self.params.keep_pruned,
                 &mut levels[lc],
                 work,

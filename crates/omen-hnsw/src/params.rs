@@ -22,6 +22,12 @@ pub struct HnswParams {
     /// candidates it pruned (the paper's `keepPrunedConnections`). hnswlib does not
     /// (`false`, the default). Repairs after deletes always refill.
     pub keep_pruned: bool,
+    /// Whether a new node chooses up to `M0` layer-0 neighbours rather than `M`.
+    /// hnswlib chooses `M` on every layer (the default, `false`), and its layer-0
+    /// lists reach `M0` only through back links: about 24 of 32 on GloVe-50. With
+    /// `keep_pruned` too, every layer-0 list holds exactly `M0` once the graph
+    /// has more than `M0` nodes (a fixed out-degree).
+    pub fill_layer0: bool,
     /// Fraction of removed-but-unrepaired nodes (of all nodes in the graph) above
     /// which the next [`add`](omen_core::VectorIndex::add) first repairs the links
     /// into removed nodes. Default 0.1; range `(0, 1]`.
@@ -36,6 +42,7 @@ impl Default for HnswParams {
             ef_search: 64,
             seed: 0x5eed_0f4e_5f00,
             keep_pruned: false,
+            fill_layer0: false,
             repair_threshold: 0.1,
         }
     }
@@ -74,6 +81,12 @@ impl HnswParams {
     /// Sets `keepPrunedConnections`.
     pub fn with_keep_pruned(mut self, keep: bool) -> Self {
         self.keep_pruned = keep;
+        self
+    }
+
+    /// Sets whether a new node chooses up to `M0` layer-0 neighbours.
+    pub fn with_fill_layer0(mut self, fill: bool) -> Self {
+        self.fill_layer0 = fill;
         self
     }
 

@@ -90,7 +90,7 @@ impl HnswIndex {
             .u32(VERSION)
             .u32(self.dim as u32)
             .u8(metric_code(self.metric))
-            .u8(u8::from(p.keep_pruned))
+            .u8(u8::from(p.keep_pruned) | (u8::from(p.fill_layer0) << 1))
             .zeros(2)
             .u32(p.m as u32)
             .u32(p.m0() as u32)
@@ -151,11 +151,17 @@ impl HnswIndex {
         let code = r.u8("metric")?;
         let metric = metric_from_code(code)
             .ok_or_else(|| r.error_at(16, format!("unknown metric code {code}")))?;
-        let keep_pruned = match r.u8("keep_pruned")? {
-            0 => false,
-            1 => true,
-            b => return Err(r.error_at(17, format!("keep_pruned byte {b} is not 0 or 1"))),
-        };
+        // Bit 0: keep_pruned; bit 1: fill_layer0 (clear in files written before
+        // it existed).
+        let flags = r.u8("flags")?;
+        if flags > 3 {
+            return Err(r.error_at(
+                17,
+                format!("flags byte {flags:#04x} has bits other than keep_pruned (1) and fill_layer0 (2)"),
+            ));
+        }
+        let keep_pruned = flags & 1 != 0;
+        let fill_layer0 = flags & 2 != 0;
         r.zeros(2, "reserved bytes")?;
         let m = r.u32("M")? as usize;
         let m0 = r.u32("M0")? as usize;
@@ -165,6 +171,7 @@ impl HnswIndex {
             ef_search: r.u32("ef_search")? as usize,
             seed: r.u64("seed")?,
             keep_pruned,
+            fill_layer0,
             repair_threshold: r.f64("repair_threshold")?,
         };
         params

@@ -459,6 +459,65 @@ fn save_load_round_trip_gives_identical_results() {
     assert!(e.is_empty());
 }
 
+/// Mean layer-0 out-degree of the nodes `0..n`.
+fn mean_degree0(index: &HnswIndex, n: usize) -> f64 {
+    let mut ids = Vec::new();
+    let total: usize = (0..n as u32)
+        .map(|s| {
+            index.links(s, 0, &mut ids);
+            ids.len()
+        })
+        .sum();
+    total as f64 / n as f64
+}
+
+#[test]
+fn fill_layer0_gives_a_fixed_out_degree_and_survives_a_round_trip() {
+    let (n, dim) = (scaled(2_000), 8);
+    let rows = mixture(n, dim, 10, 700);
+    let base = HnswParams::default().with_m(8).with_keep_pruned(true);
+    let (storage, plain) = setup(&rows, dim, Metric::L2, base.clone());
+    let (_, filled) = setup(&rows, dim, Metric::L2, base.with_fill_layer0(true));
+    // M0 = 16: a filled list starts at 16 and keep_pruned refills it at every
+    // re-prune; a plain one starts at 8 and grows by back links only.
+    let mut ids = Vec::new();
+    for s in 0..n as u32 {
+        filled.links(s, 0, &mut ids);
+        assert_eq!(ids.len(), 16, "node {s}'s layer-0 list");
+    }
+    let dp = mean_degree0(&plain, n);
+    assert!(dp < 15.0, "plain mean layer-0 degree {dp}");
+    // Exhaustive search still gives the exact answer (the same slots; the
+    // kernels may sum in another order than the flat scan).
+    let p = SearchParams::new().with("ef", n);
+    let flat = FlatIndex::new(dim, Metric::L2).unwrap();
+    flat.add(&storage, 0..n as u32).unwrap();
+    let slots = |v: Vec<Neighbor>| v.into_iter().map(|x| x.slot).collect::<Vec<_>>();
+    for q in mixture(20, dim, 10, 701).chunks_exact(dim) {
+        assert_eq!(
+            slots(search(&filled, &storage, q, 10, &p, None)),
+            slots(search(&flat, &storage, q, 10, &SearchParams::new(), None))
+        );
+    }
+    // The flag is saved (bit 1 of byte 17) and read back.
+    let bytes = filled.to_bytes();
+    assert_eq!(bytes[17], 3);
+    let loaded = HnswIndex::from_bytes(&bytes, Path::new("f.hnsw")).unwrap();
+    assert!(loaded.params().fill_layer0);
+    assert_eq!(loaded.to_bytes(), bytes);
+    assert_eq!(plain.to_bytes()[17], 1);
+    // Any other bit is corruption at offset 17, behind a valid checksum too.
+    let mut bad = bytes.clone();
+    bad[17] = 4;
+    let end = bad.len() - 4;
+    let crc = omen_core::codec::crc32(&bad[..end]);
+    bad[end..].copy_from_slice(&crc.to_le_bytes());
+    match HnswIndex::from_bytes(&bad, Path::new("f.hnsw")) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 17),
+        other => panic!("expected corruption at 17, got {other:?}"),
+    }
+}
+
 #[test]
 fn damaged_files_are_corruption_errors() {
     let rows = mixture(60, 4, 3, 13);

@@ -27,6 +27,10 @@ const BUILD: &[ParamSpec] = &[
         "fill layer-0 lists with pruned candidates: the block scans 32 lanes whatever the degree [true]",
     ),
     ParamSpec::new(
+        "fill_layer0",
+        "a new node chooses 2M layer-0 neighbours, not M: with keep_pruned every block's 32 lanes are full (a fixed out-degree) [true]",
+    ),
+    ParamSpec::new(
         "pq_m",
         "PQ sub-quantizers of the neighbour codes (4 bits each; divides dim, <= 256) [the largest divisor of dim <= 64]",
     ),
@@ -66,6 +70,14 @@ pub struct QgParams {
     /// HNSW `keepPrunedConnections`: lists filled to capacity with pruned
     /// candidates. On by default here: the block scans all 32 lanes anyway.
     pub keep_pruned: bool,
+    /// HNSW `fill_layer0`: a new node chooses `2M` layer-0 neighbours, so that
+    /// (with `keep_pruned`) every list, and every block, holds 32 at `M = 16`: a
+    /// fixed out-degree, where plain HNSW lists fill about 24 of the 32 lanes a
+    /// block scans anyway. On by default: on GloVe-50 (`qg_search`, one thread)
+    /// it gave 5 / 13 / 22 % more QPS at recall@10 0.90 / 0.95 / 0.99 (angular,
+    /// three runs each) and +17 / +19 / −3 % (L2, one run), for a graph build
+    /// about 1.5x as long.
+    pub fill_layer0: bool,
     /// PQ sub-quantizers; `None` for [`default_pq_m`] of the dimension.
     pub pq_m: Option<usize>,
     /// Present slots at which the codes are trained (automatically, on the next
@@ -83,6 +95,7 @@ impl Default for QgParams {
             ef_search: 64,
             seed: 0x5eed_0f4e_5f00,
             keep_pruned: true,
+            fill_layer0: true,
             pq_m: None,
             train_at: 10_000,
             train_sample: 65_536,
@@ -146,6 +159,12 @@ impl QgParams {
         self
     }
 
+    /// Sets `fill_layer0`.
+    pub fn with_fill_layer0(mut self, fill: bool) -> Self {
+        self.fill_layer0 = fill;
+        self
+    }
+
     /// The sub-quantizers for `dim`.
     pub fn pq_m_for(&self, dim: usize) -> usize {
         self.pq_m.unwrap_or_else(|| default_pq_m(dim))
@@ -191,6 +210,7 @@ impl QgParams {
             .with_ef_search(self.ef_search)
             .with_seed(self.seed)
             .with_keep_pruned(self.keep_pruned)
+            .with_fill_layer0(self.fill_layer0)
     }
 
     /// The parameters `params` names, the rest at their defaults; `InvalidParameter`
@@ -207,6 +227,7 @@ impl QgParams {
             ef_search: params.usize("ef_search")?.unwrap_or(d.ef_search),
             seed: params.u64("seed")?.unwrap_or(d.seed),
             keep_pruned: params.bool("keep_pruned")?.unwrap_or(d.keep_pruned),
+            fill_layer0: params.bool("fill_layer0")?.unwrap_or(d.fill_layer0),
             pq_m: params.usize("pq_m")?,
             train_at: params.usize("train_at")?.unwrap_or(d.train_at),
             train_sample: params.usize("train_sample")?.unwrap_or(d.train_sample),
@@ -225,7 +246,8 @@ impl QgParams {
             .with("ef_construction", self.ef_construction)
             .with("ef_search", self.ef_search)
             .with("seed", self.seed)
-            .with("keep_pruned", self.keep_pruned);
+            .with("keep_pruned", self.keep_pruned)
+            .with("fill_layer0", self.fill_layer0);
         if let Some(m) = pq_m {
             params = params.with("pq_m", m);
         }

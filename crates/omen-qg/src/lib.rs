@@ -2,7 +2,10 @@
 //! codes, with exact re-ranking of the best estimates.
 //!
 //! # Design
-//! Every node owns one cache-line-aligned **block**: the ids of its first 32
+//! The graph is built with `fill_layer0` and `keep_pruned` (the defaults here), so
+//! every layer-0 list holds exactly `2M` = 32 neighbours: a fixed out-degree that
+//! fills every lane of a block, where hnswlib's insertion rule leaves about 24 of
+//! 32 (GloVe-50). Every node owns one cache-line-aligned **block**: the ids of its first 32
 //! layer-0 neighbours and their 4-bit PQ codes in the fast-scan layout
 //! ([`omen_core::simd::fastscan`]). A query builds one lookup table (squared L2 or
 //! negated inner product per sub-quantizer centroid, quantised to bytes), descends

@@ -32,7 +32,7 @@ impl QgIndex {
             .u32(VERSION)
             .u32(self.dim as u32)
             .u8(metric_code(self.metric))
-            .u8(u8::from(p.keep_pruned))
+            .u8(u8::from(p.keep_pruned) | (u8::from(p.fill_layer0) << 1))
             .u8(u8::from(layer.is_some()))
             .zeros(1)
             .u32(p.m as u32)
@@ -99,7 +99,16 @@ impl QgIndex {
                 b => Err(r.error_at(at, format!("{what} byte {b} is not 0 or 1"))),
             }
         };
-        let keep_pruned = flag(&mut r, 17, "keep_pruned")?;
+        // Bit 0: keep_pruned; bit 1: fill_layer0 (clear in files written before
+        // it existed).
+        let flags = r.u8("flags")?;
+        if flags > 3 {
+            return Err(r.error_at(
+                17,
+                format!("flags byte {flags:#04x} has bits other than keep_pruned (1) and fill_layer0 (2)"),
+            ));
+        }
+        let (keep_pruned, fill_layer0) = (flags & 1 != 0, flags & 2 != 0);
         let trained = flag(&mut r, 18, "trained")?;
         r.zeros(1, "reserved byte")?;
         let params = QgParams {
@@ -108,6 +117,7 @@ impl QgIndex {
             ef_search: r.u32("ef_search")? as usize,
             seed: r.u64("seed")?,
             keep_pruned,
+            fill_layer0,
             pq_m: Some(r.u32("pq_m")? as usize),
             train_at: {
                 r.zeros(4, "reserved bytes")?;
@@ -148,6 +158,18 @@ impl QgIndex {
                     "the graph is {}-d {:?}, the index {dim}-d {metric:?}",
                     graph.dim(),
                     graph.metric()
+                ),
+            ));
+        }
+        let gp = graph.params();
+        if (gp.m, gp.keep_pruned, gp.fill_layer0)
+            != (params.m, params.keep_pruned, params.fill_layer0)
+        {
+            return Err(r.error_at(
+                graph_at,
+                format!(
+                    "the graph was built with M {}, keep_pruned {}, fill_layer0 {}; the index says M {}, keep_pruned {}, fill_layer0 {}",
+                    gp.m, gp.keep_pruned, gp.fill_layer0, params.m, params.keep_pruned, params.fill_layer0
                 ),
             ));
         }

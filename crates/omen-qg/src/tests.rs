@@ -410,6 +410,49 @@ fn a_saved_index_answers_as_before_and_damage_is_an_error_at_an_offset() {
 }
 
 #[test]
+fn fill_layer0_fills_every_block_and_is_saved() {
+    let s = setup(
+        1_200,
+        16,
+        Metric::L2,
+        QgParams::new().with_train_at(400).with_fill_layer0(true),
+    );
+    let mut ids = Vec::new();
+    for u in 0..1_200u32 {
+        s.index.graph().links(u, 0, &mut ids);
+        assert_eq!(ids.len(), 32, "node {u}: every block's 32 lanes are full");
+    }
+    let p = SearchParams::new().with("ef", 64);
+    let r = recall(&s, &s.index, 10, &p);
+    assert!(r > 0.9, "recall@10 {r}");
+    let bytes = s.index.to_bytes();
+    assert_eq!(bytes[17], 3, "flags: keep_pruned | fill_layer0");
+    let file = Path::new("fill.qg");
+    let back = QgIndex::from_bytes(&bytes, file).unwrap();
+    assert!(back.params().fill_layer0);
+    assert_eq!(back.to_bytes(), bytes);
+    // A header that disagrees with its embedded graph is damage, as is an
+    // unknown flag bit, even behind a valid checksum.
+    let reseal = |mut b: Vec<u8>| {
+        let end = b.len() - 4;
+        let crc = omen_core::codec::crc32(&b[..end]);
+        b[end..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    for (flags, says) in [
+        (1u8, "fill_layer0 true; the index says"),
+        (7, "flags byte 0x07"),
+    ] {
+        let mut bad = bytes.clone();
+        bad[17] = flags;
+        match QgIndex::from_bytes(&reseal(bad), file) {
+            Err(Error::Corruption { detail, .. }) => assert!(detail.contains(says), "{detail}"),
+            other => panic!("flags {flags}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn searches_during_adds_find_every_finished_add() {
     let dim = 16;
     let n = 3_000;

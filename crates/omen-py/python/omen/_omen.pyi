@@ -43,7 +43,8 @@ class Index:
     def __init__(self, kind: str, dim: int, metric: str = "l2", **params: Union[int, float, bool]) -> None:
         """kind: "flat", "hnsw" (m, ef_construction, ef_search, seed), "ivfpq"
         (nlist, m, nbits, train_size, nprobe, rerank_factor, seed) or "qg" (m,
-        ef_construction, ef_search, seed, keep_pruned, pq_m, train_at, train_sample).
+        ef_construction, ef_search, seed, keep_pruned, fill_layer0, pq_m, train_at,
+        train_sample).
         metric: "l2" (squared Euclidean), "ip" (distance 1 - dot) or "cosine"."""
     @property
     def kind(self) -> str: ...
