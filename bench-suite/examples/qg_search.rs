@@ -3,7 +3,7 @@
 //! dataset, for profiling the walk: `QG_INDEX=FILE` keeps the built index
 //! between runs (it is loaded with `QgIndex::from_bytes`, blocks rebuilt);
 //! `QG_PQ_M=M` builds with `M` sub-quantizers instead of the default, and
-//! `QG_FILL=0` without `fill_layer0` (plain HNSW layer-0 lists, about 24 of a
+//! `QG_EFC=N` with `ef_construction` N, and `QG_FILL=0` without `fill_layer0` (plain HNSW layer-0 lists, about 24 of a
 //! block's 32 lanes filled).
 //!
 //! ```text
@@ -40,6 +40,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             let mut params = QgParams::new();
             if let Some(m) = std::env::var("QG_PQ_M").ok().and_then(|m| m.parse().ok()) {
                 params = params.with_pq_m(m);
+            }
+            if let Some(ef) = std::env::var("QG_EFC").ok().and_then(|m| m.parse().ok()) {
+                params = params.with_ef_construction(ef);
             }
             if std::env::var("QG_FILL").is_ok_and(|v| v == "0") {
                 params = params.with_fill_layer0(false);
