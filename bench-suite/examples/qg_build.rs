@@ -5,8 +5,11 @@
 //! the node blocks, and the full vectors the re-rank reads (the storage's).
 //!
 //! ```text
-//! cargo run --release -p omen-bench --example qg_build -- glove-50-l2 [THREADS,...]
+//! cargo run --release -p omen-bench --example qg_build -- glove-50-l2 [THREADS,...] [EF_CONSTRUCTION]
 //! ```
+//!
+//! The blocks' bytes are split into the neighbours' ids, their codes and the
+//! padding to whole cache lines (with the allocation's unused capacity).
 
 use omen_core::{Metric, VectorIndex, VectorStorage};
 use omen_qg::{QgIndex, QgParams};
@@ -24,18 +27,32 @@ fn main() -> Result<(), Box<dyn Error>> {
             .collect::<Result<_, _>>()?,
         None => vec![1, 2],
     };
+    let efc: Option<usize> = args.next().map(|s| s.parse()).transpose()?;
     let ds = omen_datasets::load_named(&name, &omen_datasets::default_data_dir(), 10)?;
     let dim = ds.base.dim();
     let storage = MemoryStorage::new(dim)?;
     storage.append_batch(ds.base.data())?;
     let n = storage.len();
     let metric: Metric = ds.metric;
-    println!("dataset {name}: {n} x {dim}, {metric:?}; QgParams defaults (M 16, ef_construction 200, keep_pruned, fill_layer0, pq_m {})", omen_qg::default_pq_m(dim));
-    println!("| threads | build s | vectors/s | graph B/vec | codes B/vec | blocks B/vec | codebooks B | full vectors B/vec |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut params = QgParams::new();
+    if let Some(ef) = efc {
+        params = params.with_ef_construction(ef);
+    }
+    let pq_m = params.pq_m_for(dim);
+    println!(
+        "dataset {name}: {n} x {dim}, {metric:?}; QgParams: M {}, ef_construction {}, keep_pruned, fill_layer0, pq_m {pq_m}",
+        params.m, params.ef_construction
+    );
+    println!("| threads | build s | vectors/s | graph B/vec | codes B/vec | blocks B/vec: ids + codes + padding and slack | codebooks B | index B/vec | full vectors B/vec |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // A block: 32 neighbour ids, their codes in the fast-scan layout, padded to
+    // whole 64-byte lines.
+    let ids = 4 * 32;
+    let codes = omen_core::simd::fastscan::block_bytes(pq_m);
+    let stride = (ids + codes).div_ceil(64) * 64;
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        let index = QgIndex::new(dim, metric, QgParams::new())?;
+        let index = QgIndex::new(dim, metric, params.clone())?;
         let start = Instant::now();
         pool.install(|| index.add(&storage, 0..n as u32))?;
         let secs = start.elapsed().as_secs_f64();
@@ -44,13 +61,18 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         let m = index.memory_breakdown();
         let per = |b: usize| b as f64 / n as f64;
+        let blocks = m.blocks / stride;
         println!(
-            "| {t} | {secs:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {t} | {secs:.1} | {:.0} | {:.1} | {:.1} | {:.1}: {:.1} + {:.1} + {:.1} | {} | {:.1} | {} |",
             n as f64 / secs,
             per(m.graph),
             per(m.codes),
             per(m.blocks),
+            per(blocks * ids),
+            per(blocks * codes),
+            per(m.blocks - blocks * (ids + codes)),
             m.codebooks,
+            per(m.graph + m.codes + m.blocks + m.codebooks),
             dim * 4
         );
     }

@@ -400,6 +400,30 @@ impl<'a> ByteReader<'a> {
         Ok(())
     }
 
+    /// A flags byte whose bit `i` is `known[i]` (at most 8); a set bit past those
+    /// is an error at the byte's offset naming the known ones, so that a file
+    /// from a later version, or damage, is refused rather than misread.
+    pub fn flags(&mut self, what: &str, known: &[&str]) -> Result<u8> {
+        let at = self.pos;
+        let b = self.u8(what)?;
+        let mask = u8::try_from((1u16 << known.len().min(8)) - 1).unwrap_or(u8::MAX);
+        if b & !mask != 0 {
+            let names: Vec<String> = known
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{n} ({})", 1u16 << i))
+                .collect();
+            return Err(self.error_at(
+                at,
+                format!(
+                    "{what} byte {b:#04x} has bits other than {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(b)
+    }
+
     /// `n` bytes that must be zero (reserved fields, padding); the error names the
     /// offset of the first non-zero one.
     pub fn zeros(&mut self, n: usize, what: &str) -> Result<()> {
@@ -530,6 +554,21 @@ mod tests {
             } => (file, offset, detail),
             other => panic!("not corruption: {other}"),
         }
+    }
+
+    #[test]
+    fn flags_refuse_unknown_bits_at_their_offset() {
+        let file = Path::new("f.bin");
+        let bytes = [0u8, 0b11, 0b100, 0xff];
+        let mut r = ByteReader::new(&bytes, file);
+        assert_eq!(r.flags("none", &[]).unwrap(), 0);
+        assert_eq!(r.flags("flags", &["a", "b"]).unwrap(), 3);
+        let (f, offset, detail) = corruption(r.flags("flags", &["a", "b"]).unwrap_err());
+        assert_eq!((f.as_path(), offset), (file, 2));
+        assert_eq!(detail, "flags byte 0x04 has bits other than a (1), b (2)");
+        let every = ["0", "1", "2", "3", "4", "5", "6", "7"];
+        assert_eq!(r.flags("flags", &every).unwrap(), 0xff);
+        assert!(r.flags("flags", &every).is_err(), "past the end");
     }
 
     #[test]

@@ -153,13 +153,7 @@ impl HnswIndex {
             .ok_or_else(|| r.error_at(16, format!("unknown metric code {code}")))?;
         // Bit 0: keep_pruned; bit 1: fill_layer0 (clear in files written before
         // it existed).
-        let flags = r.u8("flags")?;
-        if flags > 3 {
-            return Err(r.error_at(
-                17,
-                format!("flags byte {flags:#04x} has bits other than keep_pruned (1) and fill_layer0 (2)"),
-            ));
-        }
+        let flags = r.flags("flags", &["keep_pruned", "fill_layer0"])?;
         let keep_pruned = flags & 1 != 0;
         let fill_layer0 = flags & 2 != 0;
         r.zeros(2, "reserved bytes")?;

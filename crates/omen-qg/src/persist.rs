@@ -101,13 +101,7 @@ impl QgIndex {
         };
         // Bit 0: keep_pruned; bit 1: fill_layer0 (clear in files written before
         // it existed).
-        let flags = r.u8("flags")?;
-        if flags > 3 {
-            return Err(r.error_at(
-                17,
-                format!("flags byte {flags:#04x} has bits other than keep_pruned (1) and fill_layer0 (2)"),
-            ));
-        }
+        let flags = r.flags("flags", &["keep_pruned", "fill_layer0"])?;
         let (keep_pruned, fill_layer0) = (flags & 1 != 0, flags & 2 != 0);
         let trained = flag(&mut r, 18, "trained")?;
         r.zeros(1, "reserved byte")?;
