@@ -928,7 +928,8 @@ impl VectorIndex for QgIndex {
     }
 
     /// Without a filter, on a trained index: up to two walks interleaved per
-    /// worker ([`QgIndex::walk_many`]); otherwise one search per query.
+    /// worker (`walk_many`, each walk taking one node visit in turn); otherwise
+    /// one search per query.
     fn search_batch_unchecked(
         &self,
         storage: &dyn VectorStorage,
