@@ -19,7 +19,7 @@ const BUILD: &[ParamSpec] = &[
         "m",
         "HNSW links per node on the upper layers, 2M (at most 32 walked) on layer 0 [16]",
     ),
-    ParamSpec::new("ef_construction", "HNSW beam width while inserting [200]"),
+    ParamSpec::new("ef_construction", "HNSW beam width while inserting [300]"),
     ParamSpec::new("ef_search", "beam width of a query that names none [64]"),
     ParamSpec::new("seed", "seed of the level generator and of PQ training"),
     ParamSpec::new(
@@ -61,7 +61,11 @@ const SEARCH: &[ParamSpec] = &[
 pub struct QgParams {
     /// HNSW `M` of the graph (layer 0 keeps `2M`; a block holds the first 32).
     pub m: usize,
-    /// HNSW beam width while inserting.
+    /// HNSW beam width while inserting. 300 by default (hnswlib's usual 200 is
+    /// for lists of 16 chosen at insertion; here every node chooses 32): on
+    /// GloVe-50 L2 (`qg_search`, 2,000 queries, one thread) it raised recall@10 at
+    /// ef 320 from 0.989 to 0.991 and the QPS at recall 0.99 by about a quarter,
+    /// for a build about 1.2x as long.
     pub ef_construction: usize,
     /// Beam width of a query that names no `ef`.
     pub ef_search: usize,
@@ -91,7 +95,7 @@ impl Default for QgParams {
     fn default() -> Self {
         QgParams {
             m: 16,
-            ef_construction: 200,
+            ef_construction: 300,
             ef_search: 64,
             seed: 0x5eed_0f4e_5f00,
             keep_pruned: true,
