@@ -8,8 +8,8 @@
 //! cargo run --release -p omen-bench --example qg_build -- glove-50-l2 [THREADS,...] [EF_CONSTRUCTION]
 //! ```
 //!
-//! The blocks' bytes are split into the neighbours' ids, their codes and the
-//! padding to whole cache lines (with the allocation's unused capacity).
+//! The blocks' bytes are split into the neighbours' codes and the allocation's
+//! unused capacity (the ids are the graph's own layer-0 lists, counted there).
 
 use omen_core::{Metric, VectorIndex, VectorStorage};
 use omen_qg::{QgIndex, QgParams};
@@ -43,13 +43,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         "dataset {name}: {n} x {dim}, {metric:?}; QgParams: M {}, ef_construction {}, keep_pruned, fill_layer0, pq_m {pq_m}",
         params.m, params.ef_construction
     );
-    println!("| threads | build s | vectors/s | graph B/vec | codes B/vec | blocks B/vec: ids + codes + padding and slack | codebooks B | index B/vec | full vectors B/vec |");
+    println!("| threads | build s | vectors/s | graph B/vec | node codes B/vec | blocks B/vec: neighbour codes + slack | codebooks B | index B/vec | full vectors B/vec |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    // A block: 32 neighbour ids, their codes in the fast-scan layout, padded to
-    // whole 64-byte lines.
-    let ids = 4 * 32;
+    // A block: the 32 neighbours' codes in the fast-scan layout (their ids are
+    // the graph's layer-0 list).
     let codes = omen_core::simd::fastscan::block_bytes(pq_m);
-    let stride = (ids + codes).div_ceil(64) * 64;
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         let index = QgIndex::new(dim, metric, params.clone())?;
@@ -61,16 +59,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         let m = index.memory_breakdown();
         let per = |b: usize| b as f64 / n as f64;
-        let blocks = m.blocks / stride;
+        let blocks = m.blocks / codes;
         println!(
-            "| {t} | {secs:.1} | {:.0} | {:.1} | {:.1} | {:.1}: {:.1} + {:.1} + {:.1} | {} | {:.1} | {} |",
+            "| {t} | {secs:.1} | {:.0} | {:.1} | {:.1} | {:.1}: {:.1} + {:.1} | {} | {:.1} | {} |",
             n as f64 / secs,
             per(m.graph),
             per(m.codes),
             per(m.blocks),
-            per(blocks * ids),
             per(blocks * codes),
-            per(m.blocks - blocks * (ids + codes)),
+            per(m.blocks - blocks * codes),
             m.codebooks,
             per(m.graph + m.codes + m.blocks + m.codebooks),
             dim * 4

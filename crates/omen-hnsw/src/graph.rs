@@ -125,6 +125,11 @@ struct Chunk {
     /// every candidate, and 4096 nodes' bits fit in eight cache lines where their
     /// state words would take two thousand.
     live: Box<[AtomicU64]>,
+    /// One bit per node, set before the node's level-0 list is written and
+    /// cleared by [`Graph::clear_changed`]: how an index layered on the graph
+    /// (qg's code blocks) learns exactly which lists an insert or repair changed
+    /// since it last read them.
+    changed: Box<[AtomicU64]>,
     /// The upper lists of the chunk's nodes; grows only under the write lock.
     upper: Vec<AtomicU32>,
 }
@@ -174,6 +179,7 @@ impl Graph {
                 nodes: (0..CHUNK).map(|_| Node::new()).collect(),
                 links: atomics(CHUNK * stride),
                 live: (0..CHUNK.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+                changed: (0..CHUNK.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
                 upper: Vec::new(),
             });
         }
@@ -213,6 +219,55 @@ impl Graph {
                 w.fetch_or(bit, Ordering::AcqRel);
             } else {
                 w.fetch_and(!bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Marks node `id`'s level-0 list as changed. Every writer of a level-0
+    /// list calls it *before* writing, so that a reader that loads an id of the
+    /// new list (`Acquire`, pairing with the write's `Release`) and then finds
+    /// the mark clear knows the list it read is the one last marked clean.
+    #[inline]
+    pub(crate) fn mark_changed(&self, id: u32) {
+        if let Some((w, bit)) = self.changed_word(id) {
+            w.fetch_or(bit, Ordering::AcqRel);
+        }
+    }
+
+    #[inline]
+    fn changed_word(&self, id: u32) -> Option<(&AtomicU64, u64)> {
+        let i = id as usize;
+        let local = i & (CHUNK - 1);
+        self.chunks
+            .get(i >> CHUNK_SHIFT)
+            .and_then(|c| c.changed.get(local / 64))
+            .map(|w| (w, 1u64 << (local % 64)))
+    }
+
+    /// Whether node `id`'s level-0 list changed since its mark was last cleared.
+    #[inline]
+    pub(crate) fn is_changed(&self, id: u32) -> bool {
+        self.changed_word(id)
+            .is_some_and(|(w, bit)| w.load(Ordering::Acquire) & bit != 0)
+    }
+
+    /// Clears node `id`'s mark (its list has been consumed as it now stands).
+    pub(crate) fn clear_changed(&self, id: u32) {
+        if let Some((w, bit)) = self.changed_word(id) {
+            w.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    /// Appends to `out`, in slot order, every node whose mark is set.
+    pub(crate) fn changed(&self, out: &mut Vec<u32>) {
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            for (w, word) in chunk.changed.iter().enumerate() {
+                let mut bits = word.load(Ordering::Acquire);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    out.push(((c << CHUNK_SHIFT) + w * 64 + b) as u32);
+                }
             }
         }
     }
@@ -279,7 +334,7 @@ impl Graph {
     pub(crate) fn memory_bytes(&self) -> usize {
         let per_chunk = CHUNK * std::mem::size_of::<Node>()
             + CHUNK * (self.m0 + 1) * std::mem::size_of::<u32>()
-            + CHUNK.div_ceil(64) * std::mem::size_of::<u64>();
+            + 2 * CHUNK.div_ceil(64) * std::mem::size_of::<u64>();
         self.chunks.len() * per_chunk
             + self
                 .chunks
@@ -331,5 +386,78 @@ pub(crate) fn push_list(list: &[AtomicU32], id: u32) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// A read view of the graph ([`crate::HnswIndex::view`]): it holds the graph's
+/// read lock, so the chunks cannot move while it lives, and reads lists as a
+/// search does (no per-list lock; see the module documentation). Do not call a
+/// method of the index that takes the graph's lock while holding one: a read
+/// lock taken twice can deadlock against a waiting writer.
+pub struct GraphView<'a>(pub(crate) omen_core::sync::RwLockReadGuard<'a, Graph>);
+
+impl GraphView<'_> {
+    /// Node `slot`'s list at `level`; `None` past the graph's capacity or above
+    /// the node's level. A slot that was never inserted has an empty level-0 list.
+    #[inline]
+    pub fn list(&self, slot: u32, level: usize) -> Option<List<'_>> {
+        self.0.list(slot, level).map(List)
+    }
+
+    /// Whether node `slot` is present (inserted and not removed).
+    #[inline]
+    pub fn is_live(&self, slot: u32) -> bool {
+        self.0.is_live(slot)
+    }
+
+    /// Whether node `slot`'s level-0 list was written since its mark was last
+    /// cleared ([`clear_changed`](Self::clear_changed)). Writers mark a list
+    /// before writing it: a reader that read ids of a list and then finds its
+    /// mark clear read the list as it stood when the mark was cleared.
+    #[inline]
+    pub fn is_changed(&self, slot: u32) -> bool {
+        self.0.is_changed(slot)
+    }
+
+    /// Clears node `slot`'s mark: the caller has consumed its list as it stands
+    /// and no writer of it runs meanwhile (a write racing the clear could
+    /// otherwise go unnoticed).
+    pub fn clear_changed(&self, slot: u32) {
+        self.0.clear_changed(slot)
+    }
+}
+
+/// One list of a [`GraphView`].
+#[derive(Clone, Copy)]
+pub struct List<'a>(&'a [AtomicU32]);
+
+impl List<'_> {
+    /// The number of ids (read with `Acquire`: every id below it is a link).
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self.0.split_first() {
+            Some((count, ids)) => (count.load(Ordering::Acquire) as usize).min(ids.len()),
+            None => 0,
+        }
+    }
+
+    /// Whether the list holds no id.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The id at `i` (below [`len`](Self::len)); `u32::MAX` past the list's room.
+    #[inline]
+    pub fn id(&self, i: usize) -> u32 {
+        self.0
+            .get(i + 1)
+            .map_or(u32::MAX, |a| a.load(Ordering::Acquire))
+    }
+
+    /// Asks the CPU to load the list's cache lines.
+    #[inline]
+    pub fn prefetch(&self) {
+        omen_core::simd::prefetch(self.0);
     }
 }

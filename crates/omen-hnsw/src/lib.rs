@@ -93,6 +93,7 @@ pub use search::{FLAT_EF_FACTOR as FILTER_FLAT_EF_FACTOR, FLAT_FRACTION as FILTE
 use graph::{
     level_of, pack, read_list, status_of, Graph, DELETED, MAX_LEVEL, PRESENT, PURGED, RESERVED,
 };
+pub use graph::{GraphView, List};
 use omen_core::simd::Kernels;
 use omen_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use omen_core::sync::{lock, read, write, Mutex, RwLock};
@@ -244,6 +245,24 @@ impl HnswIndex {
             }
             None => false,
         }
+    }
+
+    /// Every node whose level-0 list was written (by an insert, a back-link or a
+    /// repair) since its mark was last cleared ([`GraphView::clear_changed`]), in
+    /// slot order. An index that keeps per-node data derived from the lists (qg's
+    /// code blocks) rebuilds exactly these after an add, and ignores its data for
+    /// a node while the mark is set.
+    pub fn changed_lists(&self) -> Vec<SlotId> {
+        let mut out = Vec::new();
+        read(&self.graph).changed(&mut out);
+        out
+    }
+
+    /// A read view of the graph's lists, holding the graph's read lock (inserts
+    /// proceed; a growth of the graph waits for the view to drop). For walks that
+    /// read many lists without taking the lock per list.
+    pub fn view(&self) -> GraphView<'_> {
+        GraphView(read(&self.graph))
     }
 
     /// The distance the graph is walked and built with. For cosine the engine
@@ -424,6 +443,9 @@ impl HnswIndex {
         };
         let _l = lock(g.lock(q));
         read_list(list, &mut work.ids);
+        if level == 0 {
+            g.mark_changed(q);
+        }
         if work.ids.is_empty() {
             graph::write_list(list, sel.iter().map(|n| n.slot));
             return;
@@ -474,7 +496,13 @@ impl HnswIndex {
         };
         let _l = lock(g.lock(s));
         read_list(list, &mut work.ids);
-        if work.ids.contains(&q) || graph::push_list(list, q) {
+        if work.ids.contains(&q) {
+            return;
+        }
+        if level == 0 {
+            g.mark_changed(s);
+        }
+        if graph::push_list(list, q) {
             return;
         }
         let Some(sv) = storage.get(s) else {
@@ -692,6 +720,9 @@ impl HnswIndex {
         cands.sort_unstable();
         let mut out = std::mem::take(&mut work.sel2);
         self.select(storage, &cands, g.cap(lc), true, &mut out, work, dc);
+        if lc == 0 {
+            g.mark_changed(u);
+        }
         graph::write_list(list, out.iter().map(|n| n.slot));
         work.sel2 = out;
         work.tmp = cands;

@@ -139,3 +139,38 @@ fn remove_races_a_search() {
         assert_eq!(got, vec![Neighbor::new(1, 1.0)]);
     });
 }
+
+/// The changed-mark protocol an index layered on the graph relies on (qg's code
+/// blocks): a writer marks a level-0 list before writing it, and a reader reads
+/// the ids, then the mark; when the mark reads clear, the ids it read are the
+/// list as it stood when the mark was last cleared, never a newer one or a mix.
+#[test]
+fn loom_a_clear_changed_mark_means_the_list_read_is_the_one_coded() {
+    loom::model(|| {
+        let mut g = graph::Graph::new(1, 2);
+        g.grow_to(2);
+        graph::write_list(g.list(0, 0).unwrap(), [1u32].into_iter());
+        g.clear_changed(0);
+        let g = Arc::new(g);
+        let w = {
+            let g = g.clone();
+            thread::spawn(move || {
+                g.mark_changed(0);
+                graph::write_list(g.list(0, 0).unwrap(), [5u32, 6].into_iter());
+            })
+        };
+        let mut ids = Vec::new();
+        graph::read_list(g.list(0, 0).unwrap(), &mut ids);
+        if !g.is_changed(0) {
+            assert_eq!(
+                ids,
+                vec![1],
+                "a clear mark with a list newer than the clear"
+            );
+        }
+        w.join().unwrap();
+        assert!(g.is_changed(0));
+        graph::read_list(g.list(0, 0).unwrap(), &mut ids);
+        assert_eq!(ids, vec![5, 6]);
+    });
+}

@@ -1,6 +1,8 @@
-//! The code layer: every node's block (its layer-0 neighbours' ids and their 4-bit
-//! PQ codes in the fast-scan layout) and each node's own code, from which blocks
-//! are rebuilt when lists change.
+//! The code layer: every node's block (its layer-0 neighbours' 4-bit PQ codes in
+//! the fast-scan layout, lane `i` coding the `i`-th id of the node's layer-0 list
+//! in the HNSW graph) and each node's own code, packed two to a byte, from which
+//! blocks are rebuilt when lists change. The ids are not copied: the walk reads
+//! them from the graph's list, which holds them already.
 
 use omen_core::pq::ProductQuantizer;
 use omen_core::simd::fastscan::{self, BLOCK};
@@ -8,18 +10,15 @@ use omen_core::SlotId;
 
 /// Lanes per block: one fast-scan block of neighbours.
 pub const DEGREE: usize = BLOCK;
-/// An empty lane's id.
-pub const NO_NODE: u32 = u32::MAX;
-/// Lane 0's id in a block not built yet. (A node whose first neighbour has this
-/// slot number, 2^32 - 2, reads as unbuilt and is expanded from the graph: slower,
-/// still correct.)
-pub const UNBUILT: u32 = u32::MAX - 1;
-/// Block alignment (a cache line), so that a block spans as few lines as it can.
+/// Alignment of block 0 (a cache line). A block is a multiple of 32 bytes, so
+/// every block starts on a line or half way through one.
 const ALIGN: usize = 64;
 
-/// Blocks of `stride` bytes, one per slot, each starting on a cache line: `32`
-/// little-endian `u32` ids (unused lanes [`NO_NODE`]), then the neighbours' codes in
-/// the fast-scan layout ([`fastscan::set_codes`]).
+/// Blocks of `stride` bytes, one per slot: the neighbours' codes in the fast-scan
+/// layout ([`fastscan::set_codes`]). Whether a block is current is the graph's
+/// business: a node whose list was written since its block was built carries the
+/// graph's changed mark ([`omen_hnsw::GraphView::is_changed`]), and the walk
+/// expands it from the graph instead.
 #[derive(Debug, Default)]
 pub(crate) struct Blocks {
     buf: Vec<u8>,
@@ -44,19 +43,7 @@ impl Blocks {
         self.slots
     }
 
-    /// Block `u`, or `None` past the end or before it is built (a node whose add
-    /// is in flight: the walk expands it from the graph instead). An unbuilt
-    /// block's lane 0 holds [`UNBUILT`]: the mark is read from the block's first
-    /// line, which the walk loads anyway (a separate flag array cost a cache miss
-    /// per visit).
-    #[inline]
-    pub(crate) fn get(&self, u: SlotId) -> Option<&[u8]> {
-        self.bytes(u).filter(|b| lane_id(b, 0) != UNBUILT)
-    }
-
-    /// Block `u`'s bytes, built or not, without reading them: what a prefetch
-    /// takes (reading the mark there would wait for the very miss the prefetch
-    /// is meant to hide).
+    /// Block `u`'s bytes (zeros for one never built), or `None` past the end.
     #[inline]
     pub(crate) fn bytes(&self, u: SlotId) -> Option<&[u8]> {
         let at = self.off + u as usize * self.stride;
@@ -66,9 +53,9 @@ impl Blocks {
         self.buf.get(at..at + self.stride)
     }
 
-    /// Grows to `slots` blocks (new ones empty: every lane [`NO_NODE`]). Capacity
-    /// doubles, so a run of small adds copies the blocks a logarithmic number of
-    /// times; a new allocation gets huge-page advice before it is touched.
+    /// Grows to `slots` blocks (new ones zero). Capacity doubles, so
+    /// a run of small adds copies the blocks a logarithmic number of times; a new
+    /// allocation gets huge-page advice before it is touched.
     pub(crate) fn grow_to(&mut self, slots: usize) {
         if slots <= self.slots {
             return;
@@ -85,11 +72,7 @@ impl Blocks {
             self.buf = buf;
             self.off = off;
         }
-        let mut empty = empty_block(self.stride);
-        empty[..4].copy_from_slice(&UNBUILT.to_le_bytes());
-        for _ in self.slots..slots {
-            self.buf.extend_from_slice(&empty);
-        }
+        self.buf.resize(self.off + slots * self.stride, 0);
         self.slots = slots;
     }
 
@@ -104,22 +87,6 @@ impl Blocks {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.buf.capacity()
     }
-}
-
-fn empty_block(stride: usize) -> Vec<u8> {
-    let mut b = vec![0u8; stride];
-    for lane in 0..DEGREE {
-        b[4 * lane..4 * lane + 4].copy_from_slice(&NO_NODE.to_le_bytes());
-    }
-    b
-}
-
-/// The id in `lane` of a block.
-#[inline(always)]
-pub(crate) fn lane_id(block: &[u8], lane: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&block[4 * lane..4 * lane + 4]);
-    u32::from_le_bytes(w)
 }
 
 /// Asks for transparent huge pages over a fresh allocation (THP is commonly in
@@ -153,14 +120,15 @@ fn advise_huge_pages<T>(v: &[T]) {
 #[derive(Debug)]
 pub(crate) struct Layer {
     pub(crate) pq: ProductQuantizer,
-    /// `m` bytes per slot (one code, < 16, per byte); zeros for a slot never coded.
-    pub(crate) codes: Vec<u8>,
+    /// `ceil(m / 2)` bytes per slot: code `j` in the low nibble of byte `j / 2`
+    /// for even `j`, the high one for odd; zeros for a slot never coded.
+    codes: Vec<u8>,
     pub(crate) blocks: Blocks,
 }
 
-/// A block's byte length for `m` sub-quantizers, rounded up to whole lines.
+/// A block's byte length for `m` sub-quantizers: the fast-scan codes of 32 lanes.
 pub(crate) fn stride_for(m: usize) -> usize {
-    (4 * DEGREE + fastscan::block_bytes(m)).div_ceil(ALIGN) * ALIGN
+    fastscan::block_bytes(m)
 }
 
 impl Layer {
@@ -177,39 +145,79 @@ impl Layer {
         self.pq.m()
     }
 
+    /// Bytes of one packed code.
+    fn packed(&self) -> usize {
+        self.m().div_ceil(2)
+    }
+
     /// Slots with a code (coded or not yet: zeros).
     pub(crate) fn coded_slots(&self) -> usize {
-        self.codes.len() / self.m().max(1)
+        self.codes.len() / self.packed().max(1)
     }
 
-    /// Slot `v`'s code.
-    pub(crate) fn code(&self, v: SlotId) -> Option<&[u8]> {
-        let m = self.m();
-        self.codes.get(v as usize * m..(v as usize + 1) * m)
+    /// Bytes held by the codes.
+    pub(crate) fn codes_bytes(&self) -> usize {
+        self.codes.capacity()
     }
 
-    /// Sets slot `v`'s code, growing the table.
+    /// Slot `v`'s code, one value per byte, into `out` (`m` bytes); false (and
+    /// `out` zeros) for a slot past the table.
+    pub(crate) fn code_into(&self, v: SlotId, out: &mut [u8]) -> bool {
+        let p = self.packed();
+        let Some(src) = self.codes.get(v as usize * p..(v as usize + 1) * p) else {
+            out.fill(0);
+            return false;
+        };
+        for (j, o) in out.iter_mut().enumerate() {
+            let b = src.get(j / 2).copied().unwrap_or(0);
+            *o = if j % 2 == 0 { b & 0x0f } else { b >> 4 };
+        }
+        true
+    }
+
+    /// Room for `slots` codes without another allocation (exact: a doubling
+    /// table left a third of it unused).
+    pub(crate) fn reserve_codes(&mut self, slots: usize) {
+        let need = slots * self.packed();
+        if need > self.codes.len() {
+            self.codes.reserve_exact(need - self.codes.len());
+        }
+    }
+
+    /// Sets slot `v`'s code (`m` values, each < 16), growing the table.
     pub(crate) fn set_code(&mut self, v: SlotId, code: &[u8]) {
-        let m = self.m();
-        let end = (v as usize + 1) * m;
+        let p = self.packed();
+        let end = (v as usize + 1) * p;
         if self.codes.len() < end {
             self.codes.resize(end, 0);
         }
-        self.codes[v as usize * m..end].copy_from_slice(code);
+        let dst = &mut self.codes[v as usize * p..end];
+        dst.fill(0);
+        for (j, &c) in code.iter().enumerate().take(2 * p) {
+            dst[j / 2] |= (c & 0x0f) << (4 * (j % 2));
+        }
     }
 
-    /// Writes the block of a node whose neighbours are `ids` (at most [`DEGREE`]
-    /// are kept) into `out` (`stride` bytes), with their codes.
+    /// Every slot's code below `slots`, one value per byte (the file layout).
+    pub(crate) fn unpacked_codes(&self, slots: usize) -> Vec<u8> {
+        let m = self.m();
+        let mut out = vec![0u8; slots * m];
+        for (v, c) in out.chunks_exact_mut(m.max(1)).enumerate() {
+            self.code_into(v as SlotId, c);
+        }
+        out
+    }
+
+    /// Writes into `out` (`stride` bytes) the block of a node whose layer-0 list
+    /// is `ids` (at most [`DEGREE`] are coded; lane `i` codes `ids[i]`).
     pub(crate) fn make_block(&self, ids: &[u32], out: &mut Vec<u8>) {
         let stride = stride_for(self.m());
         out.clear();
-        out.extend_from_slice(&empty_block(stride));
-        let cb = fastscan::block_bytes(self.m());
-        let zero = vec![0u8; self.m()];
+        out.resize(stride, 0);
+        let mut code = vec![0u8; self.m()];
         for (lane, &v) in ids.iter().take(DEGREE).enumerate() {
-            out[4 * lane..4 * lane + 4].copy_from_slice(&v.to_le_bytes());
-            let code = self.code(v).unwrap_or(&zero);
-            fastscan::set_codes(&mut out[4 * DEGREE..4 * DEGREE + cb], lane, code);
+            self.code_into(v, &mut code);
+            fastscan::set_codes(out, lane, &code);
         }
     }
 }
@@ -227,6 +235,9 @@ pub(crate) struct Update {
 
 impl Layer {
     pub(crate) fn apply(&mut self, u: Update) {
+        if let Some(top) = u.codes.iter().map(|(v, _)| *v as usize + 1).max() {
+            self.reserve_codes(top.max(u.slots));
+        }
         for (v, c) in &u.codes {
             self.set_code(*v, c);
         }

@@ -5,14 +5,16 @@
 //! The graph is built with `fill_layer0` and `keep_pruned` (the defaults here), so
 //! every layer-0 list holds exactly `2M` = 32 neighbours: a fixed out-degree that
 //! fills every lane of a block, where hnswlib's insertion rule leaves about 24 of
-//! 32 (GloVe-50). Every node owns one cache-line-aligned **block**: the ids of its first 32
-//! layer-0 neighbours and their 4-bit PQ codes in the fast-scan layout
-//! ([`omen_core::simd::fastscan`]). A query builds one lookup table (squared L2 or
+//! 32 (GloVe-50). Every node owns one **block**: the 4-bit PQ codes of its 32
+//! layer-0 neighbours in the fast-scan layout ([`omen_core::simd::fastscan`]),
+//! lane `i` coding the `i`-th id of the node's layer-0 list in the graph, whose
+//! ids the walk reads from the list itself (a block does not copy them). A query builds one lookup table (squared L2 or
 //! negated inner product per sub-quantizer centroid, quantised to bytes), descends
 //! the HNSW upper layers exactly as HNSW does, and then runs a beam search of width
 //! `ef` on layer 0 in which visiting a node means reading its block and estimating
 //! all 32 neighbours at once with byte shuffles: the estimates alone steer the
-//! walk. Each node the walk expands is also scored exactly from the storage (its
+//! walk. Visiting a node reads its list (3 cache lines) and its block (13 at
+//! GloVe-50), both prefetched. Each node the walk expands is also scored exactly from the storage (its
 //! vector is prefetched with its block), and the `k` closest scored nodes are
 //! returned, as SymphonyQG does. With the search key `rerank = r` only the nodes
 //! expanded at the first `r` beam positions are scored (a superset of the final
@@ -29,7 +31,7 @@
 //! walk still waits for much of its block; a batch search therefore runs two
 //! walks per worker, each taking one visit in turn, so that the block a walk needs
 //! loads while the other takes its own (each answer is the one a single search
-//! gives). Blocks over 1 KiB (more than 56 sub-quantizers) fill the miss buffers
+//! gives). Blocks over 1 KiB (more than 64 sub-quantizers) fill the miss buffers
 //! alone, and their batches walk one query at a time.
 //!
 //! The design follows the frontier of graph indexes (SymphonyQG, NGT-QG: codes of
@@ -46,10 +48,21 @@
 //!
 //! # Memory
 //! Per node: the HNSW graph (owned by [`omen_hnsw::HnswIndex`], which also does
-//! insertion, deletion and repair), one code of `m / 2` bytes (kept to rebuild
-//! blocks), and one block of `128 + 16 · m` bytes rounded to a cache line (the
-//! neighbours' codes, duplicated per in-link: the price of reading one region per
-//! visit). [`QgIndex::memory_breakdown`] reports each part.
+//! insertion, deletion and repair, and whose layer-0 lists are the walk's ids),
+//! one code of `m / 2` bytes, packed (kept to rebuild blocks), and one block of
+//! `16 · m` bytes (`m` rounded up to even): the neighbours' codes, duplicated per
+//! in-link, the price of estimating 32 neighbours from one region per visit.
+//! [`QgIndex::memory_breakdown`] reports each part.
+//!
+//! # Blocks and lists agree
+//! A block codes its node's list lane by lane, so the walk must never pair a list
+//! with a block built from an older one. The graph keeps a changed mark per node
+//! ([`omen_hnsw::GraphView::is_changed`]): every writer of a layer-0 list (an
+//! insert, a back-link, a repair) sets it *before* writing the list, and qg clears
+//! it when it publishes the node's rebuilt block. The walk reads the lanes' ids,
+//! then the mark: if it is set, the list may be newer than the block, and the
+//! node is expanded from the list with exact distances instead (modelled in loom
+//! by the HNSW crate). After an add, qg rebuilds exactly the marked nodes.
 //!
 //! # Life cycle
 //! * Before it is trained (fewer than `train_at` present slots and no
@@ -58,12 +71,12 @@
 //! * Training fits the codebooks on up to `train_sample` present vectors (or the
 //!   given sample), codes every node and builds every block.
 //! * [`VectorIndex::add`] inserts into the graph, codes the new slots and rebuilds
-//!   the blocks of every node whose list may have changed (the new nodes and their
-//!   layer-0 neighbours, which received back-links), in chunks, each published
-//!   under the layer's write lock: a search sees a block before or after an update,
-//!   never half-written, and a slot becomes reachable through codes once its add
-//!   returns. A repair of the graph after deletions (which rewires other lists)
-//!   rebuilds every block.
+//!   the blocks of every node whose list the add wrote (the graph's changed marks:
+//!   the new nodes, the nodes that took back-links, the lists a repair rewired),
+//!   in chunks, each published under the layer's write lock with the nodes' marks
+//!   cleared: a search sees a block before or after an update, never half-written,
+//!   and while a node's mark is set it is expanded exactly from its list, so a
+//!   slot is reachable once its add returns.
 //! * [`VectorIndex::remove`] tombstones the node in the graph; it still routes the
 //!   walk and is skipped by the re-rank.
 //! * Filtered and exhaustive queries, and queries the walk answers with fewer
@@ -87,7 +100,7 @@ mod tests;
 
 pub use kind::{default_pq_m, QgKind, QgParams, QgSearch, QG};
 
-use layer::{lane_id, Layer, Update, DEGREE, NO_NODE};
+use layer::{Layer, Update, DEGREE};
 use omen_core::pq::ProductQuantizer;
 use omen_core::simd::fastscan::{self, Scanner, BLOCK};
 use omen_core::simd::{prefetch, Kernels};
@@ -97,7 +110,7 @@ use omen_core::{
     Error, IndexStats, Metric, Neighbor, Params, Result, SearchParams, SearchRequest,
     SearchScratch, SearchStats, SlotFilter, SlotId, VectorIndex, VectorStorage,
 };
-use omen_hnsw::HnswIndex;
+use omen_hnsw::{GraphView, HnswIndex};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -109,7 +122,7 @@ const UPDATE_CHUNK: usize = 8_192;
 /// the current block is scanned).
 const PREFETCH_AHEAD: usize = 2;
 /// ... and of each interleaved walk: the other walks' steps cover the wait, and
-/// more blocks in flight (15 lines each at GloVe-50) fill the miss buffers
+/// more blocks in flight (15 lines each at GloVe-50, measured when blocks also held the ids) fill the miss buffers
 /// (measured on GloVe-50 L2, 10,000 queries: 2 ahead was 10-25 % slower here
 /// and 15 % faster alone).
 const PREFETCH_AHEAD_INTERLEAVED: usize = 1;
@@ -121,7 +134,7 @@ const PREFETCH_AHEAD_INTERLEAVED: usize = 1;
 /// 9.7-10.4k with four and 52-58k/33-36k/10.0-10.3k with one).
 const WALKS: usize = 2;
 /// Blocks longer than this are walked one query at a time in a batch too: at
-/// 128 sub-quantizers (34 lines a block, 8 a vector) interleaving filled the
+/// 128 sub-quantizers (34 lines a block when it held the ids, 8 a vector) interleaving filled the
 /// miss buffers and ran 10-30 % below a lone walk (1M x 128, ef 32-256).
 const INTERLEAVE_MAX_BLOCK: usize = 1024;
 
@@ -131,9 +144,9 @@ const INTERLEAVE_MAX_BLOCK: usize = 1024;
 pub struct QgMemory {
     /// The HNSW graph (links of every layer).
     pub graph: usize,
-    /// Every node's own code (`m / 2` bytes packed, held as `m` bytes).
+    /// Every node's own code (`m / 2` bytes, packed two values to a byte).
     pub codes: usize,
-    /// The node blocks (neighbour ids and their codes).
+    /// The node blocks (the neighbours' codes; their ids are the graph's lists).
     pub blocks: usize,
     /// The codebooks.
     pub codebooks: usize,
@@ -364,7 +377,7 @@ impl QgIndex {
         let l = read(&self.layer);
         QgMemory {
             graph: self.graph.memory_bytes(),
-            codes: l.as_ref().map_or(0, |l| l.codes.capacity()),
+            codes: l.as_ref().map_or(0, |l| l.codes_bytes()),
             blocks: l.as_ref().map_or(0, |l| l.blocks.memory_bytes()),
             codebooks: l.as_ref().map_or(0, |l| l.pq.memory_bytes()),
         }
@@ -401,31 +414,44 @@ impl QgIndex {
         Ok(codes)
     }
 
+    /// The blocks of `nodes` from the graph's current lists and the layer's
+    /// codes (computed in parallel).
+    fn make_blocks(&self, layer: &Layer, nodes: &[SlotId]) -> Vec<(SlotId, Vec<u8>)> {
+        let stride = layer::stride_for(layer.m());
+        nodes
+            .par_iter()
+            .map_init(Vec::new, |ids, &u| {
+                self.graph.links(u, 0, ids);
+                let mut b = Vec::with_capacity(stride);
+                layer.make_block(ids, &mut b);
+                (u, b)
+            })
+            .collect()
+    }
+
     /// Rebuilds the blocks of `nodes` from the graph's current lists and the
-    /// layer's codes, in chunks, each applied under the write lock.
+    /// layer's codes, in chunks, each applied under the write lock together with
+    /// clearing the nodes' changed marks (until then the walk expands them from
+    /// the graph). No list is written meanwhile: adds are serialised by the
+    /// writer lock, which the caller holds, and removals write no list.
     fn rebuild_blocks(&self, nodes: &[SlotId], slots: usize) {
         for chunk in nodes.chunks(UPDATE_CHUNK) {
-            let update = {
+            let blocks = {
                 let guard = read(&self.layer);
                 let Some(layer) = guard.as_ref() else { return };
-                let stride = layer::stride_for(layer.m());
-                let blocks: Vec<(SlotId, Vec<u8>)> = chunk
-                    .par_iter()
-                    .map_init(Vec::new, |ids, &u| {
-                        self.graph.links(u, 0, ids);
-                        let mut b = Vec::with_capacity(stride);
-                        layer.make_block(ids, &mut b);
-                        (u, b)
-                    })
-                    .collect();
-                Update {
+                self.make_blocks(layer, chunk)
+            };
+            let mut guard = write(&self.layer);
+            if let Some(layer) = guard.as_mut() {
+                layer.apply(Update {
                     codes: Vec::new(),
                     blocks,
                     slots,
+                });
+                let view = self.graph.view();
+                for &u in chunk {
+                    view.clear_changed(u);
                 }
-            };
-            if let Some(layer) = write(&self.layer).as_mut() {
-                layer.apply(update);
             }
         }
     }
@@ -475,23 +501,33 @@ impl QgIndex {
         let nodes = self.graph_nodes(bound);
         let codes = self.encode(&pq, storage, &nodes)?;
         let mut layer = Layer::new(pq);
+        layer.reserve_codes(bound);
         for (s, c) in nodes.iter().zip(codes.chunks_exact(m)) {
             layer.set_code(*s, c);
         }
+        // Every block is built before the layer is published, and every node's
+        // changed mark cleared: the walk never sees a block that is not built.
         layer.blocks.grow_to(bound);
+        for chunk in nodes.chunks(UPDATE_CHUNK) {
+            for (u, b) in self.make_blocks(&layer, chunk) {
+                layer.blocks.set(u, &b);
+            }
+        }
+        {
+            let view = self.graph.view();
+            for &u in &nodes {
+                view.clear_changed(u);
+            }
+        }
         *write(&self.layer) = Some(layer);
-        self.rebuild_blocks(&nodes, bound);
         Ok(())
     }
 
-    /// After the graph took `slots`: codes them and rebuilds the blocks whose
-    /// lists may have changed. Called with the writer lock held.
-    fn absorb(
-        &self,
-        storage: &dyn VectorStorage,
-        slots: Range<SlotId>,
-        repaired: bool,
-    ) -> Result<()> {
+    /// After the graph took `slots`: codes them and rebuilds the blocks of every
+    /// node whose layer-0 list the add changed (the new nodes, the nodes that
+    /// took back-links, and those a repair rewired), as the graph marked them.
+    /// Called with the writer lock held.
+    fn absorb(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
         let new: Vec<SlotId> = slots.clone().collect();
         let codes = {
             let guard = read(&self.layer);
@@ -513,20 +549,10 @@ impl QgIndex {
                 slots: bound,
             });
         }
-        let affected = if repaired {
-            // A repair rewired lists anywhere in the graph.
-            self.graph_nodes(bound)
-        } else {
-            let mut affected = new.clone();
-            let mut ids = Vec::new();
-            for &s in &new {
-                self.graph.links(s, 0, &mut ids);
-                affected.extend_from_slice(&ids);
-            }
-            affected.sort_unstable();
-            affected.dedup();
-            affected
-        };
+        // A block codes its node's list lane by lane, so every list the add
+        // wrote must be re-coded: not only the new nodes' neighbours, since a
+        // node that took a back-link may have dropped it again later in the add.
+        let affected = self.graph.changed_lists();
         self.rebuild_blocks(&affected, bound);
         Ok(())
     }
@@ -536,6 +562,7 @@ impl QgIndex {
     fn walk(
         &self,
         layer: &Layer,
+        view: &GraphView<'_>,
         storage: &dyn VectorStorage,
         q: &[f32],
         k: usize,
@@ -546,8 +573,8 @@ impl QgIndex {
     ) -> Option<u64> {
         out.clear();
         work.set_query(k, rerank);
-        self.walk_start(layer, storage, q, work)?;
-        while self.walk_step(layer, storage, q, ef, PREFETCH_AHEAD, work) {}
+        self.walk_start(layer, view, storage, q, work)?;
+        while self.walk_step(layer, view, storage, q, ef, PREFETCH_AHEAD, work) {}
         Some(self.walk_finish(work, out))
     }
 
@@ -557,6 +584,7 @@ impl QgIndex {
     fn walk_start(
         &self,
         layer: &Layer,
+        view: &GraphView<'_>,
         storage: &dyn VectorStorage,
         q: &[f32],
         work: &mut Work,
@@ -568,7 +596,10 @@ impl QgIndex {
         for level in (1..=top).rev() {
             loop {
                 let mut moved = false;
-                self.graph.links(cur.0, level, &mut work.ids);
+                work.ids.clear();
+                if let Some(list) = view.list(cur.0, level) {
+                    work.ids.extend((0..list.len()).map(|i| list.id(i)));
+                }
                 for &v in &work.ids {
                     if let Some(x) = storage.get(v) {
                         dc += 1;
@@ -612,15 +643,20 @@ impl QgIndex {
         if let Some(b) = layer.blocks.bytes(cur.0) {
             prefetch(b);
         }
+        if let Some(list) = view.list(cur.0, 0) {
+            list.prefetch();
+        }
         Some(())
     }
 
     /// Expands the beam's first unexpanded node and prefetches the blocks of the
     /// next `ahead`; returns whether any node is left to expand.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn walk_step(
         &self,
         layer: &Layer,
+        view: &GraphView<'_>,
         storage: &dyn VectorStorage,
         q: &[f32],
         ef: usize,
@@ -642,7 +678,9 @@ impl QgIndex {
             None
         };
         let mut next = work.cursor + 1;
-        if let Some(b) = layer.blocks.get(u) {
+        let list = view.list(u, 0);
+        let mut expanded = false;
+        if let (Some(b), Some(list)) = (layer.blocks.bytes(u), list) {
             let thr = if work.pool.len() >= ef {
                 work.pool.last().map_or(f32::INFINITY, |&l| entry_dist(l))
             } else {
@@ -654,7 +692,7 @@ impl QgIndex {
             // and the beam's bar only rises, so one that fails now fails again.
             let mut est = [0f32; BLOCK];
             let mut mask = self.scanner.scan_filter(
-                &b[4 * DEGREE..4 * DEGREE + cb],
+                &b[..cb],
                 &work.lut,
                 m,
                 work.base,
@@ -663,24 +701,41 @@ impl QgIndex {
                 thr,
                 &mut est,
             );
-            work.dc += DEGREE as u64;
-            while mask != 0 {
-                let lane = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                let v = lane_id(b, lane);
-                if v == NO_NODE || !work.seen.insert(v) {
-                    continue;
-                }
-                if let Some(p) = pool_insert(&mut work.pool, ef, entry(est[lane], v)) {
-                    next = next.min(p);
+            // Lane i codes the list's i-th id; lanes past its length are empty.
+            let n = list.len().min(DEGREE);
+            if n < DEGREE {
+                mask &= (1 << n) - 1;
+            }
+            let mut ids = [0u32; BLOCK];
+            let mut lanes = mask;
+            while lanes != 0 {
+                let lane = lanes.trailing_zeros() as usize;
+                lanes &= lanes - 1;
+                ids[lane] = list.id(lane);
+            }
+            // Read after the ids: a writer marks a list before writing it, so a
+            // clear mark means these ids are the ones the block codes.
+            if !view.is_changed(u) {
+                expanded = true;
+                work.dc += DEGREE as u64;
+                while mask != 0 {
+                    let lane = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let v = ids[lane];
+                    if !work.seen.insert(v) {
+                        continue;
+                    }
+                    if let Some(p) = pool_insert(&mut work.pool, ef, entry(est[lane], v)) {
+                        next = next.min(p);
+                    }
                 }
             }
-        } else {
-            // No block yet (its add is in flight): expand from the graph's
-            // list with exact distances.
-            self.graph.links(u, 0, &mut work.ids);
-            for i in 0..work.ids.len() {
-                let v = work.ids[i];
+        }
+        if let (false, Some(list)) = (expanded, list) {
+            // No current block (its node's list changed in an add still in
+            // flight): expand from the graph's list with exact distances.
+            for i in 0..list.len() {
+                let v = list.id(i);
                 if !work.seen.insert(v) {
                     continue;
                 }
@@ -696,7 +751,7 @@ impl QgIndex {
             // The start node may be one whose add is still in flight; the others
             // were published by a finished add.
             let check_live = self.removed_any.load(Ordering::Acquire) || u == work.start;
-            if !check_live || self.graph.contains(u) {
+            if !check_live || view.is_live(u) {
                 work.dc += 1;
                 let d = self.metric.distance(self.kernels, q, x);
                 work.score(u, d);
@@ -716,6 +771,9 @@ impl QgIndex {
             let v = entry_slot(e);
             if let Some(b) = layer.blocks.bytes(v) {
                 prefetch(b);
+            }
+            if let Some(list) = view.list(v, 0) {
+                list.prefetch();
             }
             if cursor + at < work.rerank {
                 if let Some(x) = storage.get(v) {
@@ -756,6 +814,9 @@ impl QgIndex {
         {
             let guard = read(&self.layer);
             if let Some(layer) = guard.as_ref() {
+                // Dropped before the fallback below, whose HNSW search takes the
+                // graph's lock itself.
+                let view = self.graph.view();
                 let works = &mut scratch.extra_or_insert_with(Walks::default).0;
                 let (walks, ahead) = if layer::stride_for(layer.m()) <= INTERLEAVE_MAX_BLOCK {
                     (WALKS, PREFETCH_AHEAD_INTERLEAVED)
@@ -774,7 +835,7 @@ impl QgIndex {
                     while *next < n {
                         let j = *next;
                         *next += 1;
-                        if self.walk_start(layer, storage, q(j), work).is_some() {
+                        if self.walk_start(layer, &view, storage, q(j), work).is_some() {
                             return j;
                         }
                         fallback.push(j);
@@ -788,7 +849,9 @@ impl QgIndex {
                 while lane.iter().any(|&j| j != usize::MAX) {
                     for (l, w) in lane.iter_mut().zip(works.iter_mut()) {
                         let j = *l;
-                        if j == usize::MAX || self.walk_step(layer, storage, q(j), ef, ahead, w) {
+                        if j == usize::MAX
+                            || self.walk_step(layer, &view, storage, q(j), ef, ahead, w)
+                        {
                             continue;
                         }
                         let Some(out) = outs.get_mut(j) else { continue };
@@ -850,7 +913,6 @@ impl VectorIndex for QgIndex {
 
     fn add(&self, storage: &dyn VectorStorage, slots: Range<SlotId>) -> Result<()> {
         let _w = lock(&self.writer);
-        let tombstones = self.graph.tombstones();
         self.graph.add(storage, slots.clone())?;
         let dc = self.graph.stats().build_distance_computations;
         self.build_distances.store(dc, Ordering::Relaxed);
@@ -861,9 +923,7 @@ impl VectorIndex for QgIndex {
             }
             return Ok(());
         }
-        // A repair (it runs inside the graph's add) lowered the tombstones.
-        let repaired = self.graph.tombstones() < tombstones;
-        self.absorb(storage, slots, repaired)
+        self.absorb(storage, slots)
     }
 
     fn remove(&self, slot: SlotId) -> Result<()> {
@@ -908,7 +968,11 @@ impl VectorIndex for QgIndex {
                 break 'walk None;
             };
             let work = scratch.extra_or_insert_with(Work::default);
-            let dc = self.walk(layer, storage, req.query, req.k, ef, rerank, work, out);
+            let view = self.graph.view();
+            let dc = self.walk(
+                layer, &view, storage, req.query, req.k, ef, rerank, work, out,
+            );
+            drop(view);
             match dc {
                 // Fewer than k found while more are present: the graph search,
                 // with its exact fallbacks, settles it.

@@ -7,7 +7,7 @@ use omen_core::codec::{
 };
 use omen_core::pq::ProductQuantizer;
 use omen_core::sync::{lock, read};
-use omen_core::{Error, Result, VectorIndex};
+use omen_core::{Error, Result, SlotId, VectorIndex};
 use omen_hnsw::HnswIndex;
 use std::path::Path;
 
@@ -53,7 +53,7 @@ impl QgIndex {
             w.f32s(l.pq.codebooks());
             let slots = l.coded_slots();
             w.u32(slots as u32);
-            w.bytes(&l.codes[..slots * m]);
+            w.bytes(&l.unpacked_codes(slots));
         }
         let crc = w.crc32_from(0);
         w.u32(crc);
@@ -200,7 +200,10 @@ impl QgIndex {
                 return Err(r.error_at(at + i, format!("code {} is not a 4-bit value", codes[i])));
             }
             let mut layer = Layer::new(pq);
-            layer.codes = codes.to_vec();
+            layer.reserve_codes(slots);
+            for (v, c) in codes.chunks_exact(m.max(1)).enumerate() {
+                layer.set_code(v as SlotId, c);
+            }
             Some(layer)
         } else {
             if r.remaining() != 0 {

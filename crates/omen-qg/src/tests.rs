@@ -224,7 +224,10 @@ fn untrained_answers_through_the_graph_then_trains_at_the_threshold() {
     assert_eq!(index.graph.stats().searches, 1, "the walk answered");
     let mem = index.memory_breakdown();
     assert!(mem.blocks >= 1_200 * layer::stride_for(16));
-    assert!(mem.codes >= 1_200 * 16 && mem.graph > 0 && mem.codebooks == 16 * dim * 4);
+    // Codes are packed two to a byte, and their table is sized exactly.
+    assert!(mem.codes >= 1_200 * 8 && mem.codes < 1_200 * 9, "{mem:?}");
+    assert!(mem.graph > 0 && mem.codebooks == 16 * dim * 4);
+    assert_blocks_code_their_lists(&index);
 }
 
 #[test]
@@ -258,6 +261,73 @@ fn explicit_training_then_adds_and_a_second_training_is_refused() {
             .unwrap();
         assert_eq!(out[0].slot, s);
     }
+}
+
+/// Every node's block codes its current layer-0 list lane by lane (the walk
+/// reads the ids from the graph and the codes from the block, so a block left
+/// stale by an add would mis-estimate its lanes).
+fn assert_blocks_code_their_lists(index: &QgIndex) {
+    let layer = read(&index.layer);
+    let layer = layer.as_ref().expect("trained");
+    let m = layer.m();
+    let (mut ids, mut code) = (Vec::new(), vec![0u8; m]);
+    let mut checked = 0;
+    for u in 0..layer.blocks.slots() as u32 {
+        if !index.graph.links(u, 0, &mut ids) {
+            continue;
+        }
+        let block = layer
+            .blocks
+            .bytes(u)
+            .unwrap_or_else(|| panic!("node {u} has no block"));
+        assert!(
+            !index.graph.view().is_changed(u),
+            "node {u} still marked changed"
+        );
+        for (lane, &v) in ids.iter().enumerate().take(layer::DEGREE) {
+            assert!(
+                layer.code_into(v, &mut code),
+                "node {u}'s neighbour {v} uncoded"
+            );
+            for (j, &c) in code.iter().enumerate() {
+                assert_eq!(
+                    fastscan::get_code(block, lane, j),
+                    c,
+                    "node {u}, lane {lane} (id {v}), sub-quantizer {j}: a stale block"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn blocks_follow_every_list_an_add_or_a_repair_changes() {
+    // Many small adds after training: each changes lists of older nodes
+    // (back-links, re-pruned lists), which must be re-coded.
+    let dim = 16;
+    let data = mixture(3_000, dim, Metric::L2, 21);
+    let storage = MemoryStorage::new(dim).unwrap();
+    storage.append_batch(&data).unwrap();
+    let index = QgIndex::new(dim, Metric::L2, QgParams::new().with_train_at(300)).unwrap();
+    for from in (0..3_000u32).step_by(150) {
+        index.add(&storage, from..from + 150).unwrap();
+    }
+    assert_blocks_code_their_lists(&index);
+    // Removing a third and adding more runs a repair, which rewires lists.
+    for slot in (0..3_000u32).step_by(3) {
+        index.remove(slot).unwrap();
+    }
+    let more = mixture(600, dim, Metric::L2, 22);
+    storage.append_batch(&more).unwrap();
+    let before = index.graph.tombstones();
+    index.add(&storage, 3_000..3_600).unwrap();
+    assert!(index.graph.tombstones() < before, "the add ran a repair");
+    assert_blocks_code_their_lists(&index);
+    // And a reload rebuilds the same blocks.
+    let back = QgIndex::from_bytes(&index.to_bytes(), Path::new("b.qg")).unwrap();
+    assert_blocks_code_their_lists(&back);
 }
 
 #[test]
