@@ -747,16 +747,6 @@ impl QgIndex {
                 }
             }
         }
-        if let Some(x) = vector {
-            // The start node may be one whose add is still in flight; the others
-            // were published by a finished add.
-            let check_live = self.removed_any.load(Ordering::Acquire) || u == work.start;
-            if !check_live || view.is_live(u) {
-                work.dc += 1;
-                let d = self.metric.distance(self.kernels, q, x);
-                work.score(u, d);
-            }
-        }
         let mut cursor = next;
         while cursor < work.pool.len() && work.done.contains(entry_slot(work.pool[cursor])) {
             cursor += 1;
@@ -779,6 +769,18 @@ impl QgIndex {
                 if let Some(x) = storage.get(v) {
                     prefetch(x);
                 }
+            }
+        }
+        // Scored after the next blocks were asked for: their loads overlap
+        // this distance (the expanded node's vector was prefetched earlier).
+        if let Some(x) = vector {
+            // The start node may be one whose add is still in flight; the others
+            // were published by a finished add.
+            let check_live = self.removed_any.load(Ordering::Acquire) || u == work.start;
+            if !check_live || view.is_live(u) {
+                work.dc += 1;
+                let d = self.metric.distance(self.kernels, q, x);
+                work.score(u, d);
             }
         }
         cursor < work.pool.len()
