@@ -1,0 +1,109 @@
+//! What a cache line read from DRAM costs on this machine, on one thread: the
+//! yardstick for the quantized graph's walk (issue 14), whose time per node visit
+//! follows the lines the visit reads (a block of 13 contiguous lines at GloVe-50,
+//! a list of 3 and a vector of 4, each at an unpredictable address).
+//!
+//! Reads `COUNT` runs of `LINES` contiguous 64-byte lines, each run at a random
+//! place in a 2 GiB buffer (huge-page advice, touched first), summing one word
+//! per line; with `AHEAD` > 0 the lines of the run `AHEAD` places later are
+//! prefetched first (`omen_core::simd::prefetch`, as the walk does). Prints the
+//! time per line and per run.
+//!
+//! ```text
+//! cargo run --release -p omen-bench --example line_probe -- [LINES,LINES,...] [AHEAD,AHEAD,...]
+//! cargo run --release -p omen-bench --example line_probe -- 1,3,4,13,32 0,2
+//! ```
+
+use std::error::Error;
+use std::time::Instant;
+
+const BUFFER: usize = 2 << 30;
+const WORDS_PER_LINE: usize = 8;
+/// Lines read per measurement (about 4 million, whatever the run length).
+const TOTAL_LINES: usize = 4_000_000;
+
+fn list(arg: Option<String>, default: &str) -> Result<Vec<usize>, Box<dyn Error>> {
+    Ok(arg
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let runs = list(args.next(), "1,3,4,13,32")?;
+    let aheads = list(args.next(), "0,2")?;
+    if runs.iter().any(|&r| r == 0 || r * 64 > BUFFER) {
+        return Err("LINES must be between 1 and the buffer's line count".into());
+    }
+    let mut buf = vec![0u64; BUFFER / 8];
+    advise_huge_pages(&buf);
+    for (i, w) in buf.iter_mut().enumerate().step_by(WORDS_PER_LINE) {
+        *w = i as u64;
+    }
+    let lines = buf.len() / WORDS_PER_LINE;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    println!("| lines per run | ahead | ns per line | ns per run |");
+    println!("|---:|---:|---:|---:|");
+    for &run in &runs {
+        let slots = lines / run;
+        let count = (TOTAL_LINES / run).max(1);
+        let starts: Vec<usize> = (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 33) as usize % slots) * run * WORDS_PER_LINE
+            })
+            .collect();
+        for &ahead in &aheads {
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for (i, &s) in starts.iter().enumerate() {
+                if ahead > 0 {
+                    if let Some(&p) = starts.get(i + ahead) {
+                        omen_core::simd::prefetch(&buf[p..p + run * WORDS_PER_LINE]);
+                    }
+                }
+                let r = &buf[s..s + run * WORDS_PER_LINE];
+                for l in 0..run {
+                    sum = sum.wrapping_add(r[l * WORDS_PER_LINE]);
+                }
+            }
+            std::hint::black_box(sum);
+            let ns = t.elapsed().as_secs_f64() * 1e9;
+            println!(
+                "| {run} | {ahead} | {:.1} | {:.1} |",
+                ns / (count * run) as f64,
+                ns / count as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Asks for transparent huge pages over `v` (where the system gives them on
+/// request), so that the probe measures DRAM and not page walks.
+fn advise_huge_pages(v: &[u64]) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = v.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let aligned = (start + 4095) & !4095;
+        if end > aligned {
+            // SAFETY: madvise with MADV_HUGEPAGE only gives the kernel advice about
+            // pages of this process's own live allocation (the page-aligned part
+            // of `v`); it changes neither their contents nor their validity.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
