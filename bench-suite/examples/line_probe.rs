@@ -3,15 +3,26 @@
 //! follows the lines the visit reads (a block of 13 contiguous lines at GloVe-50,
 //! a list of 3 and a vector of 4, each at an unpredictable address).
 //!
-//! Reads `COUNT` runs of `LINES` contiguous 64-byte lines, each run at a random
-//! place in a 2 GiB buffer (huge-page advice, touched first), summing one word
-//! per line; with `AHEAD` > 0 the lines of the run `AHEAD` places later are
-//! prefetched first (`omen_core::simd::prefetch`, as the walk does). Prints the
-//! time per line and per run.
+//! Reads about 4 million 64-byte lines in runs of `LINES` contiguous lines, each
+//! run at a random place in a 2 GiB buffer (huge-page advice, touched first),
+//! summing one word per line; with `AHEAD` > 0 the lines of the run `AHEAD`
+//! places later are prefetched first (`omen_core::simd::prefetch`, as the walk
+//! does). Prints the time per line and per run.
+//!
+//! `chase` mode walks like the graph does: every node owns a block, a list and a
+//! vector of `B`, `L` and `V` lines in three arrays (2 GiB in all); the list's
+//! first word names the next node (one random cycle through all nodes), so the
+//! next address is known only once the list is read. `CHAINS` walks take one
+//! step each in turn; a step reads the node's list, prefetches the next node's
+//! three parts, then reads its block and vector. With one chain the next node's
+//! loads have no time to land; with more, each has `CHAINS - 1` steps: the time
+//! per step then shows what the memory system gives this access pattern.
 //!
 //! ```text
 //! cargo run --release -p omen-bench --example line_probe -- [LINES,LINES,...] [AHEAD,AHEAD,...]
 //! cargo run --release -p omen-bench --example line_probe -- 1,3,4,13,32 0,2
+//! cargo run --release -p omen-bench --example line_probe -- chase [CHAINS,...] [B,L,V]
+//! cargo run --release -p omen-bench --example line_probe -- chase 1,2,4,8 13,3,4
 //! ```
 
 use std::error::Error;
@@ -31,7 +42,13 @@ fn list(arg: Option<String>, default: &str) -> Result<Vec<usize>, Box<dyn Error>
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "chase") {
+        args.next();
+        let chains = list(args.next(), "1,2,4,8")?;
+        let shape = list(args.next(), "13,3,4")?;
+        return chase(&chains, &shape);
+    }
     let runs = list(args.next(), "1,3,4,13,32")?;
     let aheads = list(args.next(), "0,2")?;
     if runs.iter().any(|&r| r == 0 || r * 64 > BUFFER) {
@@ -79,6 +96,71 @@ fn main() -> Result<(), Box<dyn Error>> {
                 ns / count as f64
             );
         }
+    }
+    Ok(())
+}
+
+/// The `chase` mode (see the crate documentation).
+fn chase(chains: &[usize], shape: &[usize]) -> Result<(), Box<dyn Error>> {
+    let &[b, l, v] = shape else {
+        return Err("the shape is three line counts: BLOCK,LIST,VECTOR".into());
+    };
+    if b == 0 || l == 0 || v == 0 || chains.contains(&0) {
+        return Err("line counts and chains must be at least 1".into());
+    }
+    let nodes = BUFFER / ((b + l + v) * 64);
+    let part = |lines: usize| {
+        let mut p = vec![0u64; nodes * lines * WORDS_PER_LINE];
+        advise_huge_pages(&p);
+        // Touched after the advice, so that the pages are huge and distinct.
+        p.iter_mut().step_by(WORDS_PER_LINE).for_each(|w| *w = 1);
+        p
+    };
+    let (blocks, mut lists, vectors) = (part(b), part(l), part(v));
+    // One cycle through every node (Sattolo's shuffle), written into the lists.
+    let mut next: Vec<usize> = (0..nodes).collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..nodes).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        next.swap(i, (state >> 33) as usize % i);
+    }
+    for (u, &n) in next.iter().enumerate() {
+        lists[u * l * WORDS_PER_LINE] = n as u64;
+    }
+    drop(next);
+    let (bw, lw, vw) = (b * WORDS_PER_LINE, l * WORDS_PER_LINE, v * WORDS_PER_LINE);
+    println!("{nodes} nodes of {b} + {l} + {v} lines");
+    println!("| chains | ns per step | ns per line |");
+    println!("|---:|---:|---:|");
+    for &k in chains {
+        let mut cur: Vec<usize> = (0..k).map(|c| c * (nodes / k)).collect();
+        let steps = 2_000_000usize;
+        let mut sum = 0u64;
+        let t = Instant::now();
+        for s in 0..steps {
+            let c = s % k;
+            let u = cur[c];
+            let list = &lists[u * lw..(u + 1) * lw];
+            let n = (list[0] as usize).min(nodes - 1);
+            omen_core::simd::prefetch(&lists[n * lw..(n + 1) * lw]);
+            omen_core::simd::prefetch(&blocks[n * bw..(n + 1) * bw]);
+            omen_core::simd::prefetch(&vectors[n * vw..(n + 1) * vw]);
+            for w in list.iter().step_by(WORDS_PER_LINE).skip(1) {
+                sum = sum.wrapping_add(*w);
+            }
+            for w in blocks[u * bw..(u + 1) * bw].iter().step_by(WORDS_PER_LINE) {
+                sum = sum.wrapping_add(*w);
+            }
+            for w in vectors[u * vw..(u + 1) * vw].iter().step_by(WORDS_PER_LINE) {
+                sum = sum.wrapping_add(*w);
+            }
+            cur[c] = n;
+        }
+        std::hint::black_box(sum);
+        let ns = t.elapsed().as_secs_f64() * 1e9 / steps as f64;
+        println!("| {k} | {ns:.1} | {:.1} |", ns / (b + l + v) as f64);
     }
     Ok(())
 }
