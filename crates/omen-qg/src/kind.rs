@@ -51,7 +51,7 @@ const SEARCH: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "rerank",
-        "score exactly only the nodes expanded at the first `rerank` beam positions (at least k; above ef it widens the beam) [every expanded node]",
+        "score exactly only the final beam's `rerank` best estimates, once the walk ends (at least k; above ef it widens the beam) [every expanded node, as the walk goes]",
     ),
 ];
 
@@ -280,8 +280,8 @@ impl From<&'static QgKind> for IndexSpec {
 pub struct QgSearch {
     /// Beam width; `None` for the index's `ef_search`.
     pub ef: Option<usize>,
-    /// Only nodes expanded at beam positions below this are scored exactly;
-    /// `None` scores every expanded node.
+    /// Only the final beam's this many best estimates are scored exactly, once
+    /// the walk ends; `None` scores every expanded node as the walk goes.
     pub rerank: Option<usize>,
 }
 
@@ -308,7 +308,7 @@ impl QgSearch {
     /// The beam width and the re-rank for a query of `k` under an index whose
     /// default beam is `ef_search`: `ef >= k`; `None` scores every node the walk
     /// expands exactly (the default), `Some(r)` (`k <= r`, and a beam of at least
-    /// `r`) only those expanded at the first `r` beam positions.
+    /// `r`) only the final beam's `r` best estimates.
     pub fn resolve(&self, k: usize, ef_search: usize) -> (usize, Option<usize>) {
         let ef = self.ef.unwrap_or(ef_search).max(k);
         match self.rerank {
