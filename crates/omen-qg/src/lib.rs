@@ -24,7 +24,7 @@
 //! of the others; the default scores a superset (the final beam is expanded), so
 //! its answer is never farther. Measured in-process (`qg_search`, 2,000 queries,
 //! Intel Xeon VM): on GloVe-50 L2 `rerank = 100` gives the default's recall@10 at
-//! `ef` 256-384 (0.9870 / 0.9908 / 0.9935) at 1.06-1.10x its QPS (three
+//! `ef` 256-384 (0.9870 / 0.9908 / 0.9935) at 1.08-1.10x its QPS (three
 //! alternating runs at `ef` 320); on the 1M x 128 mixture it also gives the
 //! default's recall (0.9939 at `ef` 128) but no speed, the walk there expanding
 //! about as many nodes as it would score. A narrow `r` costs recall where the
