@@ -317,6 +317,15 @@ impl Work {
     }
 }
 
+/// Whether node `u`, reached by a walk that started at `start`, may be in its
+/// answer: a live node. Only checked where it can fail: once any node was
+/// removed, or for the start node, which may be one whose add is still in
+/// flight (every other node the walk reaches was published by a finished add).
+#[inline]
+fn may_answer(view: &GraphView<'_>, removed: bool, start: SlotId, u: SlotId) -> bool {
+    !(removed || u == start) || view.is_live(u)
+}
+
 /// Keeps slot `u` at distance `d` in `exact` (sorted, at most `k`) if it is among
 /// the `k` closest.
 #[inline]
@@ -794,10 +803,8 @@ impl QgIndex {
         // Scored after the next blocks were asked for: their loads overlap
         // this distance (the expanded node's vector was prefetched earlier).
         if let Some(x) = vector {
-            // The start node may be one whose add is still in flight; the others
-            // were published by a finished add.
-            let check_live = self.removed_any.load(Ordering::Acquire) || u == work.start;
-            if !check_live || view.is_live(u) {
+            let removed = self.removed_any.load(Ordering::Acquire);
+            if may_answer(view, removed, work.start, u) {
                 work.dc += 1;
                 let d = self.metric.distance(self.kernels, q, x);
                 work.score(u, d);
@@ -834,9 +841,7 @@ impl QgIndex {
                     prefetch(x);
                 }
                 let u = entry_slot(e);
-                // The start node may be one whose add is still in flight; the
-                // others were published by a finished add.
-                if (removed || u == work.start) && !view.is_live(u) {
+                if !may_answer(view, removed, work.start, u) {
                     continue;
                 }
                 if let Some(x) = storage.get(u) {
